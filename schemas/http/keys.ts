@@ -1,0 +1,134 @@
+/** Request and response schemas of the /keys routes. */
+import { base64Schema, keyAltNameSchema, uuidSchema } from './common.js';
+
+const arnSchema = {
+  type: 'string',
+  pattern: '^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_+=.@-]+$',
+  description: 'A KMS key or alias ARN.',
+} as const;
+
+export const masterKeyInputSchema = {
+  $id: 'MasterKeyInput',
+  type: 'object',
+  description: 'The master key that wraps a data key. Endpoints come from server configuration only.',
+  additionalProperties: false,
+  required: ['provider'],
+  properties: {
+    provider: { type: 'string', enum: ['local', 'aws'] },
+    key: arnSchema,
+    region: { type: 'string', pattern: '^[a-z0-9-]+$' },
+  },
+} as const;
+
+export const keySchema = {
+  $id: 'Key',
+  type: 'object',
+  description: 'Data-key metadata. Key material is never returned.',
+  required: ['id', 'keyAltNames', 'status', 'creationDate', 'updateDate', 'ageDays', 'masterKey'],
+  properties: {
+    id: uuidSchema,
+    keyAltNames: { type: 'array', items: { type: 'string' } },
+    status: { type: 'integer' },
+    creationDate: { type: 'string', format: 'date-time' },
+    updateDate: { type: 'string', format: 'date-time', description: 'Last change, a rewrap included.' },
+    ageDays: { type: 'integer' },
+    masterKey: {
+      type: 'object',
+      required: ['provider'],
+      properties: {
+        provider: { type: 'string', enum: ['local', 'aws'] },
+        key: { type: 'string' },
+        region: { type: 'string' },
+        endpoint: { type: 'string' },
+      },
+    },
+  },
+} as const;
+
+export const keySchemas = [masterKeyInputSchema, keySchema];
+
+export const keyIdParamsSchema = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: uuidSchema },
+} as const;
+
+export const altNameParamsSchema = {
+  type: 'object',
+  required: ['name'],
+  properties: { name: keyAltNameSchema },
+} as const;
+
+export const keyAndAltNameParamsSchema = {
+  type: 'object',
+  required: ['id', 'name'],
+  properties: { id: uuidSchema, name: keyAltNameSchema },
+} as const;
+
+export const createKeyBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['masterKey'],
+  properties: {
+    masterKey: { $ref: 'MasterKeyInput#' },
+    keyAltNames: { type: 'array', items: keyAltNameSchema, maxItems: 100, uniqueItems: true },
+    keyMaterial: { ...base64Schema, description: 'Import these 96 bytes (base64) instead of generating a key.' },
+  },
+} as const;
+
+export const listKeysQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+    after: { ...uuidSchema, description: 'The `next` value of the previous page.' },
+    provider: { type: 'string', enum: ['local', 'aws'] },
+    masterKey: arnSchema,
+  },
+} as const;
+
+export const keyListSchema = {
+  type: 'object',
+  required: ['items'],
+  properties: {
+    items: { type: 'array', items: { $ref: 'Key#' } },
+    next: { ...uuidSchema, description: 'Pass as `after` for the next page; absent on the last page.' },
+  },
+} as const;
+
+export const addAltNameBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['keyAltName'],
+  properties: { keyAltName: keyAltNameSchema },
+} as const;
+
+export const rewrapBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['filter', 'masterKey'],
+  properties: {
+    filter: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'Which data keys to rewrap; all conditions must hold. An empty filter selects every key.',
+      properties: {
+        keyIds: { type: 'array', items: uuidSchema, maxItems: 10000 },
+        keyAltNames: { type: 'array', items: keyAltNameSchema, maxItems: 10000 },
+        provider: { type: 'string', enum: ['local', 'aws'] },
+        masterKey: { ...arnSchema, description: 'Only keys now wrapped by this AWS master key.' },
+      },
+    },
+    masterKey: { $ref: 'MasterKeyInput#' },
+  },
+} as const;
+
+export const rewrapResponseSchema = {
+  type: 'object',
+  required: ['matched', 'rewrapped', 'keyIds'],
+  properties: {
+    matched: { type: 'integer' },
+    rewrapped: { type: 'integer' },
+    keyIds: { type: 'array', items: uuidSchema },
+  },
+} as const;

@@ -1,0 +1,83 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import ajvFormats from 'ajv-formats';
+import type { Config } from './config.js';
+import configPlugin from './plugins/config.js';
+import errorsPlugin from './plugins/errors.js';
+import swaggerPlugin from './plugins/swagger.js';
+import mongodbPlugin from './plugins/mongodb.js';
+import kmsPlugin from './plugins/kms.js';
+import keyVaultPlugin from './plugins/key-vault.js';
+import encryptionPlugin from './plugins/encryption.js';
+import authPlugin from './plugins/auth.js';
+import healthRoutes from '../routes/health.js';
+import encryptRoutes from '../routes/encrypt.js';
+import decryptRoutes from '../routes/decrypt.js';
+import keyRoutes from '../routes/keys.js';
+
+export interface BuildOptions {
+  /** Where log lines go (tests capture them); stdout when absent. */
+  logStream?: { write(line: string): void };
+}
+
+/** Log options: request lines carry the path only (a query string may hold plaintext). */
+export function loggerOptions(config: Config, stream?: BuildOptions['logStream']): FastifyServerOptions['logger'] {
+  return {
+    level: config.logLevel,
+    ...(stream ? { stream } : {}),
+    redact: {
+      paths: [
+        'req.headers.authorization',
+        'req.headers.cookie',
+        '*.authorization',
+        '*.token',
+        '*.value',
+        '*.plaintext',
+        '*.keyMaterial',
+        '*.masterKey',
+        '*.dataKey',
+        '*.ciphertext',
+      ],
+      censor: '[redacted]',
+    },
+    serializers: {
+      req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }),
+    },
+  };
+}
+
+/** The whole application, built from a checked configuration. */
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: loggerOptions(config, options.logStream),
+    bodyLimit: config.bodyLimitBytes,
+    genReqId: () => randomUUID(),
+    requestIdHeader: false,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    return503OnClosing: true,
+    ajv: {
+      // Never strip unknown fields silently: a request with one is refused instead.
+      customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false },
+      plugins: [ajvFormats as never],
+    },
+  });
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  await app.register(configPlugin, { config });
+  await app.register(errorsPlugin);
+  await app.register(swaggerPlugin);
+  await app.register(mongodbPlugin);
+  await app.register(kmsPlugin);
+  await app.register(keyVaultPlugin);
+  await app.register(encryptionPlugin);
+  await app.register(authPlugin);
+
+  await app.register(healthRoutes);
+  await app.register(encryptRoutes);
+  await app.register(decryptRoutes);
+  await app.register(keyRoutes);
+  return app;
+}

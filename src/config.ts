@@ -1,0 +1,163 @@
+/**
+ * The service's configuration: a JSON Schema over environment variables, checked at boot so that a
+ * mistake stops the process with a message naming the variable instead of failing a request later.
+ * This module never reads `process.env` itself; the config plugin hands it the environment.
+ */
+import { readFileSync } from 'node:fs';
+import { envSchema } from 'env-schema';
+import { KEY_LENGTH } from './crypto/aead.js';
+
+const schema = {
+  type: 'object',
+  required: ['ADMIN_TOKEN'],
+  properties: {
+    HOST: { type: 'string', default: '127.0.0.1' },
+    PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 },
+    LOG_LEVEL: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
+    MONGODB_URI: { type: 'string', pattern: '^mongodb(\\+srv)?://', default: 'mongodb://127.0.0.1:27017/' },
+    MONGODB_SERVER_SELECTION_TIMEOUT_MS: { type: 'integer', minimum: 100, default: 5000 },
+    KEY_VAULT_NAMESPACE: { type: 'string', pattern: '^[^.$/\\\\ ]+\\.[^$]+$', default: 'encryption.__keyVault' },
+    KEY_VAULT_URI: { type: 'string', pattern: '^mongodb(\\+srv)?://' },
+    ADMIN_TOKEN: { type: 'string', minLength: 24 },
+    KMS_PROVIDERS: { type: 'string', pattern: '^(local|aws)(,(local|aws))*$', default: 'local' },
+    LOCAL_MASTER_KEY: { type: 'string' },
+    LOCAL_MASTER_KEY_FILE: { type: 'string' },
+    AWS_KMS_ENDPOINT: { type: 'string', pattern: '^https?://' },
+    AWS_KMS_ALLOWED_KEYS: { type: 'string', default: '' },
+    AWS_ACCESS_KEY_ID: { type: 'string' },
+    AWS_SECRET_ACCESS_KEY: { type: 'string' },
+    AWS_SESSION_TOKEN: { type: 'string' },
+    KMS_TIMEOUT_MS: { type: 'integer', minimum: 100, default: 5000 },
+    KMS_MAX_ATTEMPTS: { type: 'integer', minimum: 1, maximum: 10, default: 3 },
+    DATA_KEY_CACHE_TTL_MS: { type: 'integer', minimum: 0, default: 60000 },
+    DATA_KEY_CACHE_MAX: { type: 'integer', minimum: 1, default: 1000 },
+    BODY_LIMIT_BYTES: { type: 'integer', minimum: 1024, default: 1048576 },
+    MAX_BATCH_ITEMS: { type: 'integer', minimum: 1, maximum: 100000, default: 10000 },
+  },
+} as const;
+
+interface RawEnv {
+  HOST: string;
+  PORT: number;
+  LOG_LEVEL: string;
+  MONGODB_URI: string;
+  MONGODB_SERVER_SELECTION_TIMEOUT_MS: number;
+  KEY_VAULT_NAMESPACE: string;
+  KEY_VAULT_URI?: string;
+  ADMIN_TOKEN: string;
+  KMS_PROVIDERS: string;
+  LOCAL_MASTER_KEY?: string;
+  LOCAL_MASTER_KEY_FILE?: string;
+  AWS_KMS_ENDPOINT?: string;
+  AWS_KMS_ALLOWED_KEYS: string;
+  AWS_ACCESS_KEY_ID?: string;
+  AWS_SECRET_ACCESS_KEY?: string;
+  AWS_SESSION_TOKEN?: string;
+  KMS_TIMEOUT_MS: number;
+  KMS_MAX_ATTEMPTS: number;
+  DATA_KEY_CACHE_TTL_MS: number;
+  DATA_KEY_CACHE_MAX: number;
+  BODY_LIMIT_BYTES: number;
+  MAX_BATCH_ITEMS: number;
+}
+
+export interface Config {
+  host: string;
+  port: number;
+  logLevel: string;
+  mongodbUri: string;
+  serverSelectionTimeoutMs: number;
+  keyVault: { uri: string; db: string; collection: string };
+  adminToken: string;
+  kms: {
+    localMasterKey?: Buffer;
+    aws?: {
+      endpoint?: string;
+      credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+      allowedKeys: string[];
+    };
+    timeoutMs: number;
+    maxAttempts: number;
+  };
+  dataKeyCache: { ttlMs: number; maxEntries: number };
+  bodyLimitBytes: number;
+  maxBatchItems: number;
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+function decodeMasterKey(text: string, variable: string): Buffer {
+  const key = Buffer.from(text.trim(), 'base64');
+  if (key.length !== KEY_LENGTH) throw new ConfigError(`${variable} must be ${KEY_LENGTH} bytes, base64-encoded`);
+  return key;
+}
+
+function readMasterKeyFile(path: string): Buffer {
+  let content: Buffer;
+  try {
+    content = readFileSync(path);
+  } catch {
+    throw new ConfigError(`LOCAL_MASTER_KEY_FILE cannot be read: ${path}`);
+  }
+  // Either the raw 96 bytes (as drivers' examples write them) or their base64 text.
+  return content.length === KEY_LENGTH ? content : decodeMasterKey(content.toString('utf8'), 'LOCAL_MASTER_KEY_FILE');
+}
+
+/** Check the environment and turn it into the service configuration; throws `ConfigError`. */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  let raw: RawEnv;
+  try {
+    raw = envSchema<RawEnv>({ schema: structuredClone(schema) as never, data: { ...env }, env: false, dotenv: false });
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: ${(err as Error).message}`);
+  }
+
+  const providers = new Set(raw.KMS_PROVIDERS.split(','));
+  const kms: Config['kms'] = { timeoutMs: raw.KMS_TIMEOUT_MS, maxAttempts: raw.KMS_MAX_ATTEMPTS };
+  if (providers.has('local')) {
+    if (raw.LOCAL_MASTER_KEY !== undefined && raw.LOCAL_MASTER_KEY_FILE !== undefined) {
+      throw new ConfigError('set LOCAL_MASTER_KEY or LOCAL_MASTER_KEY_FILE, not both');
+    }
+    if (raw.LOCAL_MASTER_KEY !== undefined) kms.localMasterKey = decodeMasterKey(raw.LOCAL_MASTER_KEY, 'LOCAL_MASTER_KEY');
+    else if (raw.LOCAL_MASTER_KEY_FILE !== undefined) kms.localMasterKey = readMasterKeyFile(raw.LOCAL_MASTER_KEY_FILE);
+    else throw new ConfigError('KMS_PROVIDERS includes local: set LOCAL_MASTER_KEY or LOCAL_MASTER_KEY_FILE');
+  }
+  if (providers.has('aws')) {
+    const aws: NonNullable<Config['kms']['aws']> = {
+      allowedKeys: raw.AWS_KMS_ALLOWED_KEYS.split(',').map((s) => s.trim()).filter(Boolean),
+    };
+    if (raw.AWS_KMS_ENDPOINT !== undefined) aws.endpoint = raw.AWS_KMS_ENDPOINT;
+    if ((raw.AWS_ACCESS_KEY_ID === undefined) !== (raw.AWS_SECRET_ACCESS_KEY === undefined)) {
+      throw new ConfigError('set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither (to use the default credential chain)');
+    }
+    if (raw.AWS_ACCESS_KEY_ID !== undefined && raw.AWS_SECRET_ACCESS_KEY !== undefined) {
+      aws.credentials = { accessKeyId: raw.AWS_ACCESS_KEY_ID, secretAccessKey: raw.AWS_SECRET_ACCESS_KEY };
+      if (raw.AWS_SESSION_TOKEN !== undefined) aws.credentials.sessionToken = raw.AWS_SESSION_TOKEN;
+    }
+    kms.aws = aws;
+  }
+
+  const dot = raw.KEY_VAULT_NAMESPACE.indexOf('.');
+  return {
+    host: raw.HOST,
+    port: raw.PORT,
+    logLevel: raw.LOG_LEVEL,
+    mongodbUri: raw.MONGODB_URI,
+    serverSelectionTimeoutMs: raw.MONGODB_SERVER_SELECTION_TIMEOUT_MS,
+    keyVault: {
+      uri: raw.KEY_VAULT_URI ?? raw.MONGODB_URI,
+      db: raw.KEY_VAULT_NAMESPACE.slice(0, dot),
+      collection: raw.KEY_VAULT_NAMESPACE.slice(dot + 1),
+    },
+    adminToken: raw.ADMIN_TOKEN,
+    kms,
+    dataKeyCache: { ttlMs: raw.DATA_KEY_CACHE_TTL_MS, maxEntries: raw.DATA_KEY_CACHE_MAX },
+    bodyLimitBytes: raw.BODY_LIMIT_BYTES,
+    maxBatchItems: raw.MAX_BATCH_ITEMS,
+  };
+}

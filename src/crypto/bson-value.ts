@@ -1,0 +1,66 @@
+/**
+ * The bare BSON bytes of a single value, as CSFLE encrypts them: no document framing, no name.
+ * A value is framed as the document { "": value } and cut out of it, which keeps every type
+ * (and the driver's own serializer) in charge of the encoding.
+ */
+import { BSON } from 'bson';
+
+export const BsonType = {
+  double: 0x01,
+  string: 0x02,
+  document: 0x03,
+  array: 0x04,
+  binary: 0x05,
+  undefined: 0x06,
+  objectId: 0x07,
+  bool: 0x08,
+  date: 0x09,
+  null: 0x0a,
+  regex: 0x0b,
+  dbPointer: 0x0c,
+  javascript: 0x0d,
+  symbol: 0x0e,
+  javascriptWithScope: 0x0f,
+  int: 0x10,
+  timestamp: 0x11,
+  long: 0x12,
+  decimal: 0x13,
+  minKey: 0xff,
+  maxKey: 0x7f,
+} as const;
+
+export type BsonTypeName = keyof typeof BsonType;
+
+const typeNames = new Map<number, BsonTypeName>(
+  Object.entries(BsonType).map(([name, code]) => [code, name as BsonTypeName]),
+);
+
+export function bsonTypeName(code: number): BsonTypeName | undefined {
+  return typeNames.get(code);
+}
+
+export interface EncodedValue {
+  type: number;
+  bytes: Buffer;
+}
+
+/** Serialize one value to its BSON type byte and bare value bytes. */
+export function encodeValue(value: unknown): EncodedValue {
+  const doc = Buffer.from(BSON.serialize({ '': value }, { ignoreUndefined: false }));
+  // int32 length, type byte, empty name (one NUL), value bytes, trailing NUL.
+  return { type: doc[4]!, bytes: doc.subarray(6, doc.length - 1) };
+}
+
+/** Rebuild a value from its type byte and bare bytes; throws if the bytes do not parse as that type. */
+export function decodeValue(type: number, bytes: Uint8Array): unknown {
+  const doc = Buffer.alloc(bytes.length + 7);
+  doc.writeInt32LE(doc.length, 0);
+  doc[4] = type;
+  doc[5] = 0;
+  doc.set(bytes, 6);
+  doc[doc.length - 1] = 0;
+  const parsed = BSON.deserialize(doc, { promoteValues: false, bsonRegExp: true, validation: { utf8: true } });
+  const keys = Object.keys(parsed);
+  if (keys.length !== 1 || keys[0] !== '') throw new Error('not a single BSON value');
+  return parsed[''];
+}

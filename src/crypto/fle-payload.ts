@@ -1,0 +1,103 @@
+/**
+ * The CSFLE ciphertext: BSON Binary subtype 6 whose payload is
+ *   blob subtype (1: deterministic, 2: random) ‖ data-key UUID (16) ‖ original BSON type (1) ‖ AEAD ciphertext
+ * The first 18 bytes are the AEAD's associated data, so the key id and the type are authenticated.
+ */
+import { Binary } from 'bson';
+import { aeadDecrypt, aeadEncrypt, AeadError, MIN_CIPHERTEXT_LENGTH } from './aead.js';
+import { BsonType, bsonTypeName, decodeValue, encodeValue, type BsonTypeName } from './bson-value.js';
+
+export const ENCRYPTED_SUBTYPE = 6;
+export const AD_LENGTH = 18;
+
+export const Algorithm = {
+  deterministic: 'AEAD_AES_256_CBC_HMAC_SHA_512-Deterministic',
+  random: 'AEAD_AES_256_CBC_HMAC_SHA_512-Random',
+} as const;
+export type AlgorithmName = keyof typeof Algorithm;
+
+const blobSubtype: Record<AlgorithmName, number> = { deterministic: 1, random: 2 };
+
+/** Types deterministic encryption refuses: equality on them is ill-defined or leaks too much. */
+const refusedDeterministic = new Set<number>([
+  BsonType.double,
+  BsonType.decimal,
+  BsonType.bool,
+  BsonType.document,
+  BsonType.array,
+  BsonType.javascriptWithScope,
+]);
+/** Types neither algorithm encrypts: they carry no information, or are already ciphertext. */
+const refusedAlways = new Set<number>([BsonType.null, BsonType.undefined, BsonType.minKey, BsonType.maxKey]);
+
+export class UnsupportedTypeError extends Error {
+  readonly bsonType: string;
+  readonly algorithm: AlgorithmName;
+  constructor(bsonType: string, algorithm: AlgorithmName) {
+    super(`${algorithm} encryption does not support BSON type ${bsonType}`);
+    this.name = 'UnsupportedTypeError';
+    this.bsonType = bsonType;
+    this.algorithm = algorithm;
+  }
+}
+
+function checkType(type: number, bytes: Uint8Array, algorithm: AlgorithmName): void {
+  const name = bsonTypeName(type) ?? `0x${type.toString(16)}`;
+  if (refusedAlways.has(type)) throw new UnsupportedTypeError(name, algorithm);
+  if (type === BsonType.binary && bytes[4] === ENCRYPTED_SUBTYPE) throw new UnsupportedTypeError('binData subtype 6', algorithm);
+  if (algorithm === 'deterministic' && refusedDeterministic.has(type)) throw new UnsupportedTypeError(name, algorithm);
+}
+
+/** Whether a value of this BSON type may be encrypted with the algorithm (subtype 6 aside). */
+export function algorithmAllowsType(algorithm: AlgorithmName, type: BsonTypeName): boolean {
+  const code = BsonType[type];
+  return !refusedAlways.has(code) && !(algorithm === 'deterministic' && refusedDeterministic.has(code));
+}
+
+/**
+ * Encrypt one BSON value under a data key. `keyId` is the data key's 16-byte UUID, `key` its
+ * unwrapped 96 bytes. Throws `UnsupportedTypeError` for types the algorithm refuses.
+ */
+export function encryptValue(value: unknown, keyId: Uint8Array, key: Uint8Array, algorithm: AlgorithmName): Binary {
+  const { type, bytes } = encodeValue(value);
+  checkType(type, bytes, algorithm);
+  const ad = Buffer.alloc(AD_LENGTH);
+  ad[0] = blobSubtype[algorithm];
+  ad.set(keyId, 1);
+  ad[17] = type;
+  const ciphertext = aeadEncrypt(key, bytes, ad, algorithm === 'deterministic');
+  return new Binary(Buffer.concat([ad, ciphertext]), ENCRYPTED_SUBTYPE);
+}
+
+export interface ParsedPayload {
+  algorithm: AlgorithmName;
+  keyId: Buffer;
+  type: number;
+  ad: Buffer;
+  ciphertext: Buffer;
+}
+
+/** Split a subtype-6 payload into its parts without decrypting. Throws `AeadError` if malformed. */
+export function parsePayload(payload: Uint8Array): ParsedPayload {
+  const buf = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  if (buf.length < AD_LENGTH + MIN_CIPHERTEXT_LENGTH) throw new AeadError();
+  const algorithm = buf[0] === 1 ? 'deterministic' : buf[0] === 2 ? 'random' : undefined;
+  if (algorithm === undefined) throw new AeadError();
+  return {
+    algorithm,
+    keyId: buf.subarray(1, 17),
+    type: buf[17]!,
+    ad: buf.subarray(0, AD_LENGTH),
+    ciphertext: buf.subarray(AD_LENGTH),
+  };
+}
+
+/** Decrypt a parsed payload with its unwrapped data key. Throws `AeadError` for any failure. */
+export function decryptPayload(parsed: ParsedPayload, key: Uint8Array): unknown {
+  const plaintext = aeadDecrypt(key, parsed.ciphertext, parsed.ad);
+  try {
+    return decodeValue(parsed.type, plaintext);
+  } catch {
+    throw new AeadError();
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * The one error registry. Every error the service answers with has a stable code declared here,
+ * an HTTP status and a safe title. Layers below the routes throw `AppError`s with these codes;
+ * anything else that escapes is an internal error whose details only reach the log.
+ */
+
+export const errorCodes = {
+  VALIDATION_FAILED: { status: 400, title: 'The request does not match the schema.' },
+  INVALID_EXTENDED_JSON: { status: 400, title: 'The value is not valid Extended JSON.' },
+  INVALID_KEY_ID: { status: 400, title: 'A key id must be a UUID.' },
+  UNSUPPORTED_BSON_TYPE: { status: 400, title: 'This BSON type cannot be encrypted with this algorithm.' },
+  DECRYPTION_FAILED: { status: 400, title: 'The ciphertext could not be decrypted.' },
+  INVALID_MASTER_KEY: { status: 400, title: 'The master key description is not valid.' },
+  INVALID_KEY_MATERIAL: { status: 400, title: 'Custom key material must be exactly 96 bytes.' },
+  INVALID_JSON: { status: 400, title: 'The request body is not valid JSON.' },
+  UNAUTHORIZED: { status: 401, title: 'Missing or invalid credentials.' },
+  FORBIDDEN: { status: 403, title: 'The credentials do not allow this operation.' },
+  NOT_FOUND: { status: 404, title: 'No such route.' },
+  KEY_NOT_FOUND: { status: 404, title: 'No data key matches.' },
+  METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed.' },
+  KEY_ALT_NAME_CONFLICT: { status: 409, title: 'The key alt name is already used by another data key.' },
+  BODY_TOO_LARGE: { status: 413, title: 'The request body is too large.' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'The content type is not supported.' },
+  PROVIDER_NOT_CONFIGURED: { status: 422, title: 'That master-key provider is not configured on this server.' },
+  MASTER_KEY_NOT_ALLOWED: { status: 422, title: 'That master key is not allowed by the server configuration.' },
+  MASTER_KEY_UNUSABLE: { status: 422, title: 'The key management service cannot use that master key (missing, disabled or wrong kind).' },
+  INTERNAL_ERROR: { status: 500, title: 'Internal server error.' },
+  KMS_ACCESS_DENIED: { status: 502, title: 'The key management service refused the service identity.' },
+  KMS_ERROR: { status: 502, title: 'The key management service failed.' },
+  KMS_UNAVAILABLE: { status: 503, title: 'The key management service is unavailable.' },
+  DATABASE_UNAVAILABLE: { status: 503, title: 'The database is unavailable.' },
+} as const satisfies Record<string, { status: number; title: string }>;
+
+export type ErrorCode = keyof typeof errorCodes;
+
+/** Seconds a client should wait before retrying, for the codes that mean "try again later". */
+const retryAfterSeconds: Partial<Record<ErrorCode, number>> = {
+  KMS_UNAVAILABLE: 5,
+  DATABASE_UNAVAILABLE: 5,
+};
+
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  /** Safe, client-visible detail. Never put a value, a key or a token in it. */
+  readonly detail: string | undefined;
+
+  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+    super(detail ?? errorCodes[code].title, options);
+    this.name = 'AppError';
+    this.code = code;
+    this.status = errorCodes[code].status;
+    this.detail = detail;
+  }
+}
+
+export function isAppError(err: unknown): err is AppError {
+  return err instanceof AppError;
+}
+
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  code: ErrorCode;
+  detail?: string;
+  instance?: string;
+}
+
+/**
+ * The application/problem+json body for an error. Errors of status 500 and up carry no detail:
+ * their cause stays in the log.
+ */
+export function toProblem(err: AppError, requestId?: string): Problem {
+  const problem: Problem = {
+    type: `urn:encryption-proxy:error:${err.code}`,
+    title: errorCodes[err.code].title,
+    status: err.status,
+    code: err.code,
+  };
+  if (err.detail !== undefined && err.status < 500) problem.detail = err.detail;
+  if (requestId !== undefined) problem.instance = `urn:request:${requestId}`;
+  return problem;
+}
+
+export function retryAfterFor(code: ErrorCode): number | undefined {
+  return retryAfterSeconds[code];
+}

@@ -1,0 +1,272 @@
+import { randomBytes } from 'node:crypto';
+import { Binary, UUID } from 'bson';
+import { LRUCache } from 'lru-cache';
+import { MongoServerError, type Collection, type Filter } from 'mongodb';
+import { KEY_LENGTH } from '../crypto/aead.js';
+import { AppError, isAppError } from '../errors.js';
+import type { Kms } from '../kms/kms.js';
+import { readStoredMasterKey, type MasterKey } from '../kms/master-key.js';
+import type { DataKeyCache } from './data-key-cache.js';
+import { keyIdToString, storedMasterKey, type KeyDocument } from './key-document.js';
+
+export interface KeyVaultOptions {
+  collection: Collection<KeyDocument>;
+  kms: Kms;
+  cache: DataKeyCache;
+  /** How long an alt name → key id lookup is trusted (the data-key cache TTL). */
+  altNameTtlMs: number;
+}
+
+export interface CreateKeyInput {
+  masterKey: MasterKey;
+  keyAltNames?: string[];
+  /** Custom 96-byte key material (imported keys); generated when absent. */
+  keyMaterial?: Buffer;
+}
+
+export interface KeySelector {
+  keyIds?: UUID[];
+  keyAltNames?: string[];
+  provider?: MasterKey['provider'];
+  /** Only keys wrapped by this AWS master key ARN. */
+  masterKeyArn?: string;
+}
+
+export interface RewrapResult {
+  matched: number;
+  rewrapped: number;
+  keyIds: string[];
+}
+
+const DUPLICATE_KEY = 11000;
+const NOT_IMPLEMENTED = 238;
+const INDEX_CONFLICTS = new Set([85, 86]);
+const MAX_REWRAP = 10_000;
+
+/**
+ * The key vault: data-key documents in a MongoDB collection read and written with majority
+ * concerns, and the unwrapping of data keys through the KMS into the cache.
+ */
+export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaultOptions) {
+  // Ids are not secret; caching the alt-name lookup spares a vault read per request.
+  const altNameIds = new LRUCache<string, UUID>({ max: 10_000, ttl: altNameTtlMs });
+
+  // Alt-name uniqueness is checked here as well as by the index: FerretDB's unique index compares
+  // whole arrays, not their elements. Serialising these writes closes the race within a process.
+  let altNameLock: Promise<unknown> = Promise.resolve();
+  function withAltNameLock<T>(fn: () => Promise<T>): Promise<T> {
+    const run = altNameLock.then(fn, fn);
+    altNameLock = run.catch(() => undefined);
+    return run;
+  }
+
+  async function assertAltNamesFree(names: string[], exceptId?: Binary): Promise<void> {
+    if (names.length === 0) return;
+    const filter: Filter<KeyDocument> = { keyAltNames: { $in: names } };
+    if (exceptId !== undefined) filter._id = { $ne: exceptId };
+    const clash = await collection.findOne(filter, { projection: { _id: 1 } });
+    if (clash !== null) throw new AppError('KEY_ALT_NAME_CONFLICT');
+  }
+
+  function translateWriteError(err: unknown): never {
+    if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) throw new AppError('KEY_ALT_NAME_CONFLICT');
+    throw err;
+  }
+
+  async function unwrap(doc: KeyDocument): Promise<Buffer> {
+    const masterKey = readStoredMasterKey(doc.masterKey);
+    let key: Buffer;
+    try {
+      key = await kms.unwrap(masterKey, Buffer.from(doc.keyMaterial.buffer));
+    } catch (err) {
+      if (isAppError(err)) throw err;
+      // A local key that fails its tag: wrong master key, or a damaged document.
+      throw new AppError('KMS_ERROR', undefined, { cause: err });
+    }
+    if (key.length !== KEY_LENGTH) {
+      key.fill(0);
+      throw new AppError('KMS_ERROR');
+    }
+    return key;
+  }
+
+  function selectorFilter(selector: KeySelector): Filter<KeyDocument> {
+    const clauses: Filter<KeyDocument>[] = [];
+    if (selector.keyIds?.length) clauses.push({ _id: { $in: selector.keyIds } });
+    if (selector.keyAltNames?.length) clauses.push({ keyAltNames: { $in: selector.keyAltNames } });
+    if (selector.provider !== undefined) clauses.push({ 'masterKey.provider': selector.provider });
+    if (selector.masterKeyArn !== undefined) clauses.push({ 'masterKey.key': selector.masterKeyArn });
+    if (clauses.length === 0) return {};
+    return clauses.length === 1 ? clauses[0]! : { $and: clauses };
+  }
+
+  const vault = {
+    /** Create the indexes drivers expect; a partial unique index where the server has them. */
+    async ensureIndexes(): Promise<void> {
+      try {
+        await collection.createIndex(
+          { keyAltNames: 1 },
+          { name: 'keyAltNames_1', unique: true, partialFilterExpression: { keyAltNames: { $exists: true } } },
+        );
+      } catch (err) {
+        if (!(err instanceof MongoServerError)) throw err;
+        if (INDEX_CONFLICTS.has(err.code as number)) return;
+        if (err.code !== NOT_IMPLEMENTED) throw err;
+        await collection.createIndex({ keyAltNames: 1 }, { name: 'keyAltNames_1', unique: true });
+      }
+    },
+
+    /** Generate (or import), wrap and store a new data key. Nothing is written if wrapping fails. */
+    async createDataKey(input: CreateKeyInput): Promise<KeyDocument> {
+      kms.checkUsable(input.masterKey);
+      const altNames = [...new Set(input.keyAltNames ?? [])];
+      if (input.keyMaterial !== undefined && input.keyMaterial.length !== KEY_LENGTH) throw new AppError('INVALID_KEY_MATERIAL');
+      const dataKey = input.keyMaterial !== undefined ? Buffer.from(input.keyMaterial) : randomBytes(KEY_LENGTH);
+      try {
+        const keyMaterial = await kms.wrap(input.masterKey, dataKey);
+        const now = new Date();
+        const doc: KeyDocument = {
+          _id: new UUID(),
+          keyMaterial: new Binary(keyMaterial, 0),
+          creationDate: now,
+          updateDate: now,
+          status: 0,
+          masterKey: storedMasterKey(input.masterKey),
+        };
+        if (altNames.length > 0) doc.keyAltNames = altNames;
+        await withAltNameLock(async () => {
+          await assertAltNamesFree(altNames);
+          await collection.insertOne(doc).catch(translateWriteError);
+        });
+        return doc;
+      } finally {
+        dataKey.fill(0);
+      }
+    },
+
+    async findById(id: UUID): Promise<KeyDocument | null> {
+      return collection.findOne({ _id: id });
+    },
+
+    async findByAltName(name: string): Promise<KeyDocument | null> {
+      return collection.findOne({ keyAltNames: name });
+    },
+
+    async requireById(id: UUID): Promise<KeyDocument> {
+      const doc = await vault.findById(id);
+      if (doc === null) throw new AppError('KEY_NOT_FOUND');
+      return doc;
+    },
+
+    async requireByAltName(name: string): Promise<KeyDocument> {
+      const doc = await vault.findByAltName(name);
+      if (doc === null) throw new AppError('KEY_NOT_FOUND');
+      return doc;
+    },
+
+    /** A page of key documents in `_id` order, after the given id. */
+    async listKeys(options: { limit: number; after?: UUID; selector?: KeySelector }): Promise<KeyDocument[]> {
+      const filter = selectorFilter(options.selector ?? {});
+      const page: Filter<KeyDocument> = options.after ? { $and: [filter, { _id: { $gt: options.after } }] } : filter;
+      return collection.find(page).sort({ _id: 1 }).limit(options.limit).toArray();
+    },
+
+    async addAltName(id: UUID, name: string): Promise<KeyDocument> {
+      return withAltNameLock(async () => {
+        const doc = await vault.requireById(id);
+        if (doc.keyAltNames?.includes(name)) return doc;
+        await assertAltNamesFree([name], doc._id);
+        await collection
+          .updateOne({ _id: id }, { $push: { keyAltNames: name }, $currentDate: { updateDate: true } })
+          .catch(translateWriteError);
+        return vault.requireById(id);
+      });
+    },
+
+    async removeAltName(id: UUID, name: string): Promise<KeyDocument> {
+      return withAltNameLock(async () => {
+        const doc = await vault.requireById(id);
+        const remaining = (doc.keyAltNames ?? []).filter((n) => n !== name);
+        // Drivers leave no empty keyAltNames array behind; neither do we.
+        const update =
+          remaining.length > 0
+            ? { $set: { keyAltNames: remaining }, $currentDate: { updateDate: true as const } }
+            : { $unset: { keyAltNames: '' as const }, $currentDate: { updateDate: true as const } };
+        await collection.updateOne({ _id: id }, update);
+        altNameIds.delete(name);
+        return vault.requireById(id);
+      });
+    },
+
+    /** Delete a data key. Every value encrypted with it becomes unreadable, permanently. */
+    async deleteKey(id: UUID): Promise<boolean> {
+      // No projection: FerretDB does not support one on findAndModify.
+      const doc = await collection.findOneAndDelete({ _id: id });
+      for (const name of doc?.keyAltNames ?? []) altNameIds.delete(name);
+      cache.delete(keyIdToString(id.buffer));
+      return doc !== null;
+    },
+
+    /**
+     * Re-encrypt the matching data keys under a new master key, leaving the data keys (and so every
+     * ciphertext) unchanged. All keys are unwrapped and rewrapped before anything is written, so a
+     * KMS failure writes nothing; each document is then replaced only if nobody changed it meanwhile.
+     */
+    async rewrap(selector: KeySelector, newMasterKey: MasterKey): Promise<RewrapResult> {
+      kms.checkUsable(newMasterKey);
+      const docs = await collection.find(selectorFilter(selector)).limit(MAX_REWRAP + 1).toArray();
+      if (docs.length > MAX_REWRAP) throw new AppError('VALIDATION_FAILED', `Select at most ${MAX_REWRAP} keys per rewrap.`);
+      const rewrapped: { doc: KeyDocument; material: Buffer }[] = [];
+      for (const doc of docs) {
+        const dataKey = await unwrap(doc);
+        try {
+          rewrapped.push({ doc, material: await kms.wrap(newMasterKey, dataKey) });
+        } finally {
+          dataKey.fill(0);
+        }
+      }
+      const stored = storedMasterKey(newMasterKey);
+      let modified = 0;
+      if (rewrapped.length > 0) {
+        const result = await collection.bulkWrite(
+          rewrapped.map(({ doc, material }) => ({
+            updateOne: {
+              filter: { _id: doc._id, keyMaterial: doc.keyMaterial },
+              update: { $set: { keyMaterial: new Binary(material, 0), masterKey: stored }, $currentDate: { updateDate: true } },
+            },
+          })),
+          { ordered: false },
+        );
+        modified = result.modifiedCount;
+      }
+      return { matched: docs.length, rewrapped: modified, keyIds: rewrapped.map(({ doc }) => keyIdToString(doc._id.buffer)) };
+    },
+
+    /** The id of the key an alt name names (404 when none does). */
+    async resolveAltName(name: string): Promise<UUID> {
+      const cached = altNameIds.get(name);
+      if (cached !== undefined) return cached;
+      const doc = await collection.findOne({ keyAltNames: name }, { projection: { _id: 1 } });
+      if (doc === null) throw new AppError('KEY_NOT_FOUND');
+      const id = new UUID(doc._id.buffer);
+      altNameIds.set(name, id);
+      return id;
+    },
+
+    /**
+     * The unwrapped 96-byte data key for a key id, from the cache or the vault and KMS. The buffer
+     * belongs to the cache: use it synchronously, never keep it across an await.
+     */
+    async getDataKey(id: Uint8Array): Promise<Buffer> {
+      const text = keyIdToString(id);
+      return cache.get(text, async () => {
+        const doc = await collection.findOne({ _id: new UUID(text) });
+        if (doc === null) throw new AppError('KEY_NOT_FOUND');
+        return unwrap(doc);
+      });
+    },
+  };
+  return vault;
+}
+
+export type KeyVault = ReturnType<typeof createKeyVault>;

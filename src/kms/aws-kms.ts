@@ -1,0 +1,97 @@
+import { DecryptCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
+import { AppError } from '../errors.js';
+import type { KmsProvider } from './kms-provider.js';
+import type { AwsMasterKey } from './master-key.js';
+
+export interface AwsKmsOptions {
+  /** Server-side endpoint override (an emulator, a VPC endpoint). Never taken from a client. */
+  endpoint?: string;
+  /** Explicit credentials; when absent the SDK's default chain (the service's IAM role) is used. */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** Upper bound for one wrap or unwrap, retries included. */
+  timeoutMs: number;
+  /** Attempts per call; the SDK retries throttling and transient faults with jittered backoff. */
+  maxAttempts: number;
+}
+
+const accessDenied = new Set([
+  'AccessDeniedException',
+  'UnrecognizedClientException',
+  'InvalidSignatureException',
+  'IncompleteSignature',
+  'ExpiredTokenException',
+  'InvalidClientTokenId',
+]);
+const unusableKey = new Set([
+  'NotFoundException',
+  'DisabledException',
+  'KMSInvalidStateException',
+  'InvalidKeyUsageException',
+  'InvalidArnException',
+]);
+const transient = new Set(['TimeoutError', 'AbortError', 'ThrottlingException', 'DependencyTimeoutException', 'KMSInternalException']);
+
+/** Map an SDK failure to a registry error; the SDK's message stays in the cause, for the log only. */
+export function classifyAwsError(err: unknown): AppError {
+  const e = err as { name?: string; code?: string; $metadata?: { httpStatusCode?: number } };
+  const status = e?.$metadata?.httpStatusCode;
+  const name = e?.name ?? '';
+  let code: 'KMS_ACCESS_DENIED' | 'MASTER_KEY_UNUSABLE' | 'KMS_UNAVAILABLE' | 'KMS_ERROR' = 'KMS_ERROR';
+  if (status === 403 || accessDenied.has(name)) code = 'KMS_ACCESS_DENIED';
+  else if (unusableKey.has(name)) code = 'MASTER_KEY_UNUSABLE';
+  else if (transient.has(name) || status === undefined || status >= 500 || status === 429) code = 'KMS_UNAVAILABLE';
+  return new AppError(code, undefined, { cause: err });
+}
+
+/**
+ * The `aws` provider: data keys wrapped by AWS KMS Encrypt and unwrapped by Decrypt, with no
+ * encryption context, exactly as MongoDB drivers do (adding one would lock drivers out of the keys).
+ */
+export function createAwsKms(options: AwsKmsOptions): KmsProvider<AwsMasterKey> & { destroy(): void } {
+  const clients = new Map<string, KMSClient>();
+
+  function clientFor(region: string): KMSClient {
+    let client = clients.get(region);
+    if (client === undefined) {
+      client = new KMSClient({
+        region,
+        endpoint: options.endpoint,
+        credentials: options.credentials,
+        maxAttempts: options.maxAttempts,
+        requestHandler: { connectionTimeout: Math.min(options.timeoutMs, 3000), requestTimeout: options.timeoutMs },
+      });
+      clients.set(region, client);
+    }
+    return client;
+  }
+
+  async function send<T>(region: string, command: EncryptCommand | DecryptCommand): Promise<T> {
+    try {
+      return (await clientFor(region).send(command as never, { abortSignal: AbortSignal.timeout(options.timeoutMs) })) as T;
+    } catch (err) {
+      throw classifyAwsError(err);
+    }
+  }
+
+  return {
+    async wrap(masterKey, dataKey) {
+      const out = await send<{ CiphertextBlob?: Uint8Array }>(
+        masterKey.region,
+        new EncryptCommand({ KeyId: masterKey.key, Plaintext: dataKey }),
+      );
+      if (out.CiphertextBlob === undefined) throw new AppError('KMS_ERROR');
+      return Buffer.from(out.CiphertextBlob);
+    },
+    async unwrap(masterKey, keyMaterial) {
+      const out = await send<{ Plaintext?: Uint8Array }>(masterKey.region, new DecryptCommand({ CiphertextBlob: keyMaterial }));
+      if (out.Plaintext === undefined) throw new AppError('KMS_ERROR');
+      const plaintext = Buffer.from(out.Plaintext);
+      out.Plaintext.fill(0);
+      return plaintext;
+    },
+    destroy() {
+      for (const client of clients.values()) client.destroy();
+      clients.clear();
+    },
+  };
+}

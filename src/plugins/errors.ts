@@ -1,0 +1,65 @@
+import fp from 'fastify-plugin';
+import type { FastifyError } from 'fastify';
+import { MongoNetworkError, MongoNotConnectedError, MongoServerSelectionError, MongoTopologyClosedError } from 'mongodb';
+import { AppError, isAppError, retryAfterFor, toProblem, type ErrorCode } from '../errors.js';
+
+const fastifyCodes: Record<string, ErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'VALIDATION_FAILED',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'INVALID_JSON',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'INVALID_JSON',
+};
+
+function isDatabaseOutage(err: unknown): boolean {
+  return (
+    err instanceof MongoNetworkError ||
+    err instanceof MongoServerSelectionError ||
+    err instanceof MongoNotConnectedError ||
+    err instanceof MongoTopologyClosedError
+  );
+}
+
+/** Turn anything thrown into a registry error; unknown errors become INTERNAL_ERROR. */
+export function toAppError(err: unknown): AppError {
+  if (isAppError(err)) return err;
+  if (isDatabaseOutage(err)) return new AppError('DATABASE_UNAVAILABLE', undefined, { cause: err });
+  const e = err as FastifyError;
+  if (e?.validation) {
+    // ajv's messages name the path and the rule, never the value.
+    return new AppError('VALIDATION_FAILED', `${e.validationContext ?? 'request'}${e.message.replace(/^[a-z]+/, '')}`);
+  }
+  const mapped = e?.code ? fastifyCodes[e.code] : undefined;
+  if (mapped) return new AppError(mapped);
+  if (err instanceof SyntaxError || (e?.statusCode === 400 && /JSON|prototype|constructor/i.test(e.message))) {
+    return new AppError('INVALID_JSON');
+  }
+  if (e?.statusCode === 404) return new AppError('NOT_FOUND');
+  if (e?.statusCode === 405) return new AppError('METHOD_NOT_ALLOWED');
+  if (e?.statusCode === 413) return new AppError('BODY_TOO_LARGE');
+  if (e?.statusCode === 415) return new AppError('UNSUPPORTED_MEDIA_TYPE');
+  if (e?.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) return new AppError('VALIDATION_FAILED');
+  return new AppError('INTERNAL_ERROR', undefined, { cause: err });
+}
+
+/**
+ * Every error leaves as application/problem+json with a stable code. Details of server-side
+ * failures go to the log only; client errors are logged by code, without their input.
+ */
+export default fp(
+  async (app) => {
+    app.setErrorHandler(async (err, request, reply) => {
+      const error = toAppError(err);
+      if (error.status >= 500) request.log.error({ err: error.cause ?? err, code: error.code }, 'request failed');
+      else request.log.info({ code: error.code }, 'request rejected');
+      const retryAfter = retryAfterFor(error.code);
+      if (retryAfter !== undefined) reply.header('retry-after', String(retryAfter));
+      return reply.code(error.status).type('application/problem+json').send(toProblem(error, request.id));
+    });
+    app.setNotFoundHandler(async (request, reply) => {
+      const error = new AppError('NOT_FOUND');
+      return reply.code(404).type('application/problem+json').send(toProblem(error, request.id));
+    });
+  },
+  { name: 'errors' },
+);

@@ -1,0 +1,31 @@
+import fp from 'fastify-plugin';
+import { createDataKeyCache } from '../key-vault/data-key-cache.js';
+import type { KeyDocument } from '../key-vault/key-document.js';
+import { createKeyVault, type KeyVault } from '../key-vault/key-vault.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    keyVault: KeyVault;
+    dataKeyCache: ReturnType<typeof createDataKeyCache>;
+  }
+}
+
+export default fp(
+  async (app) => {
+    const { config } = app;
+    // Key documents must never be read stale or lost on failover: majority on both sides.
+    const collection = app.mongo.keyVaultClient
+      .db(config.keyVault.db)
+      .collection<KeyDocument>(config.keyVault.collection, {
+        readConcern: { level: 'majority' },
+        writeConcern: { w: 'majority' },
+      });
+    const cache = createDataKeyCache(config.dataKeyCache);
+    const keyVault = createKeyVault({ collection, kms: app.kms, cache, altNameTtlMs: config.dataKeyCache.ttlMs });
+    await keyVault.ensureIndexes();
+    app.decorate('keyVault', keyVault);
+    app.decorate('dataKeyCache', cache);
+    app.addHook('onClose', async () => cache.clear());
+  },
+  { name: 'key-vault', dependencies: ['config', 'mongodb', 'kms'] },
+);
