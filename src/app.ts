@@ -62,6 +62,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       plugins: [ajvFormats as never],
     },
   });
+  // JSON only: a text body would reach schemas as a string and fail with a confusing message.
+  app.removeContentTypeParser('text/plain');
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });

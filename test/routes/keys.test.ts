@@ -1,0 +1,134 @@
+import { randomBytes } from 'node:crypto';
+import t from 'tap';
+import { createTestApp, keyVaultDocs } from '../helpers/app.js';
+
+t.test('/keys life cycle with the local provider', async (t) => {
+  const h = await createTestApp(t);
+
+  t.test('create writes a driver-shaped key document and shows metadata only', async (t) => {
+    const res = await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['alpha', 'beta'] });
+    t.equal(res.statusCode, 201);
+    const view = res.json();
+    t.equal(res.headers.location, `/keys/${view.id}`);
+    t.same(Object.keys(view).sort(), ['ageDays', 'creationDate', 'id', 'keyAltNames', 'masterKey', 'status', 'updateDate']);
+    t.same(view.masterKey, { provider: 'local' });
+    t.notMatch(res.body, /keyMaterial/);
+
+    const [doc] = (await keyVaultDocs(h)).filter((d) => d.keyAltNames?.includes('alpha'));
+    t.ok(doc);
+    t.same(Object.keys(doc!).sort(), ['_id', 'creationDate', 'keyAltNames', 'keyMaterial', 'masterKey', 'status', 'updateDate']);
+    t.ok(doc!._id._bsontype === 'Binary' && doc!._id.sub_type === 4, '_id is a UUID');
+    t.ok(doc!.keyMaterial._bsontype === 'Binary' && doc!.keyMaterial.sub_type === 0);
+    t.equal(doc!.keyMaterial.length(), 16 + 96 + 16 + 32, 'a 96-byte key wrapped by the AEAD: IV, 112 bytes of padded body, tag');
+    t.equal(doc!.status, 0);
+    t.ok(doc!.creationDate instanceof Date);
+    t.same(doc!.masterKey, { provider: 'local' });
+  });
+
+  t.test('get by id and by alt name; list pages through every key', async (t) => {
+    const made: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      made.push((await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: [`page-${i}`] })).json().id);
+    }
+    t.equal((await h.call('GET', `/keys/${made[0]}`)).json().keyAltNames[0], 'page-0');
+    t.equal((await h.call('GET', '/keys/by-alt-name/page-3')).json().id, made[3]);
+    t.equal((await h.call('GET', '/keys/by-alt-name/nope')).statusCode, 404);
+    t.equal((await h.call('GET', '/keys/00000000-0000-4000-8000-000000000000')).json().code, 'KEY_NOT_FOUND');
+    t.equal((await h.call('GET', '/keys/not-a-uuid')).statusCode, 400);
+
+    const seen: string[] = [];
+    let after: string | undefined;
+    for (let pages = 0; pages < 10; pages++) {
+      const res = await h.call('GET', `/keys?limit=2${after ? `&after=${after}` : ''}`);
+      t.equal(res.statusCode, 200);
+      const body = res.json();
+      t.ok(body.items.length <= 2);
+      seen.push(...body.items.map((k: { id: string }) => k.id));
+      if (!body.next) break;
+      after = body.next;
+    }
+    const all = (await keyVaultDocs(h)).length;
+    t.equal(seen.length, all);
+    t.equal(new Set(seen).size, all, 'no key twice');
+    t.notMatch((await h.call('GET', '/keys?limit=1000')).body, /keyMaterial/);
+  });
+
+  t.test('alt names are unique across keys and can be added and removed', async (t) => {
+    const a = (await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['shared'] })).json().id;
+    const clash = await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['other', 'shared'] });
+    t.equal(clash.statusCode, 409);
+    t.equal(clash.json().code, 'KEY_ALT_NAME_CONFLICT');
+    t.notOk((await keyVaultDocs(h)).some((d) => d.keyAltNames?.includes('other')), 'a refused key is not written');
+
+    const b = (await h.call('POST', '/keys', { masterKey: { provider: 'local' } })).json();
+    t.same(b.keyAltNames, []);
+    t.equal((await h.call('POST', `/keys/${b.id}/alt-names`, { keyAltName: 'shared' })).statusCode, 409);
+    const added = await h.call('POST', `/keys/${b.id}/alt-names`, { keyAltName: 'fresh' });
+    t.same(added.json().keyAltNames, ['fresh']);
+    t.ok(new Date(added.json().updateDate) >= new Date(b.updateDate));
+
+    const removed = await h.call('DELETE', `/keys/${a}/alt-names/shared`);
+    t.same(removed.json().keyAltNames, []);
+    const stored = (await keyVaultDocs(h)).find((d) => d._id.toString('hex') === a.replaceAll('-', ''));
+    t.notOk('keyAltNames' in stored!, 'no empty keyAltNames array is left behind');
+    t.equal((await h.call('POST', `/keys/${b.id}/alt-names`, { keyAltName: 'shared' })).statusCode, 200, 'a freed name can be reused');
+  });
+
+  t.test('custom key material is imported exactly, and must be 96 bytes', async (t) => {
+    const material = randomBytes(96);
+    const res = await h.call('POST', '/keys', {
+      masterKey: { provider: 'local' },
+      keyAltNames: ['imported'],
+      keyMaterial: material.toString('base64'),
+    });
+    t.equal(res.statusCode, 201);
+    const enc = await h.call('POST', '/encrypt', { value: 'v', algorithm: 'deterministic', keyAltName: 'imported' });
+    t.equal(enc.statusCode, 200);
+    const short = await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyMaterial: randomBytes(64).toString('base64') });
+    t.equal(short.statusCode, 400);
+    t.equal(short.json().code, 'INVALID_KEY_MATERIAL');
+  });
+
+  t.test('bad master keys are refused before anything is written', async (t) => {
+    const before = (await keyVaultDocs(h)).length;
+    const cases: [unknown, number, string][] = [
+      [{ masterKey: { provider: 'vault' } }, 400, 'VALIDATION_FAILED'],
+      [{ masterKey: { provider: 'local', key: 'arn:aws:kms:us-east-1:123456789012:key/x' } }, 400, 'INVALID_MASTER_KEY'],
+      [{ masterKey: { provider: 'aws' } }, 400, 'INVALID_MASTER_KEY'],
+      [{ masterKey: { provider: 'aws', key: 'arn:aws:kms:us-east-1:123456789012:key/abc' } }, 422, 'PROVIDER_NOT_CONFIGURED'],
+      [{ masterKey: { provider: 'aws', key: 'arn:aws:kms:us-east-1:123456789012:key/abc', endpoint: 'evil.example' } }, 400, 'VALIDATION_FAILED'],
+      [{ masterKey: { provider: 'local' }, keyAltNames: ['dup', 'dup'] }, 400, 'VALIDATION_FAILED'],
+      [{ masterKey: { provider: 'local' }, keyAltNames: [''] }, 400, 'VALIDATION_FAILED'],
+    ];
+    for (const [body, status, code] of cases) {
+      const res = await h.call('POST', '/keys', body);
+      t.equal(res.statusCode, status, JSON.stringify(body));
+      t.equal(res.json().code, code, JSON.stringify(body));
+    }
+    t.equal((await keyVaultDocs(h)).length, before);
+  });
+
+  t.test('delete makes the key and everything under it unreadable', async (t) => {
+    const id = (await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['doomed'] })).json().id;
+    const ct = (await h.call('POST', '/encrypt', { value: 'bye', algorithm: 'random', keyId: id })).json().ciphertext;
+    t.equal((await h.call('POST', '/decrypt', { ciphertext: ct })).statusCode, 200);
+    t.equal((await h.call('DELETE', `/keys/${id}`)).statusCode, 204);
+    t.equal((await h.call('DELETE', `/keys/${id}`)).statusCode, 404);
+    t.equal((await h.call('GET', `/keys/${id}`)).statusCode, 404);
+    const after = await h.call('POST', '/decrypt', { ciphertext: ct });
+    t.equal(after.statusCode, 400);
+    t.equal(after.json().code, 'DECRYPTION_FAILED');
+    const byName = await h.call('POST', '/encrypt', { value: 'x', algorithm: 'random', keyAltName: 'doomed' });
+    t.equal(byName.statusCode, 404, 'a deleted alt name no longer resolves');
+  });
+});
+
+t.test('a server started with another local master key cannot use the keys, and says so generically', async (t) => {
+  const first = await createTestApp(t);
+  const id = (await first.call('POST', '/keys', { masterKey: { provider: 'local' } })).json().id;
+  const ct = (await first.call('POST', '/encrypt', { value: 'x', algorithm: 'random', keyId: id })).json().ciphertext;
+  const other = await createTestApp(t, { env: { KEY_VAULT_NAMESPACE: `${first.keyVaultDb}.__keyVault` } });
+  const res = await other.call('POST', '/decrypt', { ciphertext: ct });
+  t.equal(res.statusCode, 400);
+  t.equal(res.json().code, 'DECRYPTION_FAILED');
+});
