@@ -68,6 +68,32 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
     if (clash !== null) throw new AppError('KEY_ALT_NAME_CONFLICT');
   }
 
+  /** Create the indexes drivers expect; a partial unique index where the server has them. */
+  async function createIndexes(): Promise<void> {
+    try {
+      await collection.createIndex(
+        { keyAltNames: 1 },
+        { name: 'keyAltNames_1', unique: true, partialFilterExpression: { keyAltNames: { $exists: true } } },
+      );
+    } catch (err) {
+      if (!(err instanceof MongoServerError)) throw err;
+      if (INDEX_CONFLICTS.has(err.code as number)) return;
+      if (err.code !== NOT_IMPLEMENTED) throw err;
+      await collection.createIndex({ keyAltNames: 1 }, { name: 'keyAltNames_1', unique: true });
+    }
+  }
+
+  // Indexes are made before the first write rather than at boot, so the service can start while
+  // the database is briefly away (readiness says so); a failed attempt is retried next time.
+  let indexes: Promise<void> | undefined;
+  function ensureIndexes(): Promise<void> {
+    indexes ??= createIndexes().catch((err: unknown) => {
+      indexes = undefined;
+      throw err;
+    });
+    return indexes;
+  }
+
   function translateWriteError(err: unknown): never {
     if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) throw new AppError('KEY_ALT_NAME_CONFLICT');
     throw err;
@@ -101,20 +127,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
   }
 
   const vault = {
-    /** Create the indexes drivers expect; a partial unique index where the server has them. */
-    async ensureIndexes(): Promise<void> {
-      try {
-        await collection.createIndex(
-          { keyAltNames: 1 },
-          { name: 'keyAltNames_1', unique: true, partialFilterExpression: { keyAltNames: { $exists: true } } },
-        );
-      } catch (err) {
-        if (!(err instanceof MongoServerError)) throw err;
-        if (INDEX_CONFLICTS.has(err.code as number)) return;
-        if (err.code !== NOT_IMPLEMENTED) throw err;
-        await collection.createIndex({ keyAltNames: 1 }, { name: 'keyAltNames_1', unique: true });
-      }
-    },
+    ensureIndexes,
 
     /** Generate (or import), wrap and store a new data key. Nothing is written if wrapping fails. */
     async createDataKey(input: CreateKeyInput): Promise<KeyDocument> {
@@ -134,6 +147,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
           masterKey: storedMasterKey(input.masterKey),
         };
         if (altNames.length > 0) doc.keyAltNames = altNames;
+        await ensureIndexes();
         await withAltNameLock(async () => {
           await assertAltNamesFree(altNames);
           await collection.insertOne(doc).catch(translateWriteError);
@@ -175,6 +189,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
       return withAltNameLock(async () => {
         const doc = await vault.requireById(id);
         if (doc.keyAltNames?.includes(name)) return doc;
+        await ensureIndexes();
         await assertAltNamesFree([name], doc._id);
         await collection
           .updateOne({ _id: id }, { $push: { keyAltNames: name }, $currentDate: { updateDate: true } })

@@ -35,7 +35,6 @@ export function toAppError(err: unknown): AppError {
     return new AppError('INVALID_JSON');
   }
   if (e?.statusCode === 404) return new AppError('NOT_FOUND');
-  if (e?.statusCode === 405) return new AppError('METHOD_NOT_ALLOWED');
   if (e?.statusCode === 413) return new AppError('BODY_TOO_LARGE');
   if (e?.statusCode === 415) return new AppError('UNSUPPORTED_MEDIA_TYPE');
   if (e?.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) return new AppError('VALIDATION_FAILED');

@@ -22,7 +22,9 @@ export default fp(
       });
     const cache = createDataKeyCache(config.dataKeyCache);
     const keyVault = createKeyVault({ collection, kms: app.kms, cache, altNameTtlMs: config.dataKeyCache.ttlMs });
-    await keyVault.ensureIndexes();
+    app.addHook('onReady', async () => {
+      keyVault.ensureIndexes().catch((err: unknown) => app.log.warn({ err }, 'key vault indexes not created yet; retrying on first write'));
+    });
     app.decorate('keyVault', keyVault);
     app.decorate('dataKeyCache', cache);
     app.addHook('onClose', async () => cache.clear());

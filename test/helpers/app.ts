@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { FastifyInstance, InjectOptions } from 'fastify';
+import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import { MongoClient } from 'mongodb';
 import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
@@ -19,7 +19,7 @@ export interface TestApp {
   env: Record<string, string>;
   logs: string[];
   /** inject() with the admin token and a JSON body. */
-  call(method: InjectOptions['method'], url: string, body?: unknown, headers?: Record<string, string>): ReturnType<FastifyInstance['inject']>;
+  call(method: InjectOptions['method'], url: string, body?: unknown, headers?: Record<string, string>): Promise<LightMyRequestResponse>;
 }
 
 interface TestAppOptions {
@@ -92,5 +92,5 @@ export async function createTestApp(
 
 /** The raw key documents in a test app's key vault. */
 export function keyVaultDocs(testApp: TestApp) {
-  return testApp.mongo.db(testApp.keyVaultDb).collection('__keyVault').find({}).toArray();
+  return testApp.mongo.db(testApp.keyVaultDb).collection<Record<string, any>>('__keyVault').find({}).toArray();
 }

@@ -17,7 +17,8 @@ t.test('/keys life cycle with the local provider', async (t) => {
     const [doc] = (await keyVaultDocs(h)).filter((d) => d.keyAltNames?.includes('alpha'));
     t.ok(doc);
     t.same(Object.keys(doc!).sort(), ['_id', 'creationDate', 'keyAltNames', 'keyMaterial', 'masterKey', 'status', 'updateDate']);
-    t.ok(doc!._id._bsontype === 'Binary' && doc!._id.sub_type === 4, '_id is a UUID');
+    const id = doc!._id as unknown as { _bsontype: string; sub_type: number };
+    t.ok(id._bsontype === 'Binary' && id.sub_type === 4, '_id is a UUID');
     t.ok(doc!.keyMaterial._bsontype === 'Binary' && doc!.keyMaterial.sub_type === 0);
     t.equal(doc!.keyMaterial.length(), 16 + 96 + 16 + 32, 'a 96-byte key wrapped by the AEAD: IV, 112 bytes of padded body, tag');
     t.equal(doc!.status, 0);
