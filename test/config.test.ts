@@ -1,0 +1,57 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { ConfigError, loadConfig } from '../src/config.js';
+
+const base = { ADMIN_TOKEN: 'x'.repeat(32), LOCAL_MASTER_KEY: randomBytes(96).toString('base64') };
+
+t.test('defaults', async (t) => {
+  const config = loadConfig(base);
+  t.equal(config.port, 8080);
+  t.equal(config.host, '127.0.0.1');
+  t.same(config.keyVault, { uri: 'mongodb://127.0.0.1:27017/', db: 'encryption', collection: '__keyVault' });
+  t.equal(config.kms.aws, undefined);
+  t.equal(config.dataKeyCache.ttlMs, 60_000);
+});
+
+t.test('invalid configuration stops the boot with a message naming the variable', async (t) => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ LOCAL_MASTER_KEY: base.LOCAL_MASTER_KEY }, /ADMIN_TOKEN/],
+    [{ ...base, ADMIN_TOKEN: 'short' }, /ADMIN_TOKEN/],
+    [{ ...base, PORT: 'eighty' }, /PORT/],
+    [{ ...base, MONGODB_URI: 'postgres://x' }, /MONGODB_URI/],
+    [{ ...base, KEY_VAULT_NAMESPACE: 'nodot' }, /KEY_VAULT_NAMESPACE/],
+    [{ ...base, LOCAL_MASTER_KEY: randomBytes(32).toString('base64') }, /LOCAL_MASTER_KEY must be 96 bytes/],
+    [{ ADMIN_TOKEN: base.ADMIN_TOKEN }, /LOCAL_MASTER_KEY/],
+    [{ ...base, KMS_PROVIDERS: 'local,gcp' }, /KMS_PROVIDERS/],
+    [{ ...base, KMS_PROVIDERS: 'aws', AWS_ACCESS_KEY_ID: 'AKIA' }, /AWS_SECRET_ACCESS_KEY/],
+    [{ ...base, AWS_KMS_ENDPOINT: 'ftp://x', KMS_PROVIDERS: 'aws' }, /AWS_KMS_ENDPOINT/],
+    [{ ...base, LOCAL_MASTER_KEY_FILE: '/nonexistent/key' }, /not both/],
+    [{ ADMIN_TOKEN: base.ADMIN_TOKEN, LOCAL_MASTER_KEY_FILE: '/nonexistent/key' }, /LOCAL_MASTER_KEY_FILE/],
+  ];
+  for (const [env, message] of cases) {
+    t.throws(() => loadConfig(env), ConfigError);
+    t.throws(() => loadConfig(env), message, JSON.stringify(Object.keys(env)));
+  }
+});
+
+t.test('the local master key can come from a file, raw or base64; only the KMS settings that are on apply', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+  const key = randomBytes(96);
+  writeFileSync(join(dir, 'raw'), key);
+  writeFileSync(join(dir, 'b64'), `${key.toString('base64')}\n`);
+  for (const file of ['raw', 'b64']) {
+    t.same(loadConfig({ ADMIN_TOKEN: base.ADMIN_TOKEN, LOCAL_MASTER_KEY_FILE: join(dir, file) }).kms.localMasterKey, key);
+  }
+  const aws = loadConfig({ ADMIN_TOKEN: base.ADMIN_TOKEN, KMS_PROVIDERS: 'aws', AWS_KMS_ALLOWED_KEYS: 'arn:a, arn:b' });
+  t.equal(aws.kms.localMasterKey, undefined);
+  t.same(aws.kms.aws, { allowedKeys: ['arn:a', 'arn:b'] });
+});
+
+t.test('the process environment is never read', async (t) => {
+  process.env.PORT = '1234';
+  t.teardown(() => delete process.env.PORT);
+  t.equal(loadConfig(base).port, 8080);
+});
