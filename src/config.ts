@@ -9,7 +9,6 @@ import { KEY_LENGTH } from './crypto/aead.js';
 
 const schema = {
   type: 'object',
-  required: ['ADMIN_TOKEN'],
   properties: {
     HOST: { type: 'string', default: '127.0.0.1' },
     PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 },
@@ -18,7 +17,8 @@ const schema = {
     MONGODB_SERVER_SELECTION_TIMEOUT_MS: { type: 'integer', minimum: 100, default: 5000 },
     KEY_VAULT_NAMESPACE: { type: 'string', pattern: '^[^.$/\\\\ ]+\\.[^$]+$', default: 'encryption.__keyVault' },
     KEY_VAULT_URI: { type: 'string', pattern: '^mongodb(\\+srv)?://' },
-    ADMIN_TOKEN: { type: 'string', minLength: 24 },
+    ADMIN_TOKEN: { type: 'string' },
+    ADMIN_TOKEN_FILE: { type: 'string' },
     KMS_PROVIDERS: { type: 'string', pattern: '^(local|aws)(,(local|aws))*$', default: 'local' },
     LOCAL_MASTER_KEY: { type: 'string' },
     LOCAL_MASTER_KEY_FILE: { type: 'string' },
@@ -44,7 +44,8 @@ interface RawEnv {
   MONGODB_SERVER_SELECTION_TIMEOUT_MS: number;
   KEY_VAULT_NAMESPACE: string;
   KEY_VAULT_URI?: string;
-  ADMIN_TOKEN: string;
+  ADMIN_TOKEN?: string;
+  ADMIN_TOKEN_FILE?: string;
   KMS_PROVIDERS: string;
   LOCAL_MASTER_KEY?: string;
   LOCAL_MASTER_KEY_FILE?: string;
@@ -97,13 +98,26 @@ function decodeMasterKey(text: string, variable: string): Buffer {
   return key;
 }
 
-function readMasterKeyFile(path: string): Buffer {
-  let content: Buffer;
+function readSecretFile(path: string, variable: string): Buffer {
   try {
-    content = readFileSync(path);
+    return readFileSync(path);
   } catch {
-    throw new ConfigError(`LOCAL_MASTER_KEY_FILE cannot be read: ${path}`);
+    throw new ConfigError(`${variable} cannot be read: ${path}`);
   }
+}
+
+function readAdminToken(raw: RawEnv): string {
+  if (raw.ADMIN_TOKEN !== undefined && raw.ADMIN_TOKEN_FILE !== undefined) throw new ConfigError('set ADMIN_TOKEN or ADMIN_TOKEN_FILE, not both');
+  const token = raw.ADMIN_TOKEN ?? (raw.ADMIN_TOKEN_FILE === undefined ? undefined : readSecretFile(raw.ADMIN_TOKEN_FILE, 'ADMIN_TOKEN_FILE').toString('utf8').trim());
+  if (token === undefined) throw new ConfigError('set ADMIN_TOKEN (or ADMIN_TOKEN_FILE): the bearer token of the operator');
+  if (token.length < 24 || !/^[\x21-\x7e]+$/.test(token)) {
+    throw new ConfigError(`${raw.ADMIN_TOKEN !== undefined ? 'ADMIN_TOKEN' : 'ADMIN_TOKEN_FILE'} must hold at least 24 printable characters, no spaces`);
+  }
+  return token;
+}
+
+function readMasterKeyFile(path: string): Buffer {
+  const content = readSecretFile(path, 'LOCAL_MASTER_KEY_FILE');
   // Either the raw 96 bytes (as drivers' examples write them) or their base64 text.
   return content.length === KEY_LENGTH ? content : decodeMasterKey(content.toString('utf8'), 'LOCAL_MASTER_KEY_FILE');
 }
@@ -154,7 +168,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       db: raw.KEY_VAULT_NAMESPACE.slice(0, dot),
       collection: raw.KEY_VAULT_NAMESPACE.slice(dot + 1),
     },
-    adminToken: raw.ADMIN_TOKEN,
+    adminToken: readAdminToken(raw),
     kms,
     dataKeyCache: { ttlMs: raw.DATA_KEY_CACHE_TTL_MS, maxEntries: raw.DATA_KEY_CACHE_MAX },
     bodyLimitBytes: raw.BODY_LIMIT_BYTES,

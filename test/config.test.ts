@@ -29,6 +29,9 @@ t.test('invalid configuration stops the boot with a message naming the variable'
     [{ ...base, KMS_PROVIDERS: 'aws', AWS_ACCESS_KEY_ID: 'AKIA' }, /AWS_SECRET_ACCESS_KEY/],
     [{ ...base, AWS_KMS_ENDPOINT: 'ftp://x', KMS_PROVIDERS: 'aws' }, /AWS_KMS_ENDPOINT/],
     [{ ...base, LOCAL_MASTER_KEY_FILE: '/nonexistent/key' }, /not both/],
+    [{ ...base, ADMIN_TOKEN: 'has a space in it and is long enough' }, /ADMIN_TOKEN/],
+    [{ ...base, ADMIN_TOKEN_FILE: '/nonexistent/token' }, /not both/],
+    [{ LOCAL_MASTER_KEY: base.LOCAL_MASTER_KEY, ADMIN_TOKEN_FILE: '/nonexistent/token' }, /ADMIN_TOKEN_FILE cannot be read/],
     [{ ADMIN_TOKEN: base.ADMIN_TOKEN, LOCAL_MASTER_KEY_FILE: '/nonexistent/key' }, /LOCAL_MASTER_KEY_FILE/],
   ];
   for (const [env, message] of cases) {
@@ -45,6 +48,8 @@ t.test('the local master key can come from a file, raw or base64; only the KMS s
   for (const file of ['raw', 'b64']) {
     t.same(loadConfig({ ADMIN_TOKEN: base.ADMIN_TOKEN, LOCAL_MASTER_KEY_FILE: join(dir, file) }).kms.localMasterKey, key);
   }
+  writeFileSync(join(dir, 'token'), 'file-token-0123456789abcdef\n');
+  t.equal(loadConfig({ LOCAL_MASTER_KEY: base.LOCAL_MASTER_KEY, ADMIN_TOKEN_FILE: join(dir, 'token') }).adminToken, 'file-token-0123456789abcdef');
   const aws = loadConfig({ ADMIN_TOKEN: base.ADMIN_TOKEN, KMS_PROVIDERS: 'aws', AWS_KMS_ALLOWED_KEYS: 'arn:a, arn:b' });
   t.equal(aws.kms.localMasterKey, undefined);
   t.same(aws.kms.aws, { allowedKeys: ['arn:a', 'arn:b'] });
