@@ -34,13 +34,15 @@ export const keySchema = {
     ageDays: { type: 'integer' },
     masterKey: {
       type: 'object',
+      description: 'The stored master-key description, also of providers this server does not use (gcp, azure, kmip).',
       required: ['provider'],
       properties: {
-        provider: { type: 'string', enum: ['local', 'aws'] },
+        provider: { type: 'string' },
         key: { type: 'string' },
         region: { type: 'string' },
         endpoint: { type: 'string' },
       },
+      additionalProperties: { type: 'string' },
     },
   },
 } as const;

@@ -5,7 +5,7 @@
  */
 import { Binary, UUID } from 'bson';
 import { AppError } from '../errors.js';
-import { readStoredMasterKey, type MasterKey } from '../kms/master-key.js';
+import type { MasterKey } from '../kms/master-key.js';
 
 export interface KeyDocument {
   _id: Binary;
@@ -25,7 +25,8 @@ export interface KeyView {
   creationDate: string;
   updateDate: string;
   ageDays: number;
-  masterKey: MasterKey;
+  /** The stored master-key description: provider and the ARN, region, etc. that name the key. */
+  masterKey: { provider: string } & Record<string, string>;
 }
 
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -42,15 +43,26 @@ export function keyIdToString(id: Uint8Array): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
+/**
+ * The public view of a key document. It must describe any key a driver may have written, also one
+ * of a provider this server cannot use (gcp, azure, kmip), so it copies the master key's naming
+ * fields rather than interpreting them. Those fields name a key; none of them is secret.
+ */
 export function toKeyView(doc: KeyDocument, now = Date.now()): KeyView {
+  const masterKey: KeyView['masterKey'] = { provider: String(doc.masterKey?.provider ?? 'unknown') };
+  for (const [field, value] of Object.entries(doc.masterKey ?? {})) {
+    if (typeof value === 'string') masterKey[field] = value;
+  }
+  const created = doc.creationDate instanceof Date ? doc.creationDate : new Date(0);
+  const updated = doc.updateDate instanceof Date ? doc.updateDate : created;
   return {
     id: keyIdToString(doc._id.buffer),
     keyAltNames: doc.keyAltNames ?? [],
-    status: doc.status,
-    creationDate: doc.creationDate.toISOString(),
-    updateDate: doc.updateDate.toISOString(),
-    ageDays: Math.floor((now - doc.creationDate.getTime()) / 86_400_000),
-    masterKey: readStoredMasterKey(doc.masterKey),
+    status: typeof doc.status === 'number' ? doc.status : 0,
+    creationDate: created.toISOString(),
+    updateDate: updated.toISOString(),
+    ageDays: Math.floor((now - created.getTime()) / 86_400_000),
+    masterKey,
   };
 }
 

@@ -60,5 +60,5 @@ export function readStoredMasterKey(stored: unknown): MasterKey {
       return key;
     }
   }
-  throw new AppError('INVALID_MASTER_KEY', 'The stored master key is not one this server can use.');
+  throw new AppError('PROVIDER_NOT_CONFIGURED', 'The data key is wrapped by a master-key provider this server does not use.');
 }

@@ -124,6 +124,31 @@ t.test('/keys life cycle with the local provider', async (t) => {
   });
 });
 
+t.test('keys written by drivers for providers this server does not use are still listed, not used', async (t) => {
+  const h = await createTestApp(t);
+  const { UUID, Binary } = await import('mongodb');
+  const id = new UUID();
+  await h.mongo
+    .db(h.keyVaultDb)
+    .collection('__keyVault')
+    .insertOne({
+      _id: id as never,
+      keyAltNames: ['from-gcp'],
+      keyMaterial: new Binary(Buffer.alloc(100, 1)),
+      creationDate: new Date('2024-01-01T00:00:00Z'),
+      updateDate: new Date('2024-01-01T00:00:00Z'),
+      status: 0,
+      masterKey: { provider: 'gcp', projectId: 'p', location: 'global', keyRing: 'r', keyName: 'k' },
+    });
+  const list = await h.call('GET', '/keys');
+  t.equal(list.statusCode, 200);
+  t.same(list.json().items[0].masterKey, { provider: 'gcp', projectId: 'p', location: 'global', keyRing: 'r', keyName: 'k' });
+  t.ok(list.json().items[0].ageDays > 300);
+  const enc = await h.call('POST', '/encrypt', { value: 'x', algorithm: 'random', keyAltName: 'from-gcp' });
+  t.equal(enc.statusCode, 422);
+  t.equal(enc.json().code, 'PROVIDER_NOT_CONFIGURED');
+});
+
 t.test('a server started with another local master key cannot use the keys, and says so generically', async (t) => {
   const first = await createTestApp(t);
   const id = (await first.call('POST', '/keys', { masterKey: { provider: 'local' } })).json().id;

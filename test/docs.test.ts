@@ -1,0 +1,27 @@
+import { readFileSync } from 'node:fs';
+import t from 'tap';
+import { errorCodes } from '../src/errors.js';
+
+const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+const envExample = readFileSync(new URL('../.env.example', import.meta.url), 'utf8');
+const configSource = readFileSync(new URL('../src/config.ts', import.meta.url), 'utf8');
+
+t.test('the README documents every error code with its status, and no code that does not exist', async (t) => {
+  const rows = [...readme.matchAll(/^\| (\d{3}) \| `([A-Z_]+)` \|/gm)].map(([, status, code]) => [code!, Number(status)] as const);
+  t.same(Object.fromEntries(rows), Object.fromEntries(Object.entries(errorCodes).map(([code, e]) => [code, e.status])));
+});
+
+t.test('every configuration variable is in the README and in .env.example', async (t) => {
+  const variables = [...configSource.matchAll(/^ {4}([A-Z][A-Z0-9_]+): \{ type:/gm)].map((m) => m[1]!);
+  t.ok(variables.length > 15, 'variables were found in src/config.ts');
+  for (const name of variables) {
+    t.match(readme, new RegExp(`\`${name}\``), `README documents ${name}`);
+    t.match(envExample, new RegExp(`^#? ?${name}=`, 'm'), `.env.example lists ${name}`);
+  }
+});
+
+t.test('the README opens with the two commands, and CI runs the test one', async (t) => {
+  const ci = readFileSync(new URL('../.ci/run', import.meta.url), 'utf8');
+  t.match(readme, /^# .+\n\n```sh\nnpm run local .*\nnpm test .*\n```/);
+  t.match(ci, /^npm test$/m);
+});
