@@ -9,11 +9,13 @@ import mongodbPlugin from './plugins/mongodb.js';
 import kmsPlugin from './plugins/kms.js';
 import keyVaultPlugin from './plugins/key-vault.js';
 import encryptionPlugin from './plugins/encryption.js';
+import documentsPlugin from './plugins/documents.js';
 import authPlugin from './plugins/auth.js';
 import healthRoutes from '../routes/health.js';
 import encryptRoutes from '../routes/encrypt.js';
 import decryptRoutes from '../routes/decrypt.js';
 import keyRoutes from '../routes/keys.js';
+import documentRoutes from '../routes/documents.js';
 
 export interface BuildOptions {
   /** Where log lines go (tests capture them); stdout when absent. */
@@ -75,11 +77,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(kmsPlugin);
   await app.register(keyVaultPlugin);
   await app.register(encryptionPlugin);
+  await app.register(documentsPlugin);
   await app.register(authPlugin);
 
   await app.register(healthRoutes);
   await app.register(encryptRoutes);
   await app.register(decryptRoutes);
   await app.register(keyRoutes);
+  await app.register(documentRoutes);
   return app;
 }

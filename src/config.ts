@@ -33,6 +33,8 @@ const schema = {
     DATA_KEY_CACHE_MAX: { type: 'integer', minimum: 1, default: 1000 },
     BODY_LIMIT_BYTES: { type: 'integer', minimum: 1024, default: 1048576 },
     MAX_BATCH_ITEMS: { type: 'integer', minimum: 1, maximum: 100000, default: 10000 },
+    SCHEMAS_DIR: { type: 'string' },
+    MAX_FIND_LIMIT: { type: 'integer', minimum: 1, maximum: 10000, default: 1000 },
   },
 } as const;
 
@@ -60,6 +62,8 @@ interface RawEnv {
   DATA_KEY_CACHE_MAX: number;
   BODY_LIMIT_BYTES: number;
   MAX_BATCH_ITEMS: number;
+  SCHEMAS_DIR?: string;
+  MAX_FIND_LIMIT: number;
 }
 
 export interface Config {
@@ -83,6 +87,9 @@ export interface Config {
   dataKeyCache: { ttlMs: number; maxEntries: number };
   bodyLimitBytes: number;
   maxBatchItems: number;
+  /** Where the per-collection CSFLE schemas are; `required` when set explicitly. */
+  schemas: { dir: string; required: boolean };
+  maxFindLimit: number;
 }
 
 export class ConfigError extends Error {
@@ -173,5 +180,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     dataKeyCache: { ttlMs: raw.DATA_KEY_CACHE_TTL_MS, maxEntries: raw.DATA_KEY_CACHE_MAX },
     bodyLimitBytes: raw.BODY_LIMIT_BYTES,
     maxBatchItems: raw.MAX_BATCH_ITEMS,
+    schemas: { dir: raw.SCHEMAS_DIR ?? 'schemas/collections', required: raw.SCHEMAS_DIR !== undefined },
+    maxFindLimit: raw.MAX_FIND_LIMIT,
   };
 }

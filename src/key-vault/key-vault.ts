@@ -269,6 +269,39 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
     },
 
     /**
+     * The unwrapped data keys for many key ids, with one key-vault query for all that are not
+     * cached. Each id maps to its key or to the error that made it unavailable. The buffers belong
+     * to the cache: use them synchronously, never across an await.
+     */
+    async getDataKeys(ids: Iterable<string>): Promise<Map<string, Buffer | AppError>> {
+      const wanted = [...new Set(ids)];
+      let batch: Promise<Map<string, KeyDocument>> | undefined;
+      const loadMissing = () => {
+        batch ??= collection
+          .find({ _id: { $in: wanted.map((id) => new UUID(id)) } })
+          .toArray()
+          .then((docs) => new Map(docs.map((doc) => [keyIdToString(doc._id.buffer), doc])));
+        return batch;
+      };
+      const settled = await Promise.allSettled(
+        wanted.map((id) =>
+          cache.get(id, async () => {
+            const doc = (await loadMissing()).get(id);
+            if (doc === undefined) throw new AppError('KEY_NOT_FOUND');
+            return unwrap(doc);
+          }),
+        ),
+      );
+      const keys = new Map<string, Buffer | AppError>();
+      settled.forEach((result, index) => {
+        if (result.status === 'fulfilled') keys.set(wanted[index]!, result.value);
+        else if (isAppError(result.reason)) keys.set(wanted[index]!, result.reason);
+        else throw result.reason;
+      });
+      return keys;
+    },
+
+    /**
      * The unwrapped 96-byte data key for a key id, from the cache or the vault and KMS. The buffer
      * belongs to the cache: use it synchronously, never keep it across an await.
      */

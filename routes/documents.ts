@@ -1,0 +1,281 @@
+import type { FastifyInstance } from 'fastify';
+import { commonErrors, errorResponses } from '../schemas/http/common.js';
+import {
+  countBodySchema,
+  countResponseSchema,
+  deleteResultSchema,
+  deleteWhereBodySchema,
+  documentParamsSchema,
+  explainBodySchema,
+  explainResponseSchema,
+  findBodySchema,
+  findQuerySchema,
+  findResponseSchema,
+  formatQuerySchema,
+  getResponseSchema,
+  insertBodySchema,
+  insertResponseSchema,
+  namespaceParamsSchema,
+  replaceBodySchema,
+  updateByIdBodySchema,
+  updateWhereBodySchema,
+  writeResultSchema,
+} from '../schemas/http/documents.js';
+import { parseDocumentId, type FindRequest, type ReadResult } from '../src/documents/documents-service.js';
+import { toEjson, type EjsonFormat } from '../src/ejson.js';
+import { AppError } from '../src/errors.js';
+import { itemError } from './item-results.js';
+
+const tags = ['documents'];
+const security = [{ bearerAuth: [] }];
+const readErrors = errorResponses(...commonErrors, 404, 422, 502);
+const writeErrors = errorResponses(...commonErrors, 404, 409, 422, 502);
+
+type NsParams = { ns: string };
+type DocParams = { ns: string; id: string };
+type Format = { format: EjsonFormat };
+
+function presentRead(result: ReadResult, format: EjsonFormat) {
+  const items = result.documents.map((doc) => toEjson(doc, format));
+  const out: { items: unknown[]; unreadable?: unknown[]; next?: string } = { items };
+  if (result.unreadable.size > 0) {
+    out.unreadable = [...result.unreadable].map(([index, paths]) => ({ index, _id: toEjson(result.documents[index]!._id, format), paths }));
+  }
+  if (result.next !== undefined) out.next = result.next;
+  return out;
+}
+
+function parseQueryJson(text: string | undefined, what: string): unknown {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new AppError('INVALID_QUERY', `The ${what} parameter is not valid JSON.`);
+  }
+}
+
+export default async function documentRoutes(app: FastifyInstance) {
+  const { documents } = app;
+
+  app.post(
+    '/documents/:ns',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Insert one document, or many (answered item by item); schema fields are encrypted before the write',
+        params: namespaceParamsSchema,
+        querystring: formatQuerySchema,
+        body: insertBodySchema(app.config.maxBatchItems),
+        response: { 200: insertResponseSchema, 201: insertResponseSchema, ...writeErrors },
+      },
+    },
+    async (request, reply) => {
+      const { ns } = request.params as NsParams;
+      const { format } = request.query as Format;
+      const body = request.body as { document: unknown } | { documents: unknown[] };
+      if ('document' in body) {
+        const { insertedId } = await documents.insertOne(ns, body.document);
+        return reply.code(201).send({ insertedId: toEjson(insertedId, format) });
+      }
+      const results = await documents.insertMany(ns, body.documents);
+      const items = results.map((r, index) => (r.ok ? { index, insertedId: toEjson(r.insertedId, format) } : { index, error: itemError(r.error) }));
+      const inserted = results.filter((r) => r.ok).length;
+      return { inserted, failed: results.length - inserted, items };
+    },
+  );
+
+  app.get(
+    '/documents/:ns',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Find documents (filter, projection and sort as URL-encoded JSON), decrypted',
+        params: namespaceParamsSchema,
+        querystring: findQuerySchema,
+        response: { 200: findResponseSchema, ...readErrors },
+      },
+    },
+    async (request) => {
+      const { ns } = request.params as NsParams;
+      const q = request.query as Record<string, string | number | undefined> & Format;
+      const find: FindRequest = {
+        filter: parseQueryJson(q.filter as string | undefined, 'filter'),
+        projection: parseQueryJson(q.projection as string | undefined, 'projection'),
+        sort: parseQueryJson(q.sort as string | undefined, 'sort'),
+        skip: q.skip as number | undefined,
+        limit: q.limit as number | undefined,
+        cursor: q.cursor as string | undefined,
+      };
+      return presentRead(await documents.find(ns, find), q.format);
+    },
+  );
+
+  app.post(
+    '/documents/:ns/find',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Find documents, decrypted; equality on deterministic fields is rewritten to ciphertext',
+        params: namespaceParamsSchema,
+        querystring: formatQuerySchema,
+        body: findBodySchema,
+        response: { 200: findResponseSchema, ...readErrors },
+      },
+    },
+    async (request) => {
+      const { ns } = request.params as NsParams;
+      return presentRead(await documents.find(ns, request.body as FindRequest), (request.query as Format).format);
+    },
+  );
+
+  app.post(
+    '/documents/:ns/count',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Count the documents a filter matches',
+        params: namespaceParamsSchema,
+        body: countBodySchema,
+        response: { 200: countResponseSchema, ...readErrors },
+      },
+    },
+    async (request) => {
+      const { ns } = request.params as NsParams;
+      return { count: await documents.count(ns, (request.body as { filter?: unknown }).filter) };
+    },
+  );
+
+  app.post(
+    '/documents/:ns/update',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Update the first (or, with many, every) document a filter matches',
+        params: namespaceParamsSchema,
+        body: updateWhereBodySchema,
+        response: { 200: writeResultSchema, ...writeErrors },
+      },
+    },
+    async (request) => {
+      const { ns } = request.params as NsParams;
+      const { filter, update, many } = request.body as { filter: unknown; update: unknown; many: boolean };
+      return documents.updateWhere(ns, filter, update, many);
+    },
+  );
+
+  app.post(
+    '/documents/:ns/delete',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Delete the first (or, with many, every) document a filter matches',
+        params: namespaceParamsSchema,
+        body: deleteWhereBodySchema,
+        response: { 200: deleteResultSchema, ...writeErrors },
+      },
+    },
+    async (request) => {
+      const { ns } = request.params as NsParams;
+      const { filter, many } = request.body as { filter: unknown; many: boolean };
+      return { deleted: await documents.deleteWhere(ns, filter, many) };
+    },
+  );
+
+  app.post(
+    '/documents/:ns/explain',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Dry run: which paths of a document or query would be encrypted, with which key and algorithm, and why',
+        params: namespaceParamsSchema,
+        body: explainBodySchema,
+        response: { 200: explainResponseSchema, ...readErrors },
+      },
+    },
+    async (request) => {
+      const { ns } = request.params as NsParams;
+      return documents.explain(ns, request.body as { document?: unknown; filter?: unknown });
+    },
+  );
+
+  app.get(
+    '/documents/:ns/:id',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Get one document by _id, decrypted',
+        params: documentParamsSchema,
+        querystring: formatQuerySchema,
+        response: { 200: getResponseSchema, ...readErrors },
+      },
+    },
+    async (request) => {
+      const { ns, id } = request.params as DocParams;
+      const result = await documents.findById(ns, parseDocumentId(id));
+      const paths = result.unreadable.get(0);
+      return { document: toEjson(result.documents[0], (request.query as Format).format), ...(paths ? { unreadable: paths } : {}) };
+    },
+  );
+
+  app.patch(
+    '/documents/:ns/:id',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Update one document by _id ($set re-encrypts encrypted fields)',
+        params: documentParamsSchema,
+        body: updateByIdBodySchema,
+        response: { 200: writeResultSchema, ...writeErrors },
+      },
+    },
+    async (request) => {
+      const { ns, id } = request.params as DocParams;
+      return documents.updateById(ns, parseDocumentId(id), (request.body as { update: unknown }).update);
+    },
+  );
+
+  app.put(
+    '/documents/:ns/:id',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Replace one document by _id, validated and encrypted like an insert',
+        params: documentParamsSchema,
+        body: replaceBodySchema,
+        response: { 200: writeResultSchema, ...writeErrors },
+      },
+    },
+    async (request) => {
+      const { ns, id } = request.params as DocParams;
+      return documents.replaceById(ns, parseDocumentId(id), (request.body as { document: unknown }).document);
+    },
+  );
+
+  app.delete(
+    '/documents/:ns/:id',
+    {
+      schema: {
+        tags,
+        security,
+        summary: 'Delete one document by _id',
+        params: documentParamsSchema,
+        response: { 204: { type: 'null', description: 'Deleted.' }, ...writeErrors },
+      },
+    },
+    async (request, reply) => {
+      const { ns, id } = request.params as DocParams;
+      await documents.deleteById(ns, parseDocumentId(id));
+      return reply.code(204).send();
+    },
+  );
+}

@@ -1,0 +1,199 @@
+/** Request and response schemas of the /documents routes. Documents and filters are Extended JSON. */
+const ejsonObject = { type: 'object', additionalProperties: true, description: 'An Extended JSON v2 document (relaxed or canonical).' } as const;
+const ejsonValue = { description: 'An Extended JSON v2 value.' } as const;
+
+export const namespaceParamsSchema = {
+  type: 'object',
+  required: ['ns'],
+  properties: {
+    ns: { type: 'string', pattern: '^[^.$/\\\\ "]+\\.[^$]+$', description: 'The namespace, `<db>.<collection>`, of a configured collection schema.' },
+  },
+} as const;
+
+export const documentParamsSchema = {
+  type: 'object',
+  required: ['ns', 'id'],
+  properties: {
+    ...namespaceParamsSchema.properties,
+    id: {
+      type: 'string',
+      minLength: 1,
+      description: 'The _id: 24 hex digits for an ObjectId, a JSON string or Extended JSON ({"$numberInt": "7"}) when it starts with `"` or `{`, else the string itself.',
+    },
+  },
+} as const;
+
+export const formatQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { format: { type: 'string', enum: ['relaxed', 'canonical'], default: 'relaxed' } },
+} as const;
+
+export function insertBodySchema(maxItems: number) {
+  return {
+    oneOf: [
+      { type: 'object', title: 'InsertOne', additionalProperties: false, required: ['document'], properties: { document: ejsonObject } },
+      {
+        type: 'object',
+        title: 'InsertMany',
+        additionalProperties: false,
+        required: ['documents'],
+        properties: { documents: { type: 'array', minItems: 1, maxItems, items: ejsonObject } },
+      },
+    ],
+  };
+}
+
+export const insertResponseSchema = {
+  type: 'object',
+  properties: {
+    insertedId: ejsonValue,
+    inserted: { type: 'integer' },
+    failed: { type: 'integer' },
+    items: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['index'],
+        properties: { index: { type: 'integer' }, insertedId: ejsonValue, error: { $ref: 'ItemError#' } },
+      },
+    },
+  },
+} as const;
+
+const unreadableSchema = {
+  type: 'array',
+  description: 'Fields that could not be decrypted (their data key was deleted or is unusable); their value is null.',
+  items: {
+    type: 'object',
+    required: ['index', 'paths'],
+    properties: { index: { type: 'integer' }, _id: ejsonValue, paths: { type: 'array', items: { type: 'string' } } },
+  },
+} as const;
+
+export const findBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    filter: ejsonObject,
+    projection: { type: 'object', additionalProperties: { enum: [0, 1, true, false] } },
+    sort: { type: 'object', additionalProperties: { enum: [1, -1] } },
+    skip: { type: 'integer', minimum: 0, maximum: 1000000 },
+    limit: { type: 'integer', minimum: 1, maximum: 10000 },
+    cursor: { type: 'string', maxLength: 100, description: 'The `next` of the previous page; send the same query with it.' },
+  },
+} as const;
+
+export const findQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    filter: { type: 'string', description: 'URL-encoded Extended JSON filter.' },
+    projection: { type: 'string', description: 'URL-encoded JSON projection.' },
+    sort: { type: 'string', description: 'URL-encoded JSON sort.' },
+    skip: { type: 'integer', minimum: 0, maximum: 1000000 },
+    limit: { type: 'integer', minimum: 1, maximum: 10000 },
+    cursor: { type: 'string', maxLength: 100 },
+    format: formatQuerySchema.properties.format,
+  },
+} as const;
+
+export const findResponseSchema = {
+  type: 'object',
+  required: ['items'],
+  properties: {
+    items: { type: 'array', items: ejsonObject },
+    unreadable: unreadableSchema,
+    next: { type: 'string', description: 'Absent on the last page.' },
+  },
+} as const;
+
+export const getResponseSchema = {
+  type: 'object',
+  required: ['document'],
+  properties: { document: ejsonObject, unreadable: { type: 'array', items: { type: 'string' } } },
+} as const;
+
+export const countBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { filter: ejsonObject },
+} as const;
+
+export const countResponseSchema = { type: 'object', required: ['count'], properties: { count: { type: 'integer' } } } as const;
+
+const updateDocumentSchema = {
+  type: 'object',
+  description: 'Update operators: $set (re-encrypts encrypted fields), $unset, $inc (plaintext fields only).',
+  additionalProperties: false,
+  minProperties: 1,
+  properties: { $set: { type: 'object' }, $unset: { type: 'object' }, $inc: { type: 'object' } },
+} as const;
+
+export const updateByIdBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['update'],
+  properties: { update: updateDocumentSchema },
+} as const;
+
+export const updateWhereBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['filter', 'update'],
+  properties: { filter: ejsonObject, update: updateDocumentSchema, many: { type: 'boolean', default: false } },
+} as const;
+
+export const writeResultSchema = {
+  type: 'object',
+  required: ['matched', 'modified'],
+  properties: { matched: { type: 'integer' }, modified: { type: 'integer' } },
+} as const;
+
+export const replaceBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['document'],
+  properties: { document: ejsonObject },
+} as const;
+
+export const deleteWhereBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['filter'],
+  properties: { filter: ejsonObject, many: { type: 'boolean', default: false } },
+} as const;
+
+export const deleteResultSchema = { type: 'object', required: ['deleted'], properties: { deleted: { type: 'integer' } } } as const;
+
+export const explainBodySchema = {
+  oneOf: [
+    { type: 'object', title: 'ExplainDocument', additionalProperties: false, required: ['document'], properties: { document: ejsonObject } },
+    { type: 'object', title: 'ExplainFilter', additionalProperties: false, required: ['filter'], properties: { filter: ejsonObject } },
+  ],
+} as const;
+
+export const explainResponseSchema = {
+  type: 'object',
+  required: ['valid', 'fields'],
+  properties: {
+    valid: { type: 'boolean' },
+    validation: { type: 'string', description: 'Why the document would be refused.' },
+    fields: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['path', 'algorithm', 'rule', 'reason'],
+        properties: {
+          path: { type: 'string' },
+          algorithm: { type: 'string', enum: ['deterministic', 'random'] },
+          bsonType: { type: 'array', items: { type: 'string' } },
+          keyId: { type: 'string' },
+          keyAltNameFrom: { type: 'string', description: 'The JSON pointer whose value names the key.' },
+          rule: { type: 'string', description: 'The schema path of the rule.' },
+          reason: { type: 'string' },
+        },
+      },
+    },
+  },
+} as const;

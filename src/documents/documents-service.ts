@@ -1,0 +1,386 @@
+/**
+ * Automatic, schema-driven field encryption in front of MongoDB collections: validates plaintext,
+ * encrypts what the collection schema says, rewrites equality queries on deterministic fields,
+ * and decrypts what it reads. Knows no HTTP.
+ */
+import { createHash } from 'node:crypto';
+import { ObjectId, UUID } from 'bson';
+import { MongoServerError, type Collection, type Document, type MongoClient } from 'mongodb';
+import { encryptValue } from '../crypto/fle-payload.js';
+import { fromEjson } from '../ejson.js';
+import { AppError } from '../errors.js';
+import type { KeyVault } from '../key-vault/key-vault.js';
+import { isPlainObject } from './bson-types.js';
+import { collectJobs, decryptDocuments, encryptDocument, encryptJobs, type FieldJob } from './document-crypto.js';
+import { listEncryptedPaths, type EncryptNode } from './encryption-plan.js';
+import { checkProjection, checkSort, planFilter, planUpdate, type EqualitySlot } from './query-rewriter.js';
+import type { CollectionSchema } from './schema-registry.js';
+
+export interface DocumentsServiceOptions {
+  client: MongoClient;
+  schemas: CollectionSchema[];
+  keyVault: KeyVault;
+  maxFindLimit: number;
+}
+
+export interface FindRequest {
+  filter?: unknown;
+  projection?: unknown;
+  sort?: unknown;
+  skip?: number;
+  limit?: number;
+  cursor?: string;
+}
+
+export interface ReadResult {
+  documents: Record<string, unknown>[];
+  /** Per document (by index), the paths whose value could not be decrypted and were set to null. */
+  unreadable: Map<number, string[]>;
+  next?: string;
+}
+
+export type InsertResult = { ok: true; insertedId: unknown } | { ok: false; error: AppError };
+
+/** MongoDB's answers that mean the request was wrong, not the server. */
+const clientErrorCodes = new Set([2, 9, 14, 16, 28, 40, 52, 55, 56, 57, 66, 121, 10334, 16837, 17419]);
+
+function mapServerError(err: unknown): never {
+  if (err instanceof MongoServerError) {
+    if (err.code === 11000) throw new AppError('DUPLICATE_DOCUMENT', undefined, { cause: err });
+    if (clientErrorCodes.has(err.code as number)) throw new AppError('INVALID_QUERY', 'The database refused the operation as malformed.', { cause: err });
+  }
+  throw err;
+}
+
+/**
+ * A document id from a URL segment: JSON (a quoted string, or Extended JSON such as
+ * {"$oid": ...} or {"$numberInt": "7"}) when it starts with `"` or `{`, an ObjectId when it is 24
+ * hex digits, else the string itself.
+ */
+export function parseDocumentId(text: string): unknown {
+  if (text.startsWith('"') || text.startsWith('{')) {
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      throw new AppError('INVALID_QUERY', 'The document id is not valid JSON.');
+    }
+    return fromEjson(json);
+  }
+  if (/^[0-9a-fA-F]{24}$/.test(text)) return new ObjectId(text);
+  return text;
+}
+
+function asDocument(value: unknown, what: string): Record<string, unknown> {
+  if (!isPlainObject(value)) throw new AppError('INVALID_QUERY', `${what} must be an object.`);
+  return value;
+}
+
+function cursorHash(request: FindRequest): string {
+  return createHash('sha256')
+    .update(JSON.stringify([request.filter ?? {}, request.sort ?? {}, request.projection ?? {}]))
+    .digest('base64url')
+    .slice(0, 16);
+}
+
+export function createDocumentsService({ client, schemas, keyVault, maxFindLimit }: DocumentsServiceOptions) {
+  const byNamespace = new Map(schemas.map((schema) => [schema.namespace, schema]));
+
+  function schemaFor(namespace: string): CollectionSchema {
+    const schema = byNamespace.get(namespace);
+    if (schema === undefined) throw new AppError('COLLECTION_NOT_FOUND');
+    return schema;
+  }
+
+  function collectionOf(schema: CollectionSchema): Collection<Document> {
+    // Acknowledged means durable: majority, journaled.
+    return client.db(schema.db).collection(schema.collection, { writeConcern: { w: 'majority', journal: true } });
+  }
+
+  /** Replace each equality slot's value by its deterministic ciphertext (static keys only). */
+  async function encryptSlots(slots: EqualitySlot[]): Promise<void> {
+    if (slots.length === 0) return;
+    const ids = slots.map((slot) => {
+      if (slot.node.key.kind !== 'id') throw new Error(`deterministic field ${slot.path} without a static key`);
+      return slot.node.key.id;
+    });
+    const keys = await keyVault.getDataKeys(ids);
+    const ciphertexts = slots.map((slot, i) => {
+      const key = keys.get(ids[i]!);
+      if (!(key instanceof Buffer)) throw key ?? new AppError('KEY_NOT_FOUND');
+      return encryptValue(slot.container[slot.key as never], new UUID(ids[i]!).buffer, key, 'deterministic');
+    });
+    slots.forEach((slot, i) => {
+      (slot.container as Record<string | number, unknown>)[slot.key] = ciphertexts[i];
+    });
+  }
+
+  async function prepareFilter(schema: CollectionSchema, filterJson: unknown): Promise<Record<string, unknown>> {
+    const filter = asDocument(fromEjson(filterJson ?? {}), 'A filter');
+    await encryptSlots(planFilter(filter, schema.plan));
+    return filter;
+  }
+
+  function validate(schema: CollectionSchema, document: Record<string, unknown>): void {
+    const problem = schema.validator.validate(document);
+    if (problem !== undefined) throw new AppError('DOCUMENT_VALIDATION_FAILED', `${problem.path} ${problem.message}.`);
+  }
+
+  /** Validate, give an _id, encrypt: the document that will be written. */
+  async function prepareDocument(schema: CollectionSchema, json: unknown): Promise<Record<string, unknown>> {
+    const document = asDocument(fromEjson(json), 'A document');
+    validate(schema, document);
+    if (document._id === undefined) document._id = new ObjectId();
+    await encryptDocument(document, schema.plan, keyVault);
+    return document;
+  }
+
+  async function read(documents: Record<string, unknown>[]): Promise<Pick<ReadResult, 'documents' | 'unreadable'>> {
+    return { documents, unreadable: await decryptDocuments(documents, keyVault) };
+  }
+
+  /** Encrypt the $set values of an update for the documents a filter selects. */
+  async function applyUpdate(schema: CollectionSchema, filter: Record<string, unknown>, updateJson: unknown, many: boolean) {
+    const update = asDocument(fromEjson(updateJson), 'An update');
+    const { encryptedSets } = planUpdate(update, schema.plan);
+    const set = (update.$set ?? {}) as Record<string, unknown>;
+    for (const path of Object.keys(set)) {
+      const problem = schema.validator.validateAt(path, set[path]);
+      if (problem !== undefined) throw new AppError('DOCUMENT_VALIDATION_FAILED', `${problem.path} ${problem.message}.`);
+    }
+    for (const path of Object.keys((update.$unset ?? {}) as object)) {
+      if (schema.validator.isRequired(path)) throw new AppError('DOCUMENT_VALIDATION_FAILED', `${path} is required and cannot be unset.`);
+    }
+    const collection = collectionOf(schema);
+    const jobsFor = (target: Record<string, unknown>, root: Record<string, unknown>): FieldJob[] =>
+      encryptedSets.flatMap(({ path, node }) => collectJobs(target[path], node, path, root, [], { object: target, name: path }));
+    const pointerJobs = jobsFor(set, {}).filter((job) => job.node.key.kind === 'pointer');
+
+    if (pointerJobs.length === 0) {
+      await encryptJobs(jobsFor(set, {}), keyVault);
+      const result = await (many ? collection.updateMany(filter, update) : collection.updateOne(filter, update)).catch(mapServerError);
+      return { matched: result.matchedCount, modified: result.modifiedCount };
+    }
+
+    // Per-document keys: read each target's key-naming fields, and update the documents that
+    // share a key together, re-checking those fields so a concurrent change cannot mix keys.
+    const pointerPaths = [...new Set(pointerJobs.map((job) => (job.node.key as { segments: string[] }).segments.join('.')))];
+    const targets = await collection
+      .find(filter, { projection: Object.fromEntries([['_id', 1], ...pointerPaths.map((p) => [p, 1])]) })
+      .limit(many ? 0 : 1)
+      .toArray();
+    const groups = new Map<string, { root: Record<string, unknown>; guard: Record<string, unknown>; ids: unknown[] }>();
+    for (const target of targets) {
+      // What the document will look like after the update, as far as its key-naming fields go.
+      const root: Record<string, unknown> = { ...target };
+      for (const [path, value] of Object.entries(set)) setDotted(root, path, value);
+      // The key-naming fields as they are now: re-checked by the update, so a concurrent change
+      // of tenant between this read and the write cannot mix keys.
+      const guard = Object.fromEntries(pointerPaths.map((p) => [p, readDotted(target, p) ?? null]));
+      const key = JSON.stringify([guard, pointerPaths.map((p) => readDotted(root, p))]);
+      const group = groups.get(key) ?? { root, guard, ids: [] };
+      group.ids.push(target._id);
+      groups.set(key, group);
+    }
+    let matched = 0;
+    let modified = 0;
+    for (const { root, guard, ids } of groups.values()) {
+      // A fresh copy per group: encryption replaces values in place.
+      const copy = asDocument(fromEjson(updateJson), 'An update');
+      await encryptJobs(jobsFor(copy.$set as Record<string, unknown>, root), keyVault);
+      const result = await collection.updateMany({ _id: { $in: ids as never[] }, ...guard }, copy).catch(mapServerError);
+      matched += result.matchedCount;
+      modified += result.modifiedCount;
+    }
+    return { matched, modified };
+  }
+
+  return {
+    namespaces(): string[] {
+      return [...byNamespace.keys()];
+    },
+
+    async insertOne(namespace: string, json: unknown): Promise<{ insertedId: unknown }> {
+      const schema = schemaFor(namespace);
+      const document = await prepareDocument(schema, json);
+      await collectionOf(schema).insertOne(document).catch(mapServerError);
+      return { insertedId: document._id };
+    },
+
+    /** Insert many, item by item: a document is written fully encrypted or not at all. */
+    async insertMany(namespace: string, jsons: unknown[]): Promise<InsertResult[]> {
+      const schema = schemaFor(namespace);
+      const results: InsertResult[] = new Array(jsons.length);
+      const ready: { index: number; document: Record<string, unknown> }[] = [];
+      for (const [index, json] of jsons.entries()) {
+        try {
+          ready.push({ index, document: await prepareDocument(schema, json) });
+        } catch (err) {
+          if (!(err instanceof AppError) || err.status >= 500) throw err;
+          results[index] = { ok: false, error: err };
+        }
+      }
+      if (ready.length > 0) {
+        let failed = new Map<number, AppError>();
+        try {
+          await collectionOf(schema).insertMany(
+            ready.map((r) => r.document),
+            { ordered: false },
+          );
+        } catch (err) {
+          const writeErrors = (err as { writeErrors?: { index: number; code?: number }[] }).writeErrors;
+          if (!Array.isArray(writeErrors)) throw err;
+          failed = new Map(
+            writeErrors.map((w) => [w.index, new AppError(w.code === 11000 ? 'DUPLICATE_DOCUMENT' : 'INVALID_QUERY')]),
+          );
+        }
+        ready.forEach(({ index, document }, position) => {
+          const error = failed.get(position);
+          results[index] = error ? { ok: false, error } : { ok: true, insertedId: document._id };
+        });
+      }
+      return results;
+    },
+
+    async findById(namespace: string, id: unknown): Promise<ReadResult> {
+      const schema = schemaFor(namespace);
+      const document = await collectionOf(schema).findOne({ _id: id as never });
+      if (document === null) throw new AppError('DOCUMENT_NOT_FOUND');
+      return read([document]);
+    },
+
+    async find(namespace: string, request: FindRequest): Promise<ReadResult> {
+      const schema = schemaFor(namespace);
+      const filter = await prepareFilter(schema, request.filter);
+      // Projections and sorts are plain JSON: 0/1 and 1/-1 must stay numbers.
+      const projection = request.projection === undefined ? undefined : asDocument(request.projection, 'A projection');
+      const sort = request.sort === undefined ? { _id: 1 } : asDocument(request.sort, 'A sort');
+      if (projection) checkProjection(projection, schema.plan);
+      checkSort(sort, schema.plan);
+      const limit = Math.min(request.limit ?? 100, maxFindLimit);
+      let skip = request.skip ?? 0;
+      if (request.cursor !== undefined) {
+        const [offset, hash] = request.cursor.split('.');
+        if (!/^\d+$/.test(offset ?? '') || hash !== cursorHash(request)) {
+          throw new AppError('INVALID_QUERY', 'The cursor does not belong to this query.');
+        }
+        skip = Number(offset);
+      }
+      const documents = await collectionOf(schema)
+        .find(filter, { projection, sort: sort as never, skip, limit: limit + 1 })
+        .toArray()
+        .catch(mapServerError);
+      const page = documents.slice(0, limit);
+      const result: ReadResult = await read(page);
+      if (documents.length > limit) result.next = `${skip + limit}.${cursorHash(request)}`;
+      return result;
+    },
+
+    async count(namespace: string, filterJson: unknown): Promise<number> {
+      const schema = schemaFor(namespace);
+      return collectionOf(schema).countDocuments(await prepareFilter(schema, filterJson)).catch(mapServerError);
+    },
+
+    async updateById(namespace: string, id: unknown, update: unknown) {
+      const schema = schemaFor(namespace);
+      const result = await applyUpdate(schema, { _id: id }, update, false);
+      if (result.matched === 0) throw new AppError('DOCUMENT_NOT_FOUND');
+      return result;
+    },
+
+    async updateWhere(namespace: string, filterJson: unknown, update: unknown, many: boolean) {
+      const schema = schemaFor(namespace);
+      const filter = await prepareFilter(schema, filterJson);
+      if (many && Object.keys(filter).length === 0) throw new AppError('INVALID_QUERY', 'An empty filter would update every document.');
+      return applyUpdate(schema, filter, update, many);
+    },
+
+    async replaceById(namespace: string, id: unknown, json: unknown) {
+      const schema = schemaFor(namespace);
+      const document = asDocument(fromEjson(json), 'A document');
+      if (document._id !== undefined && JSON.stringify(document._id) !== JSON.stringify(id)) {
+        throw new AppError('INVALID_QUERY', 'The document _id differs from the one in the path.');
+      }
+      document._id = id;
+      validate(schema, document);
+      await encryptDocument(document, schema.plan, keyVault);
+      const result = await collectionOf(schema).replaceOne({ _id: id as never }, document).catch(mapServerError);
+      if (result.matchedCount === 0) throw new AppError('DOCUMENT_NOT_FOUND');
+      return { matched: result.matchedCount, modified: result.modifiedCount };
+    },
+
+    async deleteById(namespace: string, id: unknown): Promise<void> {
+      const schema = schemaFor(namespace);
+      const result = await collectionOf(schema).deleteOne({ _id: id as never });
+      if (result.deletedCount === 0) throw new AppError('DOCUMENT_NOT_FOUND');
+    },
+
+    async deleteWhere(namespace: string, filterJson: unknown, many: boolean): Promise<number> {
+      const schema = schemaFor(namespace);
+      const filter = await prepareFilter(schema, filterJson);
+      if (many && Object.keys(filter).length === 0) throw new AppError('INVALID_QUERY', 'An empty filter would delete every document.');
+      const collection = collectionOf(schema);
+      const result = await (many ? collection.deleteMany(filter) : collection.deleteOne(filter)).catch(mapServerError);
+      return result.deletedCount;
+    },
+
+    /** What would be encrypted, with which key and algorithm, and why; writes nothing. */
+    async explain(namespace: string, request: { document?: unknown; filter?: unknown }) {
+      const schema = schemaFor(namespace);
+      const describe = (path: string, node: EncryptNode, reason: string) => ({
+        path,
+        algorithm: node.algorithm,
+        bsonType: node.bsonTypes?.[0] === undefined ? undefined : node.bsonTypes,
+        ...(node.key.kind === 'id' ? { keyId: node.key.id } : { keyAltNameFrom: (node.key as { pointer: string }).pointer }),
+        rule: node.schemaPath,
+        reason,
+      });
+      if (request.document !== undefined) {
+        const document = asDocument(fromEjson(request.document), 'A document');
+        const problem = schema.validator.validate(document);
+        const jobs = collectJobs(document, schema.plan ?? { kind: 'object', properties: new Map(), patterns: [] }, '', document);
+        return {
+          valid: problem === undefined,
+          ...(problem ? { validation: `${problem.path} ${problem.message}.` } : {}),
+          fields: jobs.map((job) => describe(job.path, job.node, `matches ${job.node.schemaPath}`)),
+        };
+      }
+      const filter = asDocument(fromEjson(request.filter ?? {}), 'A filter');
+      const slots = planFilter(filter, schema.plan);
+      const seen = new Set<string>();
+      return {
+        valid: true,
+        fields: slots
+          .filter((slot) => !seen.has(slot.path) && seen.add(slot.path))
+          .map((slot) => describe(slot.path, slot.node, 'equality on a deterministic field: the value is encrypted before the query')),
+      };
+    },
+
+    /** The encrypted fields of a collection, for documentation and explain. */
+    encryptedFields(namespace: string) {
+      return listEncryptedPaths(schemaFor(namespace).plan).map(({ path, node }) => ({ path, algorithm: node.algorithm }));
+    },
+  };
+}
+
+function readDotted(root: Record<string, unknown>, path: string): unknown {
+  let value: unknown = root;
+  for (const segment of path.split('.')) {
+    if (!isPlainObject(value)) return undefined;
+    value = value[segment];
+  }
+  return value;
+}
+
+function setDotted(root: Record<string, unknown>, path: string, value: unknown): void {
+  const segments = path.split('.');
+  let node = root;
+  for (const segment of segments.slice(0, -1)) {
+    const next = isPlainObject(node[segment]) ? { ...(node[segment] as Record<string, unknown>) } : {};
+    node[segment] = next;
+    node = next;
+  }
+  node[segments.at(-1)!] = value;
+}
+
+export type DocumentsService = ReturnType<typeof createDocumentsService>;

@@ -1,0 +1,210 @@
+/**
+ * Checks filters, sorts, projections and updates against a collection plan and marks where
+ * values must be encrypted. Equality on deterministic fields ($eq, $ne, $in, $nin, also under
+ * $and, $or, $nor and $not) is rewritten to ciphertext; everything else that would compute on an
+ * encrypted field is refused with a code naming the path. Operators are allow-listed.
+ */
+import { AppError } from '../errors.js';
+import { bsonTypeAlias, isPlainObject, matchesBsonType } from './bson-types.js';
+import { ruleFor, type EncryptNode, type ObjectNode, type PlanNode } from './encryption-plan.js';
+
+/** A value inside a filter or update that must be replaced by its deterministic ciphertext. */
+export interface EqualitySlot {
+  container: Record<string, unknown> | unknown[];
+  key: string | number;
+  node: EncryptNode;
+  path: string;
+}
+
+/** Where a dotted path lands in a plan. */
+export type PathTarget =
+  | { kind: 'plain' }
+  | { kind: 'encrypted'; node: EncryptNode }
+  /** An object whose subtree has encrypted fields. */
+  | { kind: 'subtree'; node: ObjectNode }
+  /** A path that goes inside an encrypted value. */
+  | { kind: 'inside'; node: EncryptNode; encryptedPath: string };
+
+export function resolvePath(plan: ObjectNode | undefined, path: string): PathTarget {
+  let node: PlanNode | undefined = plan;
+  const segments = path.split('.');
+  for (let i = 0; i < segments.length; i++) {
+    if (node === undefined) return { kind: 'plain' };
+    if (node.kind === 'encrypt') return { kind: 'inside', node, encryptedPath: segments.slice(0, i).join('.') };
+    const rule = ruleFor(node, segments[i]!);
+    if (rule === 'conflict') throw new AppError('SCHEMA_RULE_CONFLICT', `${segments.slice(0, i + 1).join('.')} matches two patternProperties rules.`);
+    node = rule;
+  }
+  if (node === undefined) return { kind: 'plain' };
+  return node.kind === 'encrypt' ? { kind: 'encrypted', node } : { kind: 'subtree', node };
+}
+
+const plainOperators = new Set([
+  '$eq', '$ne', '$gt', '$gte', '$lt', '$lte', '$in', '$nin', '$exists', '$type', '$regex', '$options',
+  '$size', '$all', '$elemMatch', '$not', '$mod',
+]);
+const equalityOperators = new Set(['$eq', '$ne', '$in', '$nin', '$not']);
+const logicalOperators = new Set(['$and', '$or', '$nor']);
+
+function refuseOnEncrypted(path: string, node: EncryptNode, what: string): never {
+  if (node.algorithm === 'random') throw new AppError('QUERY_ON_RANDOM_FIELD', `${path} is random-encrypted: ${what} is not possible.`);
+  throw new AppError('UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', `${path} is encrypted: ${what} is not possible.`);
+}
+
+function isOperatorObject(value: unknown): value is Record<string, unknown> {
+  return isPlainObject(value) && Object.keys(value).length > 0 && Object.keys(value).every((k) => k.startsWith('$'));
+}
+
+/** Refuse any operator outside the allow-list anywhere in a plaintext condition ($elemMatch bodies included). */
+function checkPlainOperators(value: unknown, path: string): void {
+  if (Array.isArray(value)) {
+    for (const item of value) checkPlainOperators(item, path);
+    return;
+  }
+  if (!isPlainObject(value)) return;
+  for (const [key, inner] of Object.entries(value)) {
+    if (key.startsWith('$') && !plainOperators.has(key) && !logicalOperators.has(key)) {
+      throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${key} is not allowed (at ${path}).`);
+    }
+    checkPlainOperators(inner, path);
+  }
+}
+
+function checkValueType(path: string, node: EncryptNode, value: unknown): void {
+  if (node.bsonTypes !== undefined && !matchesBsonType(value, node.bsonTypes.map(aliasOf))) {
+    throw new AppError('INVALID_QUERY', `${path} holds ${node.bsonTypes.join(' or ')}: compare it with a value of that type.`);
+  }
+}
+
+/** The $jsonSchema alias of an internal type name (the plan stores internal names). */
+function aliasOf(type: string): string {
+  return ({ document: 'object', binary: 'binData' } as Record<string, string>)[type] ?? type;
+}
+
+function rewriteEncryptedCondition(path: string, node: EncryptNode, container: Record<string, unknown>, key: string, slots: EqualitySlot[]): void {
+  if (node.algorithm === 'random') refuseOnEncrypted(path, node, 'a query');
+  const condition = container[key];
+  // {"$regex": ...} in Extended JSON arrives as a regex value: a pattern match, not equality.
+  if (bsonTypeAlias(condition) === 'regex') throw new AppError('UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', `A regex cannot match ${path}: it is encrypted.`);
+  if (!isOperatorObject(condition)) {
+    checkValueType(path, node, condition);
+    slots.push({ container, key, node, path });
+    return;
+  }
+  for (const [op, arg] of Object.entries(condition)) {
+    if (!equalityOperators.has(op)) {
+      if (plainOperators.has(op)) throw new AppError('UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', `${op} cannot be used on ${path}: it is encrypted.`);
+      throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${op} is not allowed (at ${path}).`);
+    }
+    if (op === '$not') {
+      if (!isOperatorObject(arg)) throw new AppError('INVALID_QUERY', `$not on ${path} takes an operator object.`);
+      rewriteEncryptedCondition(path, node, condition, op, slots);
+    } else if (op === '$in' || op === '$nin') {
+      if (!Array.isArray(arg)) throw new AppError('INVALID_QUERY', `${op} on ${path} takes an array.`);
+      arg.forEach((item, i) => {
+        checkValueType(path, node, item);
+        slots.push({ container: arg, key: i, node, path });
+      });
+    } else {
+      checkValueType(path, node, arg);
+      slots.push({ container: condition, key: op, node, path });
+    }
+  }
+}
+
+/** Check a filter and collect the equality values to encrypt. The filter is rewritten in place later. */
+export function planFilter(filter: unknown, plan: ObjectNode | undefined, slots: EqualitySlot[] = []): EqualitySlot[] {
+  if (!isPlainObject(filter)) throw new AppError('INVALID_QUERY', 'A filter must be an object.');
+  for (const [key, condition] of Object.entries(filter)) {
+    if (logicalOperators.has(key)) {
+      if (!Array.isArray(condition) || condition.length === 0) throw new AppError('INVALID_QUERY', `${key} takes a non-empty array of filters.`);
+      for (const sub of condition) planFilter(sub, plan, slots);
+      continue;
+    }
+    if (key.startsWith('$')) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${key} is not allowed.`);
+    const target = resolvePath(plan, key);
+    switch (target.kind) {
+      case 'plain':
+        checkPlainOperators(condition, key);
+        break;
+      case 'encrypted':
+        rewriteEncryptedCondition(key, target.node, filter, key, slots);
+        break;
+      case 'inside':
+        refuseOnEncrypted(target.encryptedPath, target.node, `a query on ${key} inside it`);
+        break;
+      case 'subtree':
+        // Comparing a whole sub-document would compare plaintext with ciphertext; existence is fine.
+        if (!(isOperatorObject(condition) && Object.keys(condition).every((op) => op === '$exists'))) {
+          throw new AppError('UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', `${key} contains encrypted fields: query them one by one.`);
+        }
+    }
+  }
+  return slots;
+}
+
+export function checkSort(sort: unknown, plan: ObjectNode | undefined): void {
+  if (!isPlainObject(sort)) throw new AppError('INVALID_QUERY', 'A sort must be an object.');
+  for (const [path, direction] of Object.entries(sort)) {
+    if (direction !== 1 && direction !== -1) throw new AppError('INVALID_QUERY', `Sort direction of ${path} must be 1 or -1.`);
+    if (path.startsWith('$')) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${path} is not allowed in a sort.`);
+    const target = resolvePath(plan, path);
+    if (target.kind === 'encrypted') refuseOnEncrypted(path, target.node, 'sorting');
+    if (target.kind === 'inside') refuseOnEncrypted(target.encryptedPath, target.node, `sorting on ${path}`);
+    if (target.kind === 'subtree') throw new AppError('UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', `${path} contains encrypted fields: it cannot be sorted on.`);
+  }
+}
+
+export function checkProjection(projection: unknown, plan: ObjectNode | undefined): void {
+  if (!isPlainObject(projection)) throw new AppError('INVALID_QUERY', 'A projection must be an object.');
+  const modes = new Set<boolean>();
+  for (const [path, include] of Object.entries(projection)) {
+    if (![0, 1, true, false].includes(include as number | boolean)) {
+      throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `Projection of ${path} must be 0, 1, true or false.`);
+    }
+    if (path.startsWith('$')) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${path} is not allowed in a projection.`);
+    if (path !== '_id') modes.add(include === 1 || include === true);
+    const target = resolvePath(plan, path);
+    if (target.kind === 'inside') refuseOnEncrypted(target.encryptedPath, target.node, `projecting ${path} inside it`);
+  }
+  if (modes.size > 1) throw new AppError('INVALID_QUERY', 'A projection either includes or excludes fields, not both.');
+}
+
+export type UpdatePlan = {
+  /** $set entries whose value (or sub-document) needs encryption. */
+  encryptedSets: { path: string; node: PlanNode }[];
+};
+
+const updateOperators = new Set(['$set', '$unset', '$inc']);
+
+/** Check an update document: $set, $unset, $inc only; nothing may reach inside ciphertext. */
+export function planUpdate(update: unknown, plan: ObjectNode | undefined): UpdatePlan {
+  if (!isPlainObject(update) || Object.keys(update).length === 0) throw new AppError('INVALID_QUERY', 'An update must be a non-empty object of operators.');
+  const encryptedSets: UpdatePlan['encryptedSets'] = [];
+  const touched = new Set<string>();
+  for (const [op, fields] of Object.entries(update)) {
+    if (!updateOperators.has(op)) {
+      if (!op.startsWith('$')) throw new AppError('INVALID_QUERY', 'An update takes $set, $unset or $inc; use replace to write a whole document.');
+      throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${op} is not allowed in an update (use $set, $unset or $inc).`);
+    }
+    if (!isPlainObject(fields) || Object.keys(fields).length === 0) throw new AppError('INVALID_QUERY', `${op} takes a non-empty object.`);
+    for (const path of Object.keys(fields)) {
+      if (path === '_id' || path.startsWith('_id.')) throw new AppError('INVALID_QUERY', '_id cannot be updated.');
+      if (path.startsWith('$') || path.includes('.$') || path === '') throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `Positional or operator paths are not allowed (${path}).`);
+      if (touched.has(path)) throw new AppError('INVALID_QUERY', `${path} is updated twice.`);
+      touched.add(path);
+      const target = resolvePath(plan, path);
+      if (target.kind === 'inside') {
+        throw new AppError('ENCRYPTED_FIELD_NOT_WRITABLE', `${path} is inside the encrypted field ${target.encryptedPath}: set the whole field.`);
+      }
+      if (op === '$inc') {
+        if (target.kind !== 'plain') throw new AppError('ENCRYPTED_FIELD_NOT_WRITABLE', `$inc cannot change the encrypted ${path}.`);
+        if (typeof fields[path] !== 'number' && !['Int32', 'Long', 'Double', 'Decimal128'].includes((fields[path] as { _bsontype?: string })?._bsontype ?? '')) {
+          throw new AppError('INVALID_QUERY', `$inc of ${path} takes a number.`);
+        }
+      }
+      if (op === '$set' && target.kind !== 'plain') encryptedSets.push({ path, node: target.node });
+    }
+  }
+  return { encryptedSets };
+}

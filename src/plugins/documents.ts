@@ -1,0 +1,39 @@
+import fp from 'fastify-plugin';
+import { UUID } from 'bson';
+import { createDocumentsService, type DocumentsService } from '../documents/documents-service.js';
+import { readSchemaDirectory, resolveSchemaKeys } from '../documents/schema-registry.js';
+import { keyIdToString } from '../key-vault/key-document.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    documents: DocumentsService;
+  }
+}
+
+/** Collection schemas are read and checked at boot; a bad one stops the service with its file name. */
+export default fp(
+  async (app) => {
+    const { config, keyVault } = app;
+    const schemas = readSchemaDirectory(config.schemas.dir, {
+      required: config.schemas.required,
+      keyVaultNamespace: `${config.keyVault.db}.${config.keyVault.collection}`,
+    });
+    await resolveSchemaKeys(schemas, {
+      async idsByAltName(names) {
+        const ids = new Map<string, string>();
+        for (const name of names) {
+          const doc = await keyVault.findByAltName(name);
+          if (doc !== null) ids.set(name, keyIdToString(doc._id.buffer));
+        }
+        return ids;
+      },
+      async existingIds(ids) {
+        const found = await keyVault.listKeys({ limit: ids.length, selector: { keyIds: ids.map((id) => new UUID(id)) } });
+        return new Set(found.map((doc) => keyIdToString(doc._id.buffer)));
+      },
+    });
+    app.decorate('documents', createDocumentsService({ client: app.mongo.client, schemas, keyVault, maxFindLimit: config.maxFindLimit }));
+    if (schemas.length > 0) app.log.info({ collections: schemas.map((s) => s.namespace) }, 'collection schemas loaded');
+  },
+  { name: 'documents', dependencies: ['config', 'mongodb', 'key-vault'] },
+);
