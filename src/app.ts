@@ -70,20 +70,26 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     reply.header('x-request-id', request.id);
   });
 
-  await app.register(configPlugin, { config });
-  await app.register(errorsPlugin);
-  await app.register(swaggerPlugin);
-  await app.register(mongodbPlugin);
-  await app.register(kmsPlugin);
-  await app.register(keyVaultPlugin);
-  await app.register(encryptionPlugin);
-  await app.register(documentsPlugin);
-  await app.register(authPlugin);
+  try {
+    await app.register(configPlugin, { config });
+    await app.register(errorsPlugin);
+    await app.register(swaggerPlugin);
+    await app.register(mongodbPlugin);
+    await app.register(kmsPlugin);
+    await app.register(keyVaultPlugin);
+    await app.register(encryptionPlugin);
+    await app.register(documentsPlugin);
+    await app.register(authPlugin);
 
-  await app.register(healthRoutes);
-  await app.register(encryptRoutes);
-  await app.register(decryptRoutes);
-  await app.register(keyRoutes);
-  await app.register(documentRoutes);
+    await app.register(healthRoutes);
+    await app.register(encryptRoutes);
+    await app.register(decryptRoutes);
+    await app.register(keyRoutes);
+    await app.register(documentRoutes);
+  } catch (err) {
+    // A boot that fails half way must not leave database connections open behind it.
+    await app.close().catch(() => undefined);
+    throw err;
+  }
   return app;
 }

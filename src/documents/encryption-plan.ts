@@ -186,8 +186,8 @@ function compileNode(schema: unknown, inherited: Metadata, path: string): PlanNo
       if (node !== undefined) patterns.push({ source, regex, node });
     }
   }
-  // A field reached by two rules would be encrypted one way or the other depending on order.
-  for (const name of properties.keys()) {
+  // A field reached by two rules (a property and an encrypting pattern) is ambiguous: refuse it.
+  for (const name of Object.keys(isObject(schema.properties) ? schema.properties : {})) {
     for (const pattern of patterns) {
       if (pattern.regex.test(name)) {
         throw new SchemaError(`${path}.properties.${name}`, `conflicts with patternProperties ${JSON.stringify(pattern.source)}`);
