@@ -17,6 +17,8 @@ WORKDIR /app
 COPY --from=build --chown=root:root /app/node_modules node_modules
 COPY --from=build --chown=root:root /app/dist dist
 COPY --chown=root:root package.json openapi.yaml ./
+# Collection schemas: mount your own over this folder, or set SCHEMAS_DIR.
+COPY --chown=root:root schemas/collections schemas/collections
 USER node
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import secureJson from 'secure-json-parse';
 import { commonErrors, errorResponses } from '../schemas/http/common.js';
 import {
   countBodySchema,
@@ -48,7 +49,8 @@ function presentRead(result: ReadResult, format: EjsonFormat) {
 function parseQueryJson(text: string | undefined, what: string): unknown {
   if (text === undefined) return undefined;
   try {
-    return JSON.parse(text);
+    // The same prototype-poisoning protection request bodies get.
+    return secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
   } catch {
     throw new AppError('INVALID_QUERY', `The ${what} parameter is not valid JSON.`);
   }

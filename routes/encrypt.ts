@@ -37,7 +37,7 @@ export default async function encryptRoutes(app: FastifyInstance) {
         summary: 'Encrypt one value, or a batch, under a named data key',
         security: [{ bearerAuth: [] }],
         body: encryptBodySchema(app.config.maxBatchItems),
-        response: { 200: encryptResponseSchema, ...errorResponses(...commonErrors, 404, 502) },
+        response: { 200: encryptResponseSchema, ...errorResponses(...commonErrors, 404, 422, 502) },
       },
     },
     async (request) => {

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { buildApp } from '../src/app.js';
+import { buildApp } from '../src/plugins/app.js';
 import { loadConfig } from '../src/config.js';
 
 /** The OpenAPI document as served; building the app needs no database (it connects lazily). */

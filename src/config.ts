@@ -29,7 +29,7 @@ const schema = {
     AWS_SESSION_TOKEN: { type: 'string' },
     KMS_TIMEOUT_MS: { type: 'integer', minimum: 100, default: 5000 },
     KMS_MAX_ATTEMPTS: { type: 'integer', minimum: 1, maximum: 10, default: 3 },
-    DATA_KEY_CACHE_TTL_MS: { type: 'integer', minimum: 0, default: 60000 },
+    DATA_KEY_CACHE_TTL_MS: { type: 'integer', minimum: 1000, maximum: 86400000, default: 60000 },
     DATA_KEY_CACHE_MAX: { type: 'integer', minimum: 1, default: 1000 },
     BODY_LIMIT_BYTES: { type: 'integer', minimum: 1024, default: 1048576 },
     MAX_BATCH_ITEMS: { type: 'integer', minimum: 1, maximum: 100000, default: 10000 },

@@ -2,13 +2,28 @@
  * Values cross the HTTP boundary as MongoDB Extended JSON v2. Input may be relaxed or canonical;
  * plain JSON numbers keep the type a driver would give them (int32, int64, else double).
  */
-import { EJSON } from 'bson';
+import { BSON, EJSON, Long } from 'bson';
 import { AppError } from './errors.js';
 
 export type EjsonFormat = 'relaxed' | 'canonical';
 
 const INT32 = /^-?\d{1,10}$/;
+const INT64 = /^-?\d{1,19}$/;
 const DOUBLE = /^(-?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|-?Infinity|NaN)$/;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const SUBTYPE = /^[0-9a-fA-F]{1,2}$/;
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
+const UINT32_MAX = 4294967295;
+
+function isInt64(text: unknown): boolean {
+  if (typeof text !== 'string' || !INT64.test(text)) return false;
+  const n = BigInt(text);
+  return n >= -(2n ** 63n) && n < 2n ** 63n;
+}
+
+function fail(what: string): never {
+  throw new AppError('INVALID_EXTENDED_JSON', `Malformed ${what}.`);
+}
 
 /**
  * The bson parser is lenient where a silent change of value would be data corruption:
@@ -27,13 +42,27 @@ function checkStrict(json: unknown, depth = 0): void {
     const n = typeof text === 'string' && INT32.test(text) ? Number(text) : NaN;
     if (!Number.isInteger(n) || n < -2147483648 || n > 2147483647) throw new AppError('INVALID_EXTENDED_JSON', 'Malformed $numberInt.');
   }
-  if ('$numberDouble' in obj && (typeof obj.$numberDouble !== 'string' || !DOUBLE.test(obj.$numberDouble))) {
-    throw new AppError('INVALID_EXTENDED_JSON', 'Malformed $numberDouble.');
-  }
+  if ('$numberDouble' in obj && (typeof obj.$numberDouble !== 'string' || !DOUBLE.test(obj.$numberDouble))) fail('$numberDouble');
+  if ('$numberLong' in obj && !isInt64(obj.$numberLong)) fail('$numberLong');
   if ('$date' in obj) {
-    const date = obj.$date;
-    if (typeof date === 'string' && Number.isNaN(Date.parse(date))) throw new AppError('INVALID_EXTENDED_JSON', 'Malformed $date.');
+    const date = obj.$date as unknown;
+    if (typeof date === 'string' && (!ISO_DATE.test(date) || Number.isNaN(Date.parse(date)))) fail('$date');
+    if (typeof date === 'object' && date !== null && !isInt64((date as { $numberLong?: unknown }).$numberLong)) fail('$date');
+    if (typeof date === 'number' && !Number.isSafeInteger(date)) fail('$date');
   }
+  if ('$binary' in obj) {
+    const binary = obj.$binary as { base64?: unknown; subType?: unknown } | string;
+    const base64 = typeof binary === 'string' ? binary : binary?.base64;
+    const subType = typeof binary === 'string' ? obj.$type : binary?.subType;
+    if (typeof base64 !== 'string' || !BASE64.test(base64) || typeof subType !== 'string' || !SUBTYPE.test(subType)) fail('$binary');
+  }
+  if ('$timestamp' in obj) {
+    const ts = obj.$timestamp as { t?: unknown; i?: unknown };
+    for (const part of [ts?.t, ts?.i]) if (!Number.isInteger(part) || (part as number) < 0 || (part as number) > UINT32_MAX) fail('$timestamp');
+  }
+  if ('$code' in obj && typeof obj.$code !== 'string') fail('$code');
+  if ('$symbol' in obj && typeof obj.$symbol !== 'string') fail('$symbol');
+  if ('$dbPointer' in obj) fail('$dbPointer (deprecated; not supported)');
   for (const value of Object.values(obj)) checkStrict(value, depth + 1);
 }
 
@@ -41,14 +70,35 @@ function checkStrict(json: unknown, depth = 0): void {
 export function fromEjson(json: unknown): unknown {
   checkStrict(json);
   try {
-    return EJSON.deserialize({ v: json } as never, { relaxed: false }).v;
+    const value = EJSON.deserialize({ v: json } as never, { relaxed: false }).v;
+    // What parses must also serialize: some values only fail there.
+    BSON.serialize({ v: value });
+    return value;
   } catch (err) {
     // The parser's message can quote the input, which may be plaintext: keep it out of the answer.
     throw new AppError('INVALID_EXTENDED_JSON', undefined, { cause: err });
   }
 }
 
+const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+/** Relaxed output writes int64 as a JSON number; beyond 2^53 that would lose digits, so keep those canonical. */
+function keepLargeLongs(value: unknown): unknown {
+  if (value instanceof Long) {
+    const n = value.toBigInt();
+    return n > SAFE || n < -SAFE ? { $numberLong: n.toString() } : value;
+  }
+  if (Array.isArray(value)) return value.map(keepLargeLongs);
+  if (typeof value === 'object' && value !== null && !('_bsontype' in value) && !(value instanceof Date) && !(value instanceof RegExp)) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = keepLargeLongs(v);
+    return out;
+  }
+  return value;
+}
+
 /** Serialize a BSON value to Extended JSON in the requested format. */
 export function toEjson(value: unknown, format: EjsonFormat = 'relaxed'): unknown {
-  return (EJSON.serialize({ v: value }, { relaxed: format === 'relaxed' }) as { v: unknown }).v;
+  const input = format === 'relaxed' ? keepLargeLongs(value) : value;
+  return (EJSON.serialize({ v: input }, { relaxed: format === 'relaxed' }) as { v: unknown }).v;
 }

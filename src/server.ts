@@ -1,4 +1,4 @@
-import { buildApp } from './app.js';
+import { buildApp } from './plugins/app.js';
 import { ConfigError } from './config.js';
 import { loadConfig } from './plugins/config.js';
 

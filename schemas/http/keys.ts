@@ -115,8 +115,8 @@ export const rewrapBodySchema = {
       additionalProperties: false,
       description: 'Which data keys to rewrap; all conditions must hold. An empty filter selects every key.',
       properties: {
-        keyIds: { type: 'array', items: uuidSchema, maxItems: 10000 },
-        keyAltNames: { type: 'array', items: keyAltNameSchema, maxItems: 10000 },
+        keyIds: { type: 'array', items: uuidSchema, minItems: 1, maxItems: 10000 },
+        keyAltNames: { type: 'array', items: keyAltNameSchema, minItems: 1, maxItems: 10000 },
         provider: { type: 'string', enum: ['local', 'aws'] },
         masterKey: { ...arnSchema, description: 'Only keys now wrapped by this AWS master key.' },
       },

@@ -86,20 +86,21 @@ export async function encryptJobs(jobs: FieldJob[], keyVault: KeyVault): Promise
       throw new Error(`unresolved key alt name at ${job.node.schemaPath}`);
     }
   }
-  const keys = await keyVault.getDataKeys(keyIds);
-  const ciphertexts: Binary[] = jobs.map((job, index) => {
-    const id = keyIds[index]!;
-    const key = keys.get(id);
-    if (key === undefined || key instanceof AppError) throw key ?? new AppError('KEY_NOT_FOUND');
-    try {
-      return encryptValue(job.parent[job.name], new UUID(id).buffer, key, job.node.algorithm);
-    } catch (err) {
-      if (err instanceof UnsupportedTypeError) {
-        throw new AppError('UNSUPPORTED_BSON_TYPE', `${job.path}: ${err.algorithm} encryption does not support BSON type ${err.bsonType}.`);
+  const ciphertexts: Binary[] = await keyVault.withDataKeys(keyIds, (keys) =>
+    jobs.map((job, index) => {
+      const id = keyIds[index]!;
+      const key = keys.get(id);
+      if (!(key instanceof Buffer)) throw key ?? new AppError('KEY_NOT_FOUND');
+      try {
+        return encryptValue(job.parent[job.name], new UUID(id).buffer, key, job.node.algorithm);
+      } catch (err) {
+        if (err instanceof UnsupportedTypeError) {
+          throw new AppError('UNSUPPORTED_BSON_TYPE', `${job.path}: ${err.algorithm} encryption does not support BSON type ${err.bsonType}.`);
+        }
+        throw err;
       }
-      throw err;
-    }
-  });
+    }),
+  );
   jobs.forEach((job, index) => {
     job.parent[job.name] = ciphertexts[index];
   });
@@ -144,26 +145,28 @@ export async function decryptDocuments(documents: Record<string, unknown>[], key
   documents.forEach((doc, index) => findCiphertexts(doc, '', index, found));
   const unreadable = new Map<number, string[]>();
   if (found.length === 0) return unreadable;
-  const keys = await keyVault.getDataKeys(found.flatMap((f) => (f.parsed ? [keyIdToString(f.parsed.keyId)] : [])));
-  for (const field of found) {
-    let value: unknown = null;
-    const key = field.parsed ? keys.get(keyIdToString(field.parsed.keyId)) : undefined;
-    if (key instanceof AppError && (key.code === 'KMS_UNAVAILABLE' || key.code === 'DATABASE_UNAVAILABLE')) throw key;
-    let ok = false;
-    if (field.parsed && key instanceof Buffer) {
-      try {
-        value = decryptPayload(field.parsed, key);
-        ok = true;
-      } catch (err) {
-        if (!(err instanceof AeadError)) throw err;
+  const ids = found.flatMap((f) => (f.parsed ? [keyIdToString(f.parsed.keyId)] : []));
+  await keyVault.withDataKeys(ids, (keys) => {
+    for (const field of found) {
+      let value: unknown = null;
+      const key = field.parsed ? keys.get(keyIdToString(field.parsed.keyId)) : undefined;
+      if (key instanceof AppError && key.code === 'KMS_UNAVAILABLE') throw key;
+      let ok = false;
+      if (field.parsed && key instanceof Buffer) {
+        try {
+          value = decryptPayload(field.parsed, key);
+          ok = true;
+        } catch (err) {
+          if (!(err instanceof AeadError)) throw err;
+        }
       }
+      if (!ok) {
+        const paths = unreadable.get(field.document) ?? [];
+        paths.push(field.path);
+        unreadable.set(field.document, paths);
+      }
+      (field.parent as Record<string | number, unknown>)[field.name] = ok ? value : null;
     }
-    if (!ok) {
-      const paths = unreadable.get(field.document) ?? [];
-      paths.push(field.path);
-      unreadable.set(field.document, paths);
-    }
-    (field.parent as Record<string | number, unknown>)[field.name] = ok ? value : null;
-  }
+  });
   return unreadable;
 }

@@ -104,12 +104,13 @@ export function createDocumentsService({ client, schemas, keyVault, maxFindLimit
       if (slot.node.key.kind !== 'id') throw new Error(`deterministic field ${slot.path} without a static key`);
       return slot.node.key.id;
     });
-    const keys = await keyVault.getDataKeys(ids);
-    const ciphertexts = slots.map((slot, i) => {
-      const key = keys.get(ids[i]!);
-      if (!(key instanceof Buffer)) throw key ?? new AppError('KEY_NOT_FOUND');
-      return encryptValue(slot.container[slot.key as never], new UUID(ids[i]!).buffer, key, 'deterministic');
-    });
+    const ciphertexts = await keyVault.withDataKeys(ids, (keys) =>
+      slots.map((slot, i) => {
+        const key = keys.get(ids[i]!);
+        if (!(key instanceof Buffer)) throw key ?? new AppError('KEY_NOT_FOUND');
+        return encryptValue(slot.container[slot.key as never], new UUID(ids[i]!).buffer, key, 'deterministic');
+      }),
+    );
     slots.forEach((slot, i) => {
       (slot.container as Record<string | number, unknown>)[slot.key] = ciphertexts[i];
     });

@@ -22,13 +22,17 @@ export interface EncryptRequest extends KeyRef {
 export type ItemResult<T> = { ok: true; value: T } | { ok: false; error: AppError };
 
 /** Errors that say "try later" rather than anything about the ciphertext; they keep their code. */
-const availabilityCodes = new Set<ErrorCode>(['KMS_UNAVAILABLE', 'DATABASE_UNAVAILABLE']);
+const availabilityCodes = new Set<ErrorCode>(['KMS_UNAVAILABLE']);
 
 function asEncryptError(err: unknown): AppError {
   if (err instanceof UnsupportedTypeError) {
     return new AppError('UNSUPPORTED_BSON_TYPE', `${err.algorithm} encryption does not support BSON type ${err.bsonType}.`);
   }
   if (isAppError(err)) return err;
+  // The BSON serializer refusing a value the parser let through: the value is at fault.
+  if (err instanceof TypeError || err instanceof RangeError || (err as Error)?.name === 'BSONError') {
+    return new AppError('INVALID_EXTENDED_JSON', undefined, { cause: err });
+  }
   throw err;
 }
 
@@ -40,19 +44,6 @@ function asDecryptError(err: unknown): AppError {
   if (isAppError(err) && availabilityCodes.has(err.code)) return err;
   if (err instanceof AeadError || isAppError(err)) return new AppError('DECRYPTION_FAILED', undefined, { cause: err });
   throw err;
-}
-
-/** Group item indexes by key id, so each data key is fetched once and used without an await. */
-function groupByKey<T>(items: T[], idOf: (item: T) => string | undefined): Map<string, number[]> {
-  const groups = new Map<string, number[]>();
-  items.forEach((item, index) => {
-    const id = idOf(item);
-    if (id === undefined) return;
-    const group = groups.get(id);
-    if (group === undefined) groups.set(id, [index]);
-    else group.push(index);
-  });
-  return groups;
 }
 
 export function createEncryptionService({ keyVault }: { keyVault: KeyVault }) {
@@ -82,26 +73,23 @@ export function createEncryptionService({ keyVault }: { keyVault: KeyVault }) {
           }
         }),
       );
-      const groups = groupByKey(ids, (id) => (id === undefined ? undefined : id.toHexString()));
-      for (const indexes of groups.values()) {
-        const id = ids[indexes[0]!]!;
-        let key: Buffer;
-        try {
-          key = await keyVault.getDataKey(id.buffer);
-        } catch (err) {
-          const error = asEncryptError(err);
-          for (const index of indexes) results[index] = { ok: false, error };
-          continue;
-        }
-        for (const index of indexes) {
-          const request = requests[index]!;
+      const wanted = ids.flatMap((id) => (id === undefined ? [] : [keyIdToString(id.buffer)]));
+      await keyVault.withDataKeys(wanted, (keys) => {
+        requests.forEach((request, index) => {
+          const id = ids[index];
+          if (id === undefined) return;
+          const key = keys.get(keyIdToString(id.buffer));
+          if (!(key instanceof Buffer)) {
+            results[index] = { ok: false, error: asEncryptError(key) };
+            return;
+          }
           try {
             results[index] = { ok: true, value: encryptValue(request.value, id.buffer, key, request.algorithm) };
           } catch (err) {
             results[index] = { ok: false, error: asEncryptError(err) };
           }
-        }
-      }
+        });
+      });
       return results;
     },
 
@@ -122,24 +110,22 @@ export function createEncryptionService({ keyVault }: { keyVault: KeyVault }) {
           return undefined;
         }
       });
-      const groups = groupByKey(parsed, (p) => (p === undefined ? undefined : keyIdToString(p.keyId)));
-      for (const indexes of groups.values()) {
-        let key: Buffer;
-        try {
-          key = await keyVault.getDataKey(parsed[indexes[0]!]!.keyId);
-        } catch (err) {
-          const error = asDecryptError(err);
-          for (const index of indexes) results[index] = { ok: false, error };
-          continue;
-        }
-        for (const index of indexes) {
+      const wanted = parsed.flatMap((p) => (p === undefined ? [] : [keyIdToString(p.keyId)]));
+      await keyVault.withDataKeys(wanted, (keys) => {
+        parsed.forEach((p, index) => {
+          if (p === undefined) return;
+          const key = keys.get(keyIdToString(p.keyId));
+          if (!(key instanceof Buffer)) {
+            results[index] = { ok: false, error: asDecryptError(key) };
+            return;
+          }
           try {
-            results[index] = { ok: true, value: decryptPayload(parsed[index]!, key) };
+            results[index] = { ok: true, value: decryptPayload(p, key) };
           } catch (err) {
             results[index] = { ok: false, error: asDecryptError(err) };
           }
-        }
-      }
+        });
+      });
       return results;
     },
   };

@@ -11,43 +11,97 @@ export interface DataKeyCacheStats {
   size: number;
 }
 
+export type KeyOrError = Buffer | Error;
+
 /**
  * The only place unwrapped data keys live: bounded, expiring, and zeroised when an entry leaves.
- * Concurrent misses for one key share a single load, so a burst of requests for a cold key costs
- * one key-vault read and one KMS call.
+ *
+ * Keys are used under a lease: `withKeys` takes the lease before it loads anything and gives it
+ * back after `use` returns, and a key that leaves the cache (evicted, expired, deleted) while
+ * leased is zeroised only when its last lease ends. So a request never encrypts with a wiped key.
+ * Concurrent misses for one key share a single load: a burst of requests for a cold key costs one
+ * load. A key deleted while it loads is not put back in the cache.
  */
 export function createDataKeyCache(options: DataKeyCacheOptions) {
-  const cache = new LRUCache<string, Buffer>({
-    max: options.maxEntries,
-    ttl: options.ttlMs,
-    // A key evicted while a synchronous encrypt runs is still intact: zeroising happens here,
-    // between event-loop turns, and callers never keep a key across an await.
-    dispose: (key) => key.fill(0),
-  });
+  const leases = new Map<string, number>();
+  const graveyard = new Map<string, Buffer[]>();
+  const generations = new Map<string, number>();
   const loading = new Map<string, Promise<Buffer>>();
   const stats = { hits: 0, misses: 0 };
 
+  function bury(id: string, key: Buffer): void {
+    if ((leases.get(id) ?? 0) > 0) {
+      const buried = graveyard.get(id) ?? [];
+      buried.push(key);
+      graveyard.set(id, buried);
+    } else {
+      key.fill(0);
+    }
+  }
+
+  const cache = new LRUCache<string, Buffer>({
+    max: options.maxEntries,
+    ttl: options.ttlMs,
+    dispose: (key, id) => bury(id, key),
+  });
+
+  function acquire(id: string): void {
+    leases.set(id, (leases.get(id) ?? 0) + 1);
+  }
+
+  function release(id: string): void {
+    const left = (leases.get(id) ?? 1) - 1;
+    if (left > 0) {
+      leases.set(id, left);
+      return;
+    }
+    leases.delete(id);
+    for (const key of graveyard.get(id) ?? []) key.fill(0);
+    graveyard.delete(id);
+  }
+
+  function get(id: string, load: () => Promise<Buffer>): Promise<Buffer> {
+    const cached = cache.get(id);
+    if (cached !== undefined) {
+      stats.hits += 1;
+      return Promise.resolve(cached);
+    }
+    stats.misses += 1;
+    let pending = loading.get(id);
+    if (pending === undefined) {
+      const generation = generations.get(id) ?? 0;
+      pending = load()
+        .then((key) => {
+          if ((generations.get(id) ?? 0) === generation) cache.set(id, key);
+          else bury(id, key); // deleted while loading: serve this request, keep nothing
+          return key;
+        })
+        .finally(() => loading.delete(id));
+      loading.set(id, pending);
+    }
+    return pending;
+  }
+
   return {
-    async get(id: string, load: () => Promise<Buffer>): Promise<Buffer> {
-      const cached = cache.get(id);
-      if (cached !== undefined) {
-        stats.hits += 1;
-        return cached;
+    /**
+     * Lease the keys for `ids` (loading the missing ones with `load`), run `use` with each id's
+     * key or the error that made it unavailable, then end the lease. Never keep a key beyond `use`.
+     */
+    async withKeys<T>(ids: string[], load: (id: string) => Promise<Buffer>, use: (keys: Map<string, KeyOrError>) => T | Promise<T>): Promise<T> {
+      const unique = [...new Set(ids)];
+      unique.forEach(acquire);
+      try {
+        const settled = await Promise.allSettled(unique.map((id) => get(id, () => load(id))));
+        const keys = new Map<string, KeyOrError>();
+        settled.forEach((result, i) => keys.set(unique[i]!, result.status === 'fulfilled' ? result.value : (result.reason as Error)));
+        return await use(keys);
+      } finally {
+        unique.forEach(release);
       }
-      stats.misses += 1;
-      let pending = loading.get(id);
-      if (pending === undefined) {
-        pending = load()
-          .then((key) => {
-            cache.set(id, key);
-            return key;
-          })
-          .finally(() => loading.delete(id));
-        loading.set(id, pending);
-      }
-      return pending;
     },
+    /** Drop a key (deleted from the vault): zeroised now, or when its last lease ends. */
     delete(id: string): void {
+      generations.set(id, (generations.get(id) ?? 0) + 1);
       cache.delete(id);
     },
     clear(): void {

@@ -6,7 +6,7 @@ import { KEY_LENGTH } from '../crypto/aead.js';
 import { AppError, isAppError } from '../errors.js';
 import type { Kms } from '../kms/kms.js';
 import { readStoredMasterKey, type MasterKey } from '../kms/master-key.js';
-import type { DataKeyCache } from './data-key-cache.js';
+import type { DataKeyCache, KeyOrError } from './data-key-cache.js';
 import { keyIdToString, storedMasterKey, type KeyDocument } from './key-document.js';
 
 export interface KeyVaultOptions {
@@ -48,8 +48,11 @@ const MAX_REWRAP = 10_000;
  * concerns, and the unwrapping of data keys through the KMS into the cache.
  */
 export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaultOptions) {
-  // Ids are not secret; caching the alt-name lookup spares a vault read per request.
-  const altNameIds = new LRUCache<string, UUID>({ max: 10_000, ttl: altNameTtlMs });
+  // Ids are not secret; caching the alt-name lookup spares a vault read per request. Kept short:
+  // another instance may move a name to another key.
+  const altNameIds = new LRUCache<string, UUID>({ max: 10_000, ttl: Math.min(altNameTtlMs, 10_000) });
+  // Ids known to have no key: an unknown id costs what a known one does, and gives no timing hint.
+  const missingIds = new LRUCache<string, true>({ max: 10_000, ttl: altNameTtlMs });
 
   // Alt-name uniqueness is checked here as well as by the index: FerretDB's unique index compares
   // whole arrays, not their elements. Serialising these writes closes the race within a process.
@@ -107,7 +110,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
     } catch (err) {
       if (isAppError(err)) throw err;
       // A local key that fails its tag: wrong master key, or a damaged document.
-      throw new AppError('KMS_ERROR', undefined, { cause: err });
+      throw new AppError('MASTER_KEY_UNUSABLE', 'The data key cannot be unwrapped with the configured master key.', { cause: err });
     }
     if (key.length !== KEY_LENGTH) {
       key.fill(0);
@@ -117,12 +120,13 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
   }
 
   function selectorFilter(selector: KeySelector): Filter<KeyDocument> {
-    const clauses: Filter<KeyDocument>[] = [];
-    if (selector.keyIds?.length) clauses.push({ _id: { $in: selector.keyIds } });
-    if (selector.keyAltNames?.length) clauses.push({ keyAltNames: { $in: selector.keyAltNames } });
+    // Only UUID ids: a stray document of another shape in the vault is not a data key.
+    const clauses: Filter<KeyDocument>[] = [{ _id: { $type: 'binData' } }];
+    // A list given empty selects nothing (never everything).
+    if (selector.keyIds !== undefined) clauses.push({ _id: { $in: selector.keyIds } });
+    if (selector.keyAltNames !== undefined) clauses.push({ keyAltNames: { $in: selector.keyAltNames } });
     if (selector.provider !== undefined) clauses.push({ 'masterKey.provider': selector.provider });
     if (selector.masterKeyArn !== undefined) clauses.push({ 'masterKey.key': selector.masterKeyArn });
-    if (clauses.length === 0) return {};
     return clauses.length === 1 ? clauses[0]! : { $and: clauses };
   }
 
@@ -134,6 +138,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
       kms.checkUsable(input.masterKey);
       const altNames = [...new Set(input.keyAltNames ?? [])];
       if (input.keyMaterial !== undefined && input.keyMaterial.length !== KEY_LENGTH) throw new AppError('INVALID_KEY_MATERIAL');
+      await assertAltNamesFree(altNames);
       const dataKey = input.keyMaterial !== undefined ? Buffer.from(input.keyMaterial) : randomBytes(KEY_LENGTH);
       try {
         const keyMaterial = await kms.wrap(input.masterKey, dataKey);
@@ -200,14 +205,14 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
 
     async removeAltName(id: UUID, name: string): Promise<KeyDocument> {
       return withAltNameLock(async () => {
-        const doc = await vault.requireById(id);
-        const remaining = (doc.keyAltNames ?? []).filter((n) => n !== name);
+        // $pull, not a rewrite of the array: a name another writer adds meanwhile is kept.
+        const pulled = await collection.updateOne({ _id: id, keyAltNames: name }, { $pull: { keyAltNames: name }, $currentDate: { updateDate: true } });
+        if (pulled.matchedCount === 0) {
+          await vault.requireById(id);
+          throw new AppError('KEY_NOT_FOUND', 'The key does not have that alt name.');
+        }
         // Drivers leave no empty keyAltNames array behind; neither do we.
-        const update =
-          remaining.length > 0
-            ? { $set: { keyAltNames: remaining }, $currentDate: { updateDate: true as const } }
-            : { $unset: { keyAltNames: '' as const }, $currentDate: { updateDate: true as const } };
-        await collection.updateOne({ _id: id }, update);
+        await collection.updateOne({ _id: id, keyAltNames: { $size: 0 } }, { $unset: { keyAltNames: '' } });
         altNameIds.delete(name);
         return vault.requireById(id);
       });
@@ -219,6 +224,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
       const doc = await collection.findOneAndDelete({ _id: id });
       for (const name of doc?.keyAltNames ?? []) altNameIds.delete(name);
       cache.delete(keyIdToString(id.buffer));
+      missingIds.set(keyIdToString(id.buffer), true);
       return doc !== null;
     },
 
@@ -241,20 +247,19 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
         }
       }
       const stored = storedMasterKey(newMasterKey);
-      let modified = 0;
-      if (rewrapped.length > 0) {
-        const result = await collection.bulkWrite(
-          rewrapped.map(({ doc, material }) => ({
-            updateOne: {
-              filter: { _id: doc._id, keyMaterial: doc.keyMaterial },
-              update: { $set: { keyMaterial: new Binary(material, 0), masterKey: stored }, $currentDate: { updateDate: true } },
-            },
-          })),
-          { ordered: false },
-        );
-        modified = result.modifiedCount;
-      }
-      return { matched: docs.length, rewrapped: modified, keyIds: rewrapped.map(({ doc }) => keyIdToString(doc._id.buffer)) };
+      // One conditional update per key, so the answer names exactly the keys that changed: a key
+      // someone else rewrapped meanwhile keeps their wrapping and is not counted.
+      const changed = await Promise.all(
+        rewrapped.map(async ({ doc, material }) => {
+          const result = await collection.updateOne(
+            { _id: doc._id, keyMaterial: doc.keyMaterial },
+            { $set: { keyMaterial: new Binary(material, 0), masterKey: stored }, $currentDate: { updateDate: true } },
+          );
+          return result.modifiedCount === 1 ? keyIdToString(doc._id.buffer) : undefined;
+        }),
+      );
+      const keyIds = changed.filter((id): id is string => id !== undefined);
+      return { matched: docs.length, rewrapped: keyIds.length, keyIds };
     },
 
     /** The id of the key an alt name names (404 when none does). */
@@ -269,48 +274,29 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
     },
 
     /**
-     * The unwrapped data keys for many key ids, with one key-vault query for all that are not
-     * cached. Each id maps to its key or to the error that made it unavailable. The buffers belong
-     * to the cache: use them synchronously, never across an await.
+     * Run `use` with the unwrapped data keys of `ids` (or, per id, the error that made its key
+     * unavailable), fetching every key that is not cached with one key-vault query. The keys are
+     * leased for the duration of `use` and must not be kept beyond it.
      */
-    async getDataKeys(ids: Iterable<string>): Promise<Map<string, Buffer | AppError>> {
+    async withDataKeys<T>(ids: Iterable<string>, use: (keys: Map<string, KeyOrError>) => T | Promise<T>): Promise<T> {
       const wanted = [...new Set(ids)];
       let batch: Promise<Map<string, KeyDocument>> | undefined;
-      const loadMissing = () => {
+      const load = async (id: string): Promise<Buffer> => {
+        if (missingIds.has(id)) throw new AppError('KEY_NOT_FOUND');
         batch ??= collection
-          .find({ _id: { $in: wanted.map((id) => new UUID(id)) } })
+          .find({ _id: { $in: wanted.filter((w) => !missingIds.has(w)).map((w) => new UUID(w)) } })
           .toArray()
           .then((docs) => new Map(docs.map((doc) => [keyIdToString(doc._id.buffer), doc])));
-        return batch;
-      };
-      const settled = await Promise.allSettled(
-        wanted.map((id) =>
-          cache.get(id, async () => {
-            const doc = (await loadMissing()).get(id);
-            if (doc === undefined) throw new AppError('KEY_NOT_FOUND');
-            return unwrap(doc);
-          }),
-        ),
-      );
-      const keys = new Map<string, Buffer | AppError>();
-      settled.forEach((result, index) => {
-        if (result.status === 'fulfilled') keys.set(wanted[index]!, result.value);
-        else if (isAppError(result.reason)) keys.set(wanted[index]!, result.reason);
-        else throw result.reason;
-      });
-      return keys;
-    },
-
-    /**
-     * The unwrapped 96-byte data key for a key id, from the cache or the vault and KMS. The buffer
-     * belongs to the cache: use it synchronously, never keep it across an await.
-     */
-    async getDataKey(id: Uint8Array): Promise<Buffer> {
-      const text = keyIdToString(id);
-      return cache.get(text, async () => {
-        const doc = await collection.findOne({ _id: new UUID(text) });
-        if (doc === null) throw new AppError('KEY_NOT_FOUND');
+        const doc = (await batch).get(id);
+        if (doc === undefined) {
+          missingIds.set(id, true);
+          throw new AppError('KEY_NOT_FOUND');
+        }
         return unwrap(doc);
+      };
+      return cache.withKeys(wanted, load, (keys) => {
+        for (const value of keys.values()) if (value instanceof Error && !isAppError(value)) throw value;
+        return use(keys);
       });
     },
   };

@@ -29,7 +29,8 @@ const unusableKey = new Set([
   'InvalidKeyUsageException',
   'InvalidArnException',
 ]);
-const transient = new Set(['TimeoutError', 'AbortError', 'ThrottlingException', 'DependencyTimeoutException', 'KMSInternalException']);
+const transient = new Set(['TimeoutError', 'AbortError', 'RequestTimeout', 'ThrottlingException', 'DependencyTimeoutException', 'KMSInternalException']);
+const networkCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
 /** Map an SDK failure to a registry error; the SDK's message stays in the cause, for the log only. */
 export function classifyAwsError(err: unknown): AppError {
@@ -37,9 +38,12 @@ export function classifyAwsError(err: unknown): AppError {
   const status = e?.$metadata?.httpStatusCode;
   const name = e?.name ?? '';
   let code: 'KMS_ACCESS_DENIED' | 'MASTER_KEY_UNUSABLE' | 'KMS_UNAVAILABLE' | 'KMS_ERROR' = 'KMS_ERROR';
-  if (status === 403 || accessDenied.has(name)) code = 'KMS_ACCESS_DENIED';
+  if (status === 403 || accessDenied.has(name) || name === 'CredentialsProviderError') code = 'KMS_ACCESS_DENIED';
   else if (unusableKey.has(name)) code = 'MASTER_KEY_UNUSABLE';
-  else if (transient.has(name) || status === undefined || status >= 500 || status === 429) code = 'KMS_UNAVAILABLE';
+  // Only what may pass by itself is "unavailable" (503 + Retry-After); misconfiguration is not.
+  else if (transient.has(name) || networkCodes.has(e?.code ?? '') || (status !== undefined && (status >= 500 || status === 429))) {
+    code = 'KMS_UNAVAILABLE';
+  }
   return new AppError(code, undefined, { cause: err });
 }
 
@@ -83,7 +87,8 @@ export function createAwsKms(options: AwsKmsOptions): KmsProvider<AwsMasterKey> 
       return Buffer.from(out.CiphertextBlob);
     },
     async unwrap(masterKey, keyMaterial) {
-      const out = await send<{ Plaintext?: Uint8Array }>(masterKey.region, new DecryptCommand({ CiphertextBlob: keyMaterial }));
+      // KeyId makes KMS check the ciphertext belongs to the key the document names.
+      const out = await send<{ Plaintext?: Uint8Array }>(masterKey.region, new DecryptCommand({ CiphertextBlob: keyMaterial, KeyId: masterKey.key }));
       if (out.Plaintext === undefined) throw new AppError('KMS_ERROR');
       const plaintext = Buffer.from(out.Plaintext);
       out.Plaintext.fill(0);

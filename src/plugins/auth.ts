@@ -18,11 +18,16 @@ function digest(token: string): Buffer {
 export default fp(
   async (app) => {
     const expected = digest(app.config.adminToken);
-    app.addHook('onRequest', async (request) => {
-      if (request.routeOptions.config.public === true || request.routeOptions.url?.startsWith(DOCS_PREFIX)) return;
+    app.addHook('onRequest', async (request, reply) => {
+      const url = request.routeOptions.url;
+      if (request.routeOptions.config.public === true || url === DOCS_PREFIX || url?.startsWith(`${DOCS_PREFIX}/`)) return;
       const header = request.headers.authorization;
-      const match = header === undefined ? null : /^Bearer ([\x21-\x7e]+)$/.exec(header);
-      if (match === null || !timingSafeEqual(digest(match[1]!), expected)) throw new AppError('UNAUTHORIZED');
+      // The scheme is case-insensitive (RFC 9110); the token is compared by digest, in constant time.
+      const match = header === undefined ? null : /^bearer ([\x21-\x7e]+)$/i.exec(header);
+      if (match === null || !timingSafeEqual(digest(match[1]!), expected)) {
+        reply.header('www-authenticate', 'Bearer');
+        throw new AppError('UNAUTHORIZED');
+      }
     });
   },
   { name: 'auth', dependencies: ['config'] },

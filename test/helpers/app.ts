@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import { MongoClient } from 'mongodb';
-import { buildApp } from '../../src/app.js';
+import { buildApp } from '../../src/plugins/app.js';
 import { loadConfig } from '../../src/config.js';
 import { stack } from './stack.js';
 

@@ -64,9 +64,13 @@ t.test('/keys life cycle with the local provider', async (t) => {
     const b = (await h.call('POST', '/keys', { masterKey: { provider: 'local' } })).json();
     t.same(b.keyAltNames, []);
     t.equal((await h.call('POST', `/keys/${b.id}/alt-names`, { keyAltName: 'shared' })).statusCode, 409);
+    await new Promise((resolve) => setTimeout(resolve, 5));
     const added = await h.call('POST', `/keys/${b.id}/alt-names`, { keyAltName: 'fresh' });
     t.same(added.json().keyAltNames, ['fresh']);
-    t.ok(new Date(added.json().updateDate) >= new Date(b.updateDate));
+    t.ok(new Date(added.json().updateDate) > new Date(b.updateDate), 'updateDate moves on');
+    const notThere = await h.call('DELETE', `/keys/${b.id}/alt-names/never-had-it`);
+    t.equal(notThere.statusCode, 404);
+    t.equal((await h.call('GET', `/keys/${b.id}`)).json().updateDate, added.json().updateDate, 'a no-op removal changes nothing');
 
     const removed = await h.call('DELETE', `/keys/${a}/alt-names/shared`);
     t.same(removed.json().keyAltNames, []);
@@ -107,6 +111,15 @@ t.test('/keys life cycle with the local provider', async (t) => {
       t.equal(res.json().code, code, JSON.stringify(body));
     }
     t.equal((await keyVaultDocs(h)).length, before);
+  });
+
+  t.test('a rewrap with an empty selection list is refused instead of selecting every key', async (t) => {
+    for (const filter of [{ keyIds: [] }, { keyAltNames: [] }]) {
+      const res = await h.call('POST', '/keys/rewrap', { filter, masterKey: { provider: 'local' } });
+      t.equal(res.statusCode, 400, JSON.stringify(filter));
+    }
+    const res = await h.call('POST', '/keys/rewrap', { filter: { keyAltNames: ['no-such-name'] }, masterKey: { provider: 'local' } });
+    t.same(res.json(), { matched: 0, rewrapped: 0, keyIds: [] });
   });
 
   t.test('delete makes the key and everything under it unreadable', async (t) => {

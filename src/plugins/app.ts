@@ -1,21 +1,21 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import ajvFormats from 'ajv-formats';
-import type { Config } from './config.js';
-import configPlugin from './plugins/config.js';
-import errorsPlugin from './plugins/errors.js';
-import swaggerPlugin from './plugins/swagger.js';
-import mongodbPlugin from './plugins/mongodb.js';
-import kmsPlugin from './plugins/kms.js';
-import keyVaultPlugin from './plugins/key-vault.js';
-import encryptionPlugin from './plugins/encryption.js';
-import documentsPlugin from './plugins/documents.js';
-import authPlugin from './plugins/auth.js';
-import healthRoutes from '../routes/health.js';
-import encryptRoutes from '../routes/encrypt.js';
-import decryptRoutes from '../routes/decrypt.js';
-import keyRoutes from '../routes/keys.js';
-import documentRoutes from '../routes/documents.js';
+import type { Config } from '../config.js';
+import configPlugin from './config.js';
+import errorsPlugin from './errors.js';
+import swaggerPlugin from './swagger.js';
+import mongodbPlugin from './mongodb.js';
+import kmsPlugin from './kms.js';
+import keyVaultPlugin from './key-vault.js';
+import encryptionPlugin from './encryption.js';
+import documentsPlugin from './documents.js';
+import authPlugin from './auth.js';
+import healthRoutes from '../../routes/health.js';
+import encryptRoutes from '../../routes/encrypt.js';
+import decryptRoutes from '../../routes/decrypt.js';
+import keyRoutes from '../../routes/keys.js';
+import documentRoutes from '../../routes/documents.js';
 
 export interface BuildOptions {
   /** Where log lines go (tests capture them); stdout when absent. */
