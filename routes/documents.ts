@@ -29,8 +29,8 @@ import { itemError } from './item-results.js';
 
 const tags = ['documents'];
 const security = [{ bearerAuth: [] }];
-const readErrors = errorResponses(...commonErrors, 404, 422, 502);
-const writeErrors = errorResponses(...commonErrors, 404, 409, 422, 502);
+const readErrors = errorResponses(...commonErrors, 403, 404, 422, 429, 502);
+const writeErrors = errorResponses(...commonErrors, 403, 404, 409, 422, 429, 502);
 
 type NsParams = { ns: string };
 type DocParams = { ns: string; id: string };
@@ -38,10 +38,11 @@ type Format = { format: EjsonFormat };
 
 function presentRead(result: ReadResult, format: EjsonFormat) {
   const items = result.documents.map((doc) => toEjson(doc, format));
-  const out: { items: unknown[]; unreadable?: unknown[]; next?: string } = { items };
-  if (result.unreadable.size > 0) {
-    out.unreadable = [...result.unreadable].map(([index, paths]) => ({ index, _id: toEjson(result.documents[index]!._id, format), paths }));
-  }
+  const out: { items: unknown[]; unreadable?: unknown[]; masked?: unknown[]; next?: string } = { items };
+  const list = (byIndex: Map<number, string[]>) =>
+    [...byIndex].map(([index, paths]) => ({ index, _id: toEjson(result.documents[index]!._id, format), paths }));
+  if (result.unreadable.size > 0) out.unreadable = list(result.unreadable);
+  if (result.masked.size > 0) out.masked = list(result.masked);
   if (result.next !== undefined) out.next = result.next;
   return out;
 }
@@ -62,6 +63,7 @@ export default async function documentRoutes(app: FastifyInstance) {
   app.post(
     '/documents/:ns',
     {
+      config: { scope: 'documents:{ns}:write', audit: 'documents.insert' },
       schema: {
         tags,
         security,
@@ -90,6 +92,7 @@ export default async function documentRoutes(app: FastifyInstance) {
   app.get(
     '/documents/:ns',
     {
+      config: { scope: 'documents:{ns}:read', audit: 'documents.find' },
       schema: {
         tags,
         security,
@@ -110,13 +113,14 @@ export default async function documentRoutes(app: FastifyInstance) {
         limit: q.limit as number | undefined,
         cursor: q.cursor as string | undefined,
       };
-      return presentRead(await documents.find(ns, find), q.format);
+      return presentRead(await documents.find(ns, find, request.authorizeKeys('decrypt')), q.format);
     },
   );
 
   app.post(
     '/documents/:ns/find',
     {
+      config: { scope: 'documents:{ns}:read', audit: 'documents.find' },
       schema: {
         tags,
         security,
@@ -129,13 +133,14 @@ export default async function documentRoutes(app: FastifyInstance) {
     },
     async (request) => {
       const { ns } = request.params as NsParams;
-      return presentRead(await documents.find(ns, request.body as FindRequest), (request.query as Format).format);
+      return presentRead(await documents.find(ns, request.body as FindRequest, request.authorizeKeys('decrypt')), (request.query as Format).format);
     },
   );
 
   app.post(
     '/documents/:ns/count',
     {
+      config: { scope: 'documents:{ns}:read', audit: 'documents.count' },
       schema: {
         tags,
         security,
@@ -154,6 +159,7 @@ export default async function documentRoutes(app: FastifyInstance) {
   app.post(
     '/documents/:ns/update',
     {
+      config: { scope: 'documents:{ns}:write', audit: 'documents.update' },
       schema: {
         tags,
         security,
@@ -173,6 +179,7 @@ export default async function documentRoutes(app: FastifyInstance) {
   app.post(
     '/documents/:ns/delete',
     {
+      config: { scope: 'documents:{ns}:write', audit: 'documents.delete' },
       schema: {
         tags,
         security,
@@ -192,6 +199,7 @@ export default async function documentRoutes(app: FastifyInstance) {
   app.post(
     '/documents/:ns/explain',
     {
+      config: { scope: 'documents:{ns}:read', audit: 'documents.explain' },
       schema: {
         tags,
         security,
@@ -210,6 +218,7 @@ export default async function documentRoutes(app: FastifyInstance) {
   app.get(
     '/documents/:ns/:id',
     {
+      config: { scope: 'documents:{ns}:read', audit: 'documents.get' },
       schema: {
         tags,
         security,
@@ -221,15 +230,21 @@ export default async function documentRoutes(app: FastifyInstance) {
     },
     async (request) => {
       const { ns, id } = request.params as DocParams;
-      const result = await documents.findById(ns, parseDocumentId(id));
-      const paths = result.unreadable.get(0);
-      return { document: toEjson(result.documents[0], (request.query as Format).format), ...(paths ? { unreadable: paths } : {}) };
+      const result = await documents.findById(ns, parseDocumentId(id), request.authorizeKeys('decrypt'));
+      const unreadable = result.unreadable.get(0);
+      const masked = result.masked.get(0);
+      return {
+        document: toEjson(result.documents[0], (request.query as Format).format),
+        ...(unreadable ? { unreadable } : {}),
+        ...(masked ? { masked } : {}),
+      };
     },
   );
 
   app.patch(
     '/documents/:ns/:id',
     {
+      config: { scope: 'documents:{ns}:write', audit: 'documents.update' },
       schema: {
         tags,
         security,
@@ -248,6 +263,7 @@ export default async function documentRoutes(app: FastifyInstance) {
   app.put(
     '/documents/:ns/:id',
     {
+      config: { scope: 'documents:{ns}:write', audit: 'documents.replace' },
       schema: {
         tags,
         security,
@@ -266,6 +282,7 @@ export default async function documentRoutes(app: FastifyInstance) {
   app.delete(
     '/documents/:ns/:id',
     {
+      config: { scope: 'documents:{ns}:write', audit: 'documents.delete' },
       schema: {
         tags,
         security,

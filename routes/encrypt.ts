@@ -6,7 +6,7 @@ import type { EncryptRequest, ItemResult } from '../src/encryption/encryption-se
 import { fromEjson } from '../src/ejson.js';
 import { AppError, isAppError } from '../src/errors.js';
 import { parseKeyId } from '../src/key-vault/key-document.js';
-import { batchItems } from './item-results.js';
+import { batchItems, keyIdsOf } from './item-results.js';
 
 interface EncryptItem {
   value: unknown;
@@ -32,18 +32,21 @@ export default async function encryptRoutes(app: FastifyInstance) {
   app.post(
     '/encrypt',
     {
+      config: { scope: 'encrypt', audit: 'crypto.encrypt' },
       schema: {
         tags: ['crypto'],
         summary: 'Encrypt one value, or a batch, under a named data key',
         security: [{ bearerAuth: [] }],
         body: encryptBodySchema(app.config.maxBatchItems),
-        response: { 200: encryptResponseSchema, ...errorResponses(...commonErrors, 404, 422, 502) },
+        response: { 200: encryptResponseSchema, ...errorResponses(...commonErrors, 403, 404, 422, 429, 502) },
       },
     },
     async (request) => {
       const body = request.body as EncryptBody;
+      const authorize = request.authorizeKeys();
       if (!('items' in body)) {
-        const ciphertext = await app.encryption.encrypt(toRequest(body));
+        const ciphertext = await app.encryption.encrypt(toRequest(body), authorize);
+        request.auditDetails = { keyIds: keyIdsOf([ciphertext.buffer]) };
         return { ciphertext: Buffer.from(ciphertext.buffer).toString('base64') };
       }
       // A value that is not valid Extended JSON fails its own item, not the batch.
@@ -56,7 +59,8 @@ export default async function encryptRoutes(app: FastifyInstance) {
         }
       });
       const valid = parsed.flatMap((p) => (p.ok ? [p.value] : []));
-      const encrypted = await app.encryption.encryptMany(valid);
+      const encrypted = await app.encryption.encryptMany(valid, authorize);
+      request.auditDetails = { keyIds: keyIdsOf(encrypted.flatMap((r) => (r.ok ? [r.value.buffer] : []))) };
       let next = 0;
       const results = parsed.map((p) => (p.ok ? encrypted[next++]! : (p as { ok: false; error: AppError })));
       return {

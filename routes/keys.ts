@@ -1,4 +1,6 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { allows } from '../src/clients/scopes.js';
+import type { KeyDocument } from '../src/key-vault/key-document.js';
 import {
   addAltNameBodySchema,
   altNameParamsSchema,
@@ -23,25 +25,38 @@ const tags = ['keys'];
 export default async function keyRoutes(app: FastifyInstance) {
   const { keyVault } = app;
 
+  /** The key's view, if the caller's grants cover it (403 otherwise). */
+  async function visible(request: FastifyRequest, doc: KeyDocument) {
+    const id = keyIdToString(doc._id.buffer);
+    if (!(await request.authorizeKeys()([id])).has(id)) throw new AppError('FORBIDDEN', 'Your grants do not cover that data key.');
+    request.auditDetails = { keyIds: [id] };
+    return toKeyView(doc);
+  }
+
   app.post(
     '/keys',
     {
+      config: { scope: 'keys:write', audit: 'keys.create' },
       schema: {
         tags,
         security,
         summary: 'Create a data key wrapped by a master key',
         body: createKeyBodySchema,
-        response: { 201: key, ...errorResponses(...commonErrors, 409, 422, 502) },
+        response: { 201: key, ...errorResponses(...commonErrors, 403, 429, 409, 422, 502) },
       },
     },
     async (request, reply) => {
       const body = request.body as { masterKey: MasterKeyInput; keyAltNames?: string[]; keyMaterial?: string };
+      if (!allows(request.principal!, 'keys:write', { keyAltNames: body.keyAltNames ?? [] })) {
+        throw new AppError('FORBIDDEN', 'Your grants do not cover those key alt names.');
+      }
       const doc = await keyVault.createDataKey({
         masterKey: parseMasterKey(body.masterKey),
         keyAltNames: body.keyAltNames,
         keyMaterial: body.keyMaterial === undefined ? undefined : Buffer.from(body.keyMaterial, 'base64'),
       });
       const view = toKeyView(doc);
+      request.auditDetails = { keyIds: [view.id] };
       return reply.code(201).header('location', `/keys/${view.id}`).send(view);
     },
   );
@@ -49,12 +64,13 @@ export default async function keyRoutes(app: FastifyInstance) {
   app.get(
     '/keys',
     {
+      config: { scope: 'keys:read', audit: 'keys.list' },
       schema: {
         tags,
         security,
         summary: 'List data keys (metadata only), a page at a time',
         querystring: listKeysQuerySchema,
-        response: { 200: keyListSchema, ...errorResponses(...commonErrors) },
+        response: { 200: keyListSchema, ...errorResponses(...commonErrors, 403, 429) },
       },
     },
     async (request) => {
@@ -65,7 +81,9 @@ export default async function keyRoutes(app: FastifyInstance) {
         selector: { provider: query.provider, masterKeyArn: query.masterKey },
       });
       const page = docs.slice(0, query.limit);
-      const items = page.map((doc) => toKeyView(doc));
+      // Keys outside the caller's grants are left out of the page (the cursor still moves on).
+      const allowed = await request.authorizeKeys()(page.map((doc) => keyIdToString(doc._id.buffer)));
+      const items = page.filter((doc) => allowed.has(keyIdToString(doc._id.buffer))).map((doc) => toKeyView(doc));
       return docs.length > query.limit ? { items, next: keyIdToString(page.at(-1)!._id.buffer) } : { items };
     },
   );
@@ -73,46 +91,53 @@ export default async function keyRoutes(app: FastifyInstance) {
   app.get(
     '/keys/:id',
     {
+      config: { scope: 'keys:read', audit: 'keys.get' },
       schema: {
         tags,
         security,
         summary: 'Get one data key by id',
         params: keyIdParamsSchema,
-        response: { 200: key, ...errorResponses(...commonErrors, 404) },
+        response: { 200: key, ...errorResponses(...commonErrors, 403, 429, 404) },
       },
     },
-    async (request) => toKeyView(await keyVault.requireById(parseKeyId((request.params as { id: string }).id))),
+    async (request) => visible(request, await keyVault.requireById(parseKeyId((request.params as { id: string }).id))),
   );
 
   app.get(
     '/keys/by-alt-name/:name',
     {
+      config: { scope: 'keys:read', audit: 'keys.get' },
       schema: {
         tags,
         security,
         summary: 'Get one data key by key alt name',
         params: altNameParamsSchema,
-        response: { 200: key, ...errorResponses(...commonErrors, 404) },
+        response: { 200: key, ...errorResponses(...commonErrors, 403, 429, 404) },
       },
     },
-    async (request) => toKeyView(await keyVault.requireByAltName((request.params as { name: string }).name)),
+    async (request) => visible(request, await keyVault.requireByAltName((request.params as { name: string }).name)),
   );
 
   app.post(
     '/keys/:id/alt-names',
     {
+      config: { scope: 'keys:write', audit: 'keys.addAltName' },
       schema: {
         tags,
         security,
         summary: 'Add a key alt name to a data key',
         params: keyIdParamsSchema,
         body: addAltNameBodySchema,
-        response: { 200: key, ...errorResponses(...commonErrors, 404, 409) },
+        response: { 200: key, ...errorResponses(...commonErrors, 403, 429, 404, 409) },
       },
     },
     async (request) => {
       const { id } = request.params as { id: string };
       const { keyAltName } = request.body as { keyAltName: string };
+      await visible(request, await keyVault.requireById(parseKeyId(id)));
+      if (!allows(request.principal!, 'keys:write', { keyAltNames: [keyAltName] })) {
+        throw new AppError('FORBIDDEN', 'Your grants do not cover that key alt name.');
+      }
       return toKeyView(await keyVault.addAltName(parseKeyId(id), keyAltName));
     },
   );
@@ -120,16 +145,18 @@ export default async function keyRoutes(app: FastifyInstance) {
   app.delete(
     '/keys/:id/alt-names/:name',
     {
+      config: { scope: 'keys:write', audit: 'keys.removeAltName' },
       schema: {
         tags,
         security,
         summary: 'Remove a key alt name from a data key',
         params: keyAndAltNameParamsSchema,
-        response: { 200: key, ...errorResponses(...commonErrors, 404) },
+        response: { 200: key, ...errorResponses(...commonErrors, 403, 429, 404) },
       },
     },
     async (request) => {
       const { id, name } = request.params as { id: string; name: string };
+      await visible(request, await keyVault.requireById(parseKeyId(id)));
       return toKeyView(await keyVault.removeAltName(parseKeyId(id), name));
     },
   );
@@ -137,16 +164,20 @@ export default async function keyRoutes(app: FastifyInstance) {
   app.delete(
     '/keys/:id',
     {
+      config: { scope: 'keys:delete', audit: 'keys.delete' },
       schema: {
         tags,
         security,
         summary: 'Delete a data key: everything encrypted with it becomes unreadable, permanently',
         params: keyIdParamsSchema,
-        response: { 204: { type: 'null', description: 'Deleted.' }, ...errorResponses(...commonErrors, 404) },
+        response: { 204: { type: 'null', description: 'Deleted.' }, ...errorResponses(...commonErrors, 403, 429, 404) },
       },
     },
     async (request, reply) => {
-      const deleted = await keyVault.deleteKey(parseKeyId((request.params as { id: string }).id));
+      const id = parseKeyId((request.params as { id: string }).id);
+      await visible(request, await keyVault.requireById(id));
+      request.auditDetails = { keyIds: [keyIdToString(id.buffer)] };
+      const deleted = await keyVault.deleteKey(id);
       if (!deleted) throw new AppError('KEY_NOT_FOUND');
       return reply.code(204).send();
     },
@@ -155,13 +186,14 @@ export default async function keyRoutes(app: FastifyInstance) {
   app.post(
     '/keys/rewrap',
     {
+      config: { scope: 'keys:rewrap', audit: 'keys.rewrap' },
       schema: {
         tags,
         security,
         summary: 'Re-encrypt data keys under a new master key (CMK rotation, local → AWS migration)',
         description: 'Data keys and every ciphertext stay the same; only their wrapping changes. A KMS failure writes nothing.',
         body: rewrapBodySchema,
-        response: { 200: rewrapResponseSchema, ...errorResponses(...commonErrors, 422, 502) },
+        response: { 200: rewrapResponseSchema, ...errorResponses(...commonErrors, 403, 429, 422, 502) },
       },
     },
     async (request) => {
@@ -169,7 +201,7 @@ export default async function keyRoutes(app: FastifyInstance) {
         filter: { keyIds?: string[]; keyAltNames?: string[]; provider?: MasterKey['provider']; masterKey?: string };
         masterKey: MasterKeyInput;
       };
-      return keyVault.rewrap(
+      const result = await keyVault.rewrap(
         {
           keyIds: filter.keyIds?.map(parseKeyId),
           keyAltNames: filter.keyAltNames,
@@ -177,7 +209,10 @@ export default async function keyRoutes(app: FastifyInstance) {
           masterKeyArn: filter.masterKey,
         },
         parseMasterKey(masterKey),
+        request.authorizeKeys(),
       );
+      request.auditDetails = { keyIds: result.keyIds };
+      return result;
     },
   );
 }

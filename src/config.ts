@@ -3,6 +3,7 @@
  * mistake stops the process with a message naming the variable instead of failing a request later.
  * This module never reads `process.env` itself; the config plugin hands it the environment.
  */
+import { hkdfSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { envSchema } from 'env-schema';
 import { KEY_LENGTH } from './crypto/aead.js';
@@ -34,6 +35,22 @@ const schema = {
     BODY_LIMIT_BYTES: { type: 'integer', minimum: 1024, default: 1048576 },
     MAX_BATCH_ITEMS: { type: 'integer', minimum: 1, maximum: 100000, default: 10000 },
     SCHEMAS_DIR: { type: 'string' },
+    CLIENTS_NAMESPACE: { type: 'string', pattern: '^[^.$/\\\\ ]+\\.[^$]+$', default: 'encryption.__clients' },
+    AUTH_CACHE_TTL_MS: { type: 'integer', minimum: 0, maximum: 300000, default: 5000 },
+    AUDIT_NAMESPACE: { type: 'string', pattern: '^[^.$/\\\\ ]+\\.[^$]+$', default: 'encryption.__audit' },
+    AUDIT_URI: { type: 'string', pattern: '^mongodb(\\+srv)?://' },
+    AUDIT_HMAC_KEY: { type: 'string' },
+    AUDIT_HMAC_KEY_FILE: { type: 'string' },
+    AUDIT_CHAIN_ID: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$', default: 'main' },
+    JWT_JWKS_FILE: { type: 'string' },
+    JWT_JWKS_URL: { type: 'string', pattern: '^https?://' },
+    JWT_ISSUER: { type: 'string' },
+    JWT_AUDIENCE: { type: 'string' },
+    TLS_CERT_FILE: { type: 'string' },
+    TLS_KEY_FILE: { type: 'string' },
+    TLS_CA_FILE: { type: 'string' },
+    RATE_LIMIT_PER_MINUTE: { type: 'integer', minimum: 1, default: 6000 },
+    REQUEST_TIMEOUT_MS: { type: 'integer', minimum: 1000, default: 30000 },
     MAX_FIND_LIMIT: { type: 'integer', minimum: 1, maximum: 10000, default: 1000 },
   },
 } as const;
@@ -63,6 +80,22 @@ interface RawEnv {
   BODY_LIMIT_BYTES: number;
   MAX_BATCH_ITEMS: number;
   SCHEMAS_DIR?: string;
+  CLIENTS_NAMESPACE: string;
+  AUTH_CACHE_TTL_MS: number;
+  AUDIT_NAMESPACE: string;
+  AUDIT_URI?: string;
+  AUDIT_HMAC_KEY?: string;
+  AUDIT_HMAC_KEY_FILE?: string;
+  AUDIT_CHAIN_ID: string;
+  JWT_JWKS_FILE?: string;
+  JWT_JWKS_URL?: string;
+  JWT_ISSUER?: string;
+  JWT_AUDIENCE?: string;
+  TLS_CERT_FILE?: string;
+  TLS_KEY_FILE?: string;
+  TLS_CA_FILE?: string;
+  RATE_LIMIT_PER_MINUTE: number;
+  REQUEST_TIMEOUT_MS: number;
   MAX_FIND_LIMIT: number;
 }
 
@@ -90,6 +123,48 @@ export interface Config {
   /** Where the per-collection CSFLE schemas are; `required` when set explicitly. */
   schemas: { dir: string; required: boolean };
   maxFindLimit: number;
+  clients: { db: string; collection: string; cacheTtlMs: number };
+  audit: { uri: string; db: string; collection: string; hmacKey: Buffer; chainId: string };
+  jwt?: { jwksFile?: string; jwksUrl?: string; issuer?: string; audience?: string };
+  tls?: { cert: Buffer; key: Buffer; ca?: Buffer };
+  rateLimitPerMinute: number;
+  requestTimeoutMs: number;
+}
+
+function splitNamespace(namespace: string): { db: string; collection: string } {
+  const dot = namespace.indexOf('.');
+  return { db: namespace.slice(0, dot), collection: namespace.slice(dot + 1) };
+}
+
+/**
+ * The key of the audit chain's HMAC: given, or (for development) derived from the local master key
+ * so that nothing more needs configuring. Production should set its own: the derived key changes
+ * when the local master key does.
+ */
+function auditKey(raw: RawEnv, localMasterKey: Buffer | undefined): Buffer {
+  if (raw.AUDIT_HMAC_KEY !== undefined && raw.AUDIT_HMAC_KEY_FILE !== undefined) throw new ConfigError('set AUDIT_HMAC_KEY or AUDIT_HMAC_KEY_FILE, not both');
+  const text = raw.AUDIT_HMAC_KEY ?? (raw.AUDIT_HMAC_KEY_FILE === undefined ? undefined : readSecretFile(raw.AUDIT_HMAC_KEY_FILE, 'AUDIT_HMAC_KEY_FILE').toString('utf8'));
+  if (text !== undefined) {
+    const key = Buffer.from(text.trim(), 'base64');
+    if (key.length < 32) throw new ConfigError(`${raw.AUDIT_HMAC_KEY !== undefined ? 'AUDIT_HMAC_KEY' : 'AUDIT_HMAC_KEY_FILE'} must hold at least 32 bytes, base64-encoded`);
+    return key;
+  }
+  if (localMasterKey === undefined) throw new ConfigError('set AUDIT_HMAC_KEY (32+ random bytes, base64): it keys the audit trail chain');
+  return Buffer.from(hkdfSync('sha256', localMasterKey, Buffer.alloc(0), 'encryption-proxy audit chain', 32));
+}
+
+function tlsFiles(raw: RawEnv): Config['tls'] {
+  if (raw.TLS_CERT_FILE === undefined && raw.TLS_KEY_FILE === undefined) {
+    if (raw.TLS_CA_FILE !== undefined) throw new ConfigError('TLS_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE');
+    return undefined;
+  }
+  if (raw.TLS_CERT_FILE === undefined || raw.TLS_KEY_FILE === undefined) throw new ConfigError('set both TLS_CERT_FILE and TLS_KEY_FILE');
+  const tls: NonNullable<Config['tls']> = {
+    cert: readSecretFile(raw.TLS_CERT_FILE, 'TLS_CERT_FILE'),
+    key: readSecretFile(raw.TLS_KEY_FILE, 'TLS_KEY_FILE'),
+  };
+  if (raw.TLS_CA_FILE !== undefined) tls.ca = readSecretFile(raw.TLS_CA_FILE, 'TLS_CA_FILE');
+  return tls;
 }
 
 export class ConfigError extends Error {
@@ -127,6 +202,15 @@ function readMasterKeyFile(path: string): Buffer {
   const content = readSecretFile(path, 'LOCAL_MASTER_KEY_FILE');
   // Either the raw 96 bytes (as drivers' examples write them) or their base64 text.
   return content.length === KEY_LENGTH ? content : decodeMasterKey(content.toString('utf8'), 'LOCAL_MASTER_KEY_FILE');
+}
+
+function jwtSettings(raw: RawEnv): Config['jwt'] {
+  if (raw.JWT_JWKS_FILE === undefined && raw.JWT_JWKS_URL === undefined) {
+    if (raw.JWT_ISSUER !== undefined || raw.JWT_AUDIENCE !== undefined) throw new ConfigError('JWT_ISSUER and JWT_AUDIENCE need JWT_JWKS_FILE or JWT_JWKS_URL');
+    return undefined;
+  }
+  if (raw.JWT_JWKS_FILE !== undefined && raw.JWT_JWKS_URL !== undefined) throw new ConfigError('set JWT_JWKS_FILE or JWT_JWKS_URL, not both');
+  return { jwksFile: raw.JWT_JWKS_FILE, jwksUrl: raw.JWT_JWKS_URL, issuer: raw.JWT_ISSUER, audience: raw.JWT_AUDIENCE };
 }
 
 /** Check the environment and turn it into the service configuration; throws `ConfigError`. */
@@ -182,5 +266,16 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     maxBatchItems: raw.MAX_BATCH_ITEMS,
     schemas: { dir: raw.SCHEMAS_DIR ?? 'schemas/collections', required: raw.SCHEMAS_DIR !== undefined },
     maxFindLimit: raw.MAX_FIND_LIMIT,
+    clients: { ...splitNamespace(raw.CLIENTS_NAMESPACE), cacheTtlMs: raw.AUTH_CACHE_TTL_MS },
+    audit: {
+      uri: raw.AUDIT_URI ?? raw.MONGODB_URI,
+      ...splitNamespace(raw.AUDIT_NAMESPACE),
+      hmacKey: auditKey(raw, kms.localMasterKey),
+      chainId: raw.AUDIT_CHAIN_ID,
+    },
+    ...(jwtSettings(raw) ? { jwt: jwtSettings(raw) } : {}),
+    ...(tlsFiles(raw) ? { tls: tlsFiles(raw) } : {}),
+    rateLimitPerMinute: raw.RATE_LIMIT_PER_MINUTE,
+    requestTimeoutMs: raw.REQUEST_TIMEOUT_MS,
   };
 }

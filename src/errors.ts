@@ -19,15 +19,20 @@ export const errorCodes = {
   QUERY_ON_RANDOM_FIELD: { status: 400, title: 'A random-encrypted field cannot be queried, sorted or projected into.' },
   UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD: { status: 400, title: 'Encrypted fields support equality ($eq, $ne, $in, $nin) on deterministic fields only.' },
   ENCRYPTED_FIELD_NOT_WRITABLE: { status: 400, title: 'That update cannot be applied to an encrypted field.' },
+  INVALID_SCOPE: { status: 400, title: 'A scope or grant is not valid.' },
   UNAUTHORIZED: { status: 401, title: 'Missing or invalid credentials.' },
+  FORBIDDEN: { status: 403, title: 'The credentials do not allow this operation.' },
   NOT_FOUND: { status: 404, title: 'No such route.' },
   KEY_NOT_FOUND: { status: 404, title: 'No data key matches.' },
+  CLIENT_NOT_FOUND: { status: 404, title: 'No such client or token.' },
   COLLECTION_NOT_FOUND: { status: 404, title: 'No collection schema is configured for that namespace.' },
   DOCUMENT_NOT_FOUND: { status: 404, title: 'No document matches.' },
   KEY_ALT_NAME_CONFLICT: { status: 409, title: 'The key alt name is already used by another data key.' },
+  CLIENT_CONFLICT: { status: 409, title: 'Another client already has that JWT or certificate subject.' },
   DUPLICATE_DOCUMENT: { status: 409, title: 'A document with that _id (or unique key) already exists.' },
   BODY_TOO_LARGE: { status: 413, title: 'The request body is too large.' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'The content type is not supported.' },
+  RATE_LIMITED: { status: 429, title: 'Too many requests: slow down.' },
   PROVIDER_NOT_CONFIGURED: { status: 422, title: 'That master-key provider is not configured on this server.' },
   MASTER_KEY_NOT_ALLOWED: { status: 422, title: 'That master key is not allowed by the server configuration.' },
   UNKNOWN_KEY_ALT_NAME: { status: 422, title: 'The document names a key alt name (through a keyId pointer) that no data key has.' },
@@ -38,6 +43,7 @@ export const errorCodes = {
   KMS_ERROR: { status: 502, title: 'The key management service failed.' },
   KMS_UNAVAILABLE: { status: 503, title: 'The key management service is unavailable.' },
   DATABASE_UNAVAILABLE: { status: 503, title: 'The database is unavailable.' },
+  AUDIT_UNAVAILABLE: { status: 503, title: 'The audit trail cannot be written, so nothing was done.' },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ErrorCode = keyof typeof errorCodes;
@@ -46,6 +52,7 @@ export type ErrorCode = keyof typeof errorCodes;
 const retryAfterSeconds: Partial<Record<ErrorCode, number>> = {
   KMS_UNAVAILABLE: 5,
   DATABASE_UNAVAILABLE: 5,
+  AUDIT_UNAVAILABLE: 5,
 };
 
 export class AppError extends Error {

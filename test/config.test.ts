@@ -26,6 +26,10 @@ t.test('invalid configuration stops the boot with a message naming the variable'
     [{ ...base, LOCAL_MASTER_KEY: randomBytes(32).toString('base64') }, /LOCAL_MASTER_KEY must be 96 bytes/],
     [{ ADMIN_TOKEN: base.ADMIN_TOKEN }, /LOCAL_MASTER_KEY/],
     [{ ...base, KMS_PROVIDERS: 'local,gcp' }, /KMS_PROVIDERS/],
+    [{ ...base, AUDIT_HMAC_KEY: 'c2hvcnQ=' }, /AUDIT_HMAC_KEY must hold at least 32 bytes/],
+    [{ ...base, TLS_CERT_FILE: '/x' }, /TLS_CERT_FILE and TLS_KEY_FILE/],
+    [{ ...base, JWT_ISSUER: 'https://issuer' }, /JWT_JWKS_FILE or JWT_JWKS_URL/],
+    [{ ...base, JWT_JWKS_FILE: '/a', JWT_JWKS_URL: 'https://b' }, /not both/],
     [{ ...base, KMS_PROVIDERS: 'aws', AWS_ACCESS_KEY_ID: 'AKIA' }, /AWS_SECRET_ACCESS_KEY/],
     [{ ...base, AWS_KMS_ENDPOINT: 'ftp://x', KMS_PROVIDERS: 'aws' }, /AWS_KMS_ENDPOINT/],
     [{ ...base, LOCAL_MASTER_KEY_FILE: '/nonexistent/key' }, /not both/],
@@ -50,7 +54,8 @@ t.test('the local master key can come from a file, raw or base64; only the KMS s
   }
   writeFileSync(join(dir, 'token'), 'file-token-0123456789abcdef\n');
   t.equal(loadConfig({ LOCAL_MASTER_KEY: base.LOCAL_MASTER_KEY, ADMIN_TOKEN_FILE: join(dir, 'token') }).adminToken, 'file-token-0123456789abcdef');
-  const aws = loadConfig({ ADMIN_TOKEN: base.ADMIN_TOKEN, KMS_PROVIDERS: 'aws', AWS_KMS_ALLOWED_KEYS: 'arn:a, arn:b' });
+  t.throws(() => loadConfig({ ADMIN_TOKEN: base.ADMIN_TOKEN, KMS_PROVIDERS: 'aws' }), /AUDIT_HMAC_KEY/, 'without a local key the audit key must be given');
+  const aws = loadConfig({ ADMIN_TOKEN: base.ADMIN_TOKEN, KMS_PROVIDERS: 'aws', AWS_KMS_ALLOWED_KEYS: 'arn:a, arn:b', AUDIT_HMAC_KEY: randomBytes(32).toString('base64') });
   t.equal(aws.kms.localMasterKey, undefined);
   t.same(aws.kms.aws, { allowedKeys: ['arn:a', 'arn:b'] });
 });

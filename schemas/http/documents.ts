@@ -104,6 +104,7 @@ export const findResponseSchema = {
   properties: {
     items: { type: 'array', items: ejsonObject },
     unreadable: unreadableSchema,
+    masked: { ...unreadableSchema, description: 'Fields under data keys the caller may not decrypt (no decrypt grant for the key); their value is null.' },
     next: { type: 'string', description: 'Absent on the last page.' },
   },
 } as const;
@@ -111,7 +112,11 @@ export const findResponseSchema = {
 export const getResponseSchema = {
   type: 'object',
   required: ['document'],
-  properties: { document: ejsonObject, unreadable: { type: 'array', items: { type: 'string' } } },
+  properties: {
+    document: ejsonObject,
+    unreadable: { type: 'array', items: { type: 'string' }, description: 'Paths that could not be decrypted (set to null).' },
+    masked: { type: 'array', items: { type: 'string' }, description: 'Paths the caller may not decrypt (set to null).' },
+  },
 } as const;
 
 export const countBodySchema = {

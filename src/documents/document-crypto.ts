@@ -140,12 +140,30 @@ function findCiphertexts(value: unknown, path: string, document: number, out: Fo
  * deleted, unreadable or tampered with) becomes null and its path is listed for that document:
  * never an error for the whole response, never ciphertext passed off as data.
  */
-export async function decryptDocuments(documents: Record<string, unknown>[], keyVault: KeyVault): Promise<Map<number, string[]>> {
+export async function decryptDocuments(
+  documents: Record<string, unknown>[],
+  keyVault: KeyVault,
+  authorize?: (keyIds: string[]) => Promise<Set<string>>,
+): Promise<{ unreadable: Map<number, string[]>; masked: Map<number, string[]> }> {
   const found: FoundCiphertext[] = [];
   documents.forEach((doc, index) => findCiphertexts(doc, '', index, found));
   const unreadable = new Map<number, string[]>();
-  if (found.length === 0) return unreadable;
-  const ids = found.flatMap((f) => (f.parsed ? [keyIdToString(f.parsed.keyId)] : []));
+  const masked = new Map<number, string[]>();
+  if (found.length === 0) return { unreadable, masked };
+  let ids = [...new Set(found.flatMap((f) => (f.parsed ? [keyIdToString(f.parsed.keyId)] : [])))];
+  if (authorize) {
+    // Fields under keys the caller may not decrypt are masked: null, and listed as masked.
+    const allowed = await authorize(ids);
+    ids = ids.filter((id) => allowed.has(id));
+    for (let i = found.length - 1; i >= 0; i--) {
+      const field = found[i]!;
+      if (field.parsed && !allowed.has(keyIdToString(field.parsed.keyId))) {
+        (field.parent as Record<string | number, unknown>)[field.name] = null;
+        masked.set(field.document, [...(masked.get(field.document) ?? []), field.path]);
+        found.splice(i, 1);
+      }
+    }
+  }
   await keyVault.withDataKeys(ids, (keys) => {
     for (const field of found) {
       let value: unknown = null;
@@ -168,5 +186,6 @@ export async function decryptDocuments(documents: Record<string, unknown>[], key
       (field.parent as Record<string | number, unknown>)[field.name] = ok ? value : null;
     }
   });
-  return unreadable;
+  for (const paths of masked.values()) paths.reverse();
+  return { unreadable, masked };
 }

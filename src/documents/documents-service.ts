@@ -9,6 +9,7 @@ import { MongoServerError, type Collection, type Document, type MongoClient } fr
 import { encryptValue } from '../crypto/fle-payload.js';
 import { fromEjson } from '../ejson.js';
 import { AppError } from '../errors.js';
+import type { KeyAuthorizer } from '../encryption/encryption-service.js';
 import type { KeyVault } from '../key-vault/key-vault.js';
 import { isPlainObject } from './bson-types.js';
 import { collectJobs, decryptDocuments, encryptDocument, encryptJobs, type FieldJob } from './document-crypto.js';
@@ -36,6 +37,8 @@ export interface ReadResult {
   documents: Record<string, unknown>[];
   /** Per document (by index), the paths whose value could not be decrypted and were set to null. */
   unreadable: Map<number, string[]>;
+  /** Per document (by index), the paths the caller may not decrypt, set to null. */
+  masked: Map<number, string[]>;
   next?: string;
 }
 
@@ -136,8 +139,8 @@ export function createDocumentsService({ client, schemas, keyVault, maxFindLimit
     return document;
   }
 
-  async function read(documents: Record<string, unknown>[]): Promise<Pick<ReadResult, 'documents' | 'unreadable'>> {
-    return { documents, unreadable: await decryptDocuments(documents, keyVault) };
+  async function read(documents: Record<string, unknown>[], authorize?: KeyAuthorizer): Promise<ReadResult> {
+    return { documents, ...(await decryptDocuments(documents, keyVault, authorize)) };
   }
 
   /** Encrypt the $set values of an update for the documents a filter selects. */
@@ -243,14 +246,14 @@ export function createDocumentsService({ client, schemas, keyVault, maxFindLimit
       return results;
     },
 
-    async findById(namespace: string, id: unknown): Promise<ReadResult> {
+    async findById(namespace: string, id: unknown, authorize?: KeyAuthorizer): Promise<ReadResult> {
       const schema = schemaFor(namespace);
       const document = await collectionOf(schema).findOne({ _id: id as never });
       if (document === null) throw new AppError('DOCUMENT_NOT_FOUND');
-      return read([document]);
+      return read([document], authorize);
     },
 
-    async find(namespace: string, request: FindRequest): Promise<ReadResult> {
+    async find(namespace: string, request: FindRequest, authorize?: KeyAuthorizer): Promise<ReadResult> {
       const schema = schemaFor(namespace);
       const filter = await prepareFilter(schema, request.filter);
       // Projections and sorts are plain JSON: 0/1 and 1/-1 must stay numbers.
@@ -272,7 +275,7 @@ export function createDocumentsService({ client, schemas, keyVault, maxFindLimit
         .toArray()
         .catch(mapServerError);
       const page = documents.slice(0, limit);
-      const result: ReadResult = await read(page);
+      const result: ReadResult = await read(page, authorize);
       if (documents.length > limit) result.next = `${skip + limit}.${cursorHash(request)}`;
       return result;
     },

@@ -19,6 +19,12 @@ export interface EncryptRequest extends KeyRef {
   algorithm: AlgorithmName;
 }
 
+/**
+ * Which of these key ids the caller may use: the authorisation the routes derive from a client's
+ * grants. Absent means no key-level limit.
+ */
+export type KeyAuthorizer = (keyIds: string[]) => Promise<Set<string>>;
+
 export type ItemResult<T> = { ok: true; value: T } | { ok: false; error: AppError };
 
 /** Errors that say "try later" rather than anything about the ciphertext; they keep their code. */
@@ -54,14 +60,14 @@ export function createEncryptionService({ keyVault }: { keyVault: KeyVault }) {
   }
 
   const service = {
-    async encrypt(request: EncryptRequest): Promise<Binary> {
-      const [result] = await service.encryptMany([request]);
+    async encrypt(request: EncryptRequest, authorize?: KeyAuthorizer): Promise<Binary> {
+      const [result] = await service.encryptMany([request], authorize);
       if (!result!.ok) throw result!.error;
       return result!.value;
     },
 
     /** Encrypt many values, answering item by item: one bad item does not fail the others. */
-    async encryptMany(requests: EncryptRequest[]): Promise<ItemResult<Binary>[]> {
+    async encryptMany(requests: EncryptRequest[], authorize?: KeyAuthorizer): Promise<ItemResult<Binary>[]> {
       const results: ItemResult<Binary>[] = new Array(requests.length);
       const ids = await Promise.all(
         requests.map(async (request, index) => {
@@ -74,7 +80,14 @@ export function createEncryptionService({ keyVault }: { keyVault: KeyVault }) {
         }),
       );
       const wanted = ids.flatMap((id) => (id === undefined ? [] : [keyIdToString(id.buffer)]));
-      await keyVault.withDataKeys(wanted, (keys) => {
+      const allowed = authorize ? await authorize(wanted) : undefined;
+      ids.forEach((id, index) => {
+        if (id !== undefined && allowed !== undefined && !allowed.has(keyIdToString(id.buffer))) {
+          results[index] = { ok: false, error: new AppError('FORBIDDEN', 'Your grants do not cover that data key.') };
+          ids[index] = undefined;
+        }
+      });
+      await keyVault.withDataKeys(wanted.filter((id) => allowed === undefined || allowed.has(id)), (keys) => {
         requests.forEach((request, index) => {
           const id = ids[index];
           if (id === undefined) return;
@@ -93,14 +106,14 @@ export function createEncryptionService({ keyVault }: { keyVault: KeyVault }) {
       return results;
     },
 
-    async decrypt(payload: Uint8Array): Promise<unknown> {
-      const [result] = await service.decryptMany([payload]);
+    async decrypt(payload: Uint8Array, authorize?: KeyAuthorizer): Promise<unknown> {
+      const [result] = await service.decryptMany([payload], authorize);
       if (!result!.ok) throw result!.error;
       return result!.value;
     },
 
     /** Decrypt many payloads, answering item by item with the one generic error for failures. */
-    async decryptMany(payloads: Uint8Array[]): Promise<ItemResult<unknown>[]> {
+    async decryptMany(payloads: Uint8Array[], authorize?: KeyAuthorizer): Promise<ItemResult<unknown>[]> {
       const results: ItemResult<unknown>[] = new Array(payloads.length);
       const parsed: (ParsedPayload | undefined)[] = payloads.map((payload, index) => {
         try {
@@ -111,7 +124,16 @@ export function createEncryptionService({ keyVault }: { keyVault: KeyVault }) {
         }
       });
       const wanted = parsed.flatMap((p) => (p === undefined ? [] : [keyIdToString(p.keyId)]));
-      await keyVault.withDataKeys(wanted, (keys) => {
+      // The right to the data key named inside the ciphertext, not just a login, decides: a valid
+      // token must not make the service a decryption oracle for every key.
+      const allowed = authorize ? await authorize(wanted) : undefined;
+      parsed.forEach((p, index) => {
+        if (p !== undefined && allowed !== undefined && !allowed.has(keyIdToString(p.keyId))) {
+          results[index] = { ok: false, error: new AppError('FORBIDDEN', 'Your grants do not cover the data key of this ciphertext.') };
+          parsed[index] = undefined;
+        }
+      });
+      await keyVault.withDataKeys(wanted.filter((id) => allowed === undefined || allowed.has(id)), (keys) => {
         parsed.forEach((p, index) => {
           if (p === undefined) return;
           const key = keys.get(keyIdToString(p.keyId));

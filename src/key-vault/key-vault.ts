@@ -51,6 +51,8 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
   // Ids are not secret; caching the alt-name lookup spares a vault read per request. Kept short:
   // another instance may move a name to another key.
   const altNameIds = new LRUCache<string, UUID>({ max: 10_000, ttl: Math.min(altNameTtlMs, 10_000) });
+  // Alt names by key id, for authorisation by alt-name pattern; names are not secret.
+  const altNamesById = new LRUCache<string, string[]>({ max: 10_000, ttl: Math.min(altNameTtlMs, 10_000) });
   // Ids known to have no key: an unknown id costs what a known one does, and gives no timing hint.
   const missingIds = new LRUCache<string, true>({ max: 10_000, ttl: altNameTtlMs });
 
@@ -199,6 +201,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
         await collection
           .updateOne({ _id: id }, { $push: { keyAltNames: name }, $currentDate: { updateDate: true } })
           .catch(translateWriteError);
+        altNamesById.delete(keyIdToString(id.buffer));
         return vault.requireById(id);
       });
     },
@@ -214,6 +217,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
         // Drivers leave no empty keyAltNames array behind; neither do we.
         await collection.updateOne({ _id: id, keyAltNames: { $size: 0 } }, { $unset: { keyAltNames: '' } });
         altNameIds.delete(name);
+        altNamesById.delete(keyIdToString(id.buffer));
         return vault.requireById(id);
       });
     },
@@ -225,6 +229,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
       for (const name of doc?.keyAltNames ?? []) altNameIds.delete(name);
       cache.delete(keyIdToString(id.buffer));
       missingIds.set(keyIdToString(id.buffer), true);
+      altNamesById.delete(keyIdToString(id.buffer));
       return doc !== null;
     },
 
@@ -233,10 +238,15 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
      * ciphertext) unchanged. All keys are unwrapped and rewrapped before anything is written, so a
      * KMS failure writes nothing; each document is then replaced only if nobody changed it meanwhile.
      */
-    async rewrap(selector: KeySelector, newMasterKey: MasterKey): Promise<RewrapResult> {
+    async rewrap(selector: KeySelector, newMasterKey: MasterKey, authorize?: (keyIds: string[]) => Promise<Set<string>>): Promise<RewrapResult> {
       kms.checkUsable(newMasterKey);
       const docs = await collection.find(selectorFilter(selector)).limit(MAX_REWRAP + 1).toArray();
       if (docs.length > MAX_REWRAP) throw new AppError('VALIDATION_FAILED', `Select at most ${MAX_REWRAP} keys per rewrap.`);
+      if (authorize) {
+        const ids = docs.map((doc) => keyIdToString(doc._id.buffer));
+        const allowed = await authorize(ids);
+        if (ids.some((id) => !allowed.has(id))) throw new AppError('FORBIDDEN', 'The selection includes data keys your grants do not cover.');
+      }
       const rewrapped: { doc: KeyDocument; material: Buffer }[] = [];
       for (const doc of docs) {
         const dataKey = await unwrap(doc);
@@ -271,6 +281,27 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
       const id = new UUID(doc._id.buffer);
       altNameIds.set(name, id);
       return id;
+    },
+
+    /** The alt names of each key id (one query for what is not cached); unknown ids map to []. */
+    async altNamesOf(ids: string[]): Promise<Map<string, string[]>> {
+      const out = new Map<string, string[]>();
+      const missing: string[] = [];
+      for (const id of new Set(ids)) {
+        const cached = altNamesById.get(id);
+        if (cached !== undefined) out.set(id, cached);
+        else missing.push(id);
+      }
+      if (missing.length > 0) {
+        const docs = await collection.find({ _id: { $in: missing.map((id) => new UUID(id)) } }, { projection: { keyAltNames: 1 } }).toArray();
+        const found = new Map(docs.map((doc) => [keyIdToString(doc._id.buffer), doc.keyAltNames ?? []]));
+        for (const id of missing) {
+          const names = found.get(id) ?? [];
+          altNamesById.set(id, names);
+          out.set(id, names);
+        }
+      }
+      return out;
     },
 
     /**

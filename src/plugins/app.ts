@@ -10,12 +10,17 @@ import kmsPlugin from './kms.js';
 import keyVaultPlugin from './key-vault.js';
 import encryptionPlugin from './encryption.js';
 import documentsPlugin from './documents.js';
+import clientsPlugin from './clients.js';
 import authPlugin from './auth.js';
+import hardeningPlugin from './hardening.js';
+import auditPlugin from './audit.js';
 import healthRoutes from '../../routes/health.js';
 import encryptRoutes from '../../routes/encrypt.js';
 import decryptRoutes from '../../routes/decrypt.js';
 import keyRoutes from '../../routes/keys.js';
 import documentRoutes from '../../routes/documents.js';
+import clientRoutes from '../../routes/clients.js';
+import auditRoutes from '../../routes/audit.js';
 
 export interface BuildOptions {
   /** Where log lines go (tests capture them); stdout when absent. */
@@ -53,6 +58,20 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const app = Fastify({
     logger: loggerOptions(config, options.logStream),
     bodyLimit: config.bodyLimitBytes,
+    // Slow or stalled clients are cut off rather than holding sockets and memory.
+    requestTimeout: config.requestTimeoutMs,
+    connectionTimeout: config.requestTimeoutMs + 5_000,
+    ...(config.tls
+      ? {
+          https: {
+            cert: config.tls.cert,
+            key: config.tls.key,
+            // With a CA, clients may present a certificate that maps to a client identity;
+            // those without one still reach the token check.
+            ...(config.tls.ca ? { ca: config.tls.ca, requestCert: true, rejectUnauthorized: false } : {}),
+          },
+        }
+      : {}),
     genReqId: () => randomUUID(),
     requestIdHeader: false,
     onProtoPoisoning: 'error',
@@ -79,13 +98,18 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(keyVaultPlugin);
     await app.register(encryptionPlugin);
     await app.register(documentsPlugin);
+    await app.register(clientsPlugin);
     await app.register(authPlugin);
+    await app.register(hardeningPlugin);
+    await app.register(auditPlugin);
 
     await app.register(healthRoutes);
     await app.register(encryptRoutes);
     await app.register(decryptRoutes);
     await app.register(keyRoutes);
     await app.register(documentRoutes);
+    await app.register(clientRoutes);
+    await app.register(auditRoutes);
   } catch (err) {
     // A boot that fails half way must not leave database connections open behind it.
     await app.close().catch(() => undefined);

@@ -1,5 +1,10 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
 import fp from 'fastify-plugin';
+import type { FastifyRequest } from 'fastify';
+import { allows, type Principal } from '../clients/scopes.js';
+import { keyAuthorizer } from '../clients/key-authorizer.js';
+import type { KeyAuthorizer } from '../encryption/encryption-service.js';
 import { AppError } from '../errors.js';
 import { DOCS_PREFIX } from './swagger.js';
 
@@ -7,28 +12,81 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Routes reachable without credentials (health probes, the API description). */
     public?: boolean;
+    /** The scope a route needs; `{ns}` stands for the route's `ns` parameter. */
+    scope?: string;
+  }
+  interface FastifyRequest {
+    principal?: Principal;
+    /** The route's scope with its parameters filled in. */
+    scope?: string;
+    /** The data keys this request's principal may use under a scope (the route's by default). */
+    authorizeKeys(scope?: string): KeyAuthorizer;
   }
 }
+
+/** The operator behind ADMIN_TOKEN: every scope, no key limits. */
+const OPERATOR: Principal = { clientId: 'admin', name: 'operator', grants: [{ scope: '*' }] };
 
 function digest(token: string): Buffer {
   return createHash('sha256').update(token, 'utf8').digest();
 }
 
-/** Bearer-token authentication; comparing digests keeps the check constant-time whatever the length. */
+/**
+ * Who is calling: the operator token, a client API token, a JWT from the configured issuer, or a
+ * client certificate (mTLS); then whether the route's scope is granted. 401 for no or bad
+ * credentials, 403 for a missing scope. Tokens are compared by digest, in constant time.
+ */
 export default fp(
   async (app) => {
-    const expected = digest(app.config.adminToken);
-    app.addHook('onRequest', async (request, reply) => {
-      const url = request.routeOptions.url;
-      if (request.routeOptions.config.public === true || url === DOCS_PREFIX || url?.startsWith(`${DOCS_PREFIX}/`)) return;
+    const operatorDigest = digest(app.config.adminToken);
+
+    async function authenticate(request: FastifyRequest): Promise<Principal | undefined> {
       const header = request.headers.authorization;
-      // The scheme is case-insensitive (RFC 9110); the token is compared by digest, in constant time.
-      const match = header === undefined ? null : /^bearer ([\x21-\x7e]+)$/i.exec(header);
-      if (match === null || !timingSafeEqual(digest(match[1]!), expected)) {
+      if (header !== undefined) {
+        // The scheme is case-insensitive (RFC 9110).
+        const token = /^bearer ([\x21-\x7e]+)$/i.exec(header)?.[1];
+        if (token === undefined) return undefined;
+        if (timingSafeEqual(digest(token), operatorDigest)) return OPERATOR;
+        if (token.startsWith('epx_')) return app.clients.authenticateToken(token);
+        if (app.jwtVerifier !== undefined && token.split('.').length === 3) {
+          const { subject } = await app.jwtVerifier.verify(token);
+          return app.clients.findBySubject({ jwtSubject: subject });
+        }
+        return undefined;
+      }
+      const socket = request.raw.socket as TLSSocket;
+      if (socket.encrypted && socket.authorized) {
+        const subject = socket.getPeerCertificate()?.subject?.CN;
+        if (typeof subject === 'string' && subject.length > 0) return app.clients.findBySubject({ certSubject: subject });
+      }
+      return undefined;
+    }
+
+    app.decorateRequest('principal', undefined);
+    app.decorateRequest('scope', undefined);
+    app.decorateRequest('authorizeKeys', function (this: FastifyRequest, scope?: string) {
+      return keyAuthorizer(this.principal!, scope ?? this.scope!, app.keyVault);
+    });
+
+    app.addHook('onRequest', async (request, reply) => {
+      const { url, config } = request.routeOptions;
+      if (config.public === true || url === DOCS_PREFIX || url?.startsWith(`${DOCS_PREFIX}/`)) return;
+      let principal: Principal | undefined;
+      try {
+        principal = await authenticate(request);
+      } catch (err) {
+        if (!(err instanceof AppError) || err.code !== 'UNAUTHORIZED') throw err;
+      }
+      if (principal === undefined) {
         reply.header('www-authenticate', 'Bearer');
         throw new AppError('UNAUTHORIZED');
       }
+      request.principal = principal;
+      if (config.scope === undefined) return; // unknown routes: answered 404 after authentication
+      const ns = (request.params as { ns?: string } | undefined)?.ns ?? '';
+      request.scope = config.scope.replace('{ns}', ns);
+      if (!allows(principal, request.scope)) throw new AppError('FORBIDDEN', `This needs the ${request.scope} scope.`);
     });
   },
-  { name: 'auth', dependencies: ['config'] },
+  { name: 'auth', dependencies: ['config', 'clients', 'key-vault'] },
 );

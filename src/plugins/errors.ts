@@ -3,6 +3,13 @@ import type { FastifyError } from 'fastify';
 import { MongoNetworkError, MongoNotConnectedError, MongoServerSelectionError, MongoTopologyClosedError } from 'mongodb';
 import { AppError, isAppError, retryAfterFor, toProblem, type ErrorCode } from '../errors.js';
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The registry code of the error this request ended with, for the audit trail. */
+    errorCode: string | undefined;
+  }
+}
+
 const fastifyCodes: Record<string, ErrorCode> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
@@ -37,6 +44,7 @@ export function toAppError(err: unknown): AppError {
   if (e?.statusCode === 404) return new AppError('NOT_FOUND');
   if (e?.statusCode === 413) return new AppError('BODY_TOO_LARGE');
   if (e?.statusCode === 415) return new AppError('UNSUPPORTED_MEDIA_TYPE');
+  if (e?.statusCode === 429) return new AppError('RATE_LIMITED');
   if (e?.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) return new AppError('VALIDATION_FAILED');
   return new AppError('INTERNAL_ERROR', undefined, { cause: err });
 }
@@ -47,8 +55,10 @@ export function toAppError(err: unknown): AppError {
  */
 export default fp(
   async (app) => {
+    app.decorateRequest('errorCode', undefined);
     app.setErrorHandler(async (err, request, reply) => {
       const error = toAppError(err);
+      request.errorCode = error.code;
       if (error.status >= 500) request.log.error({ err: error.cause ?? err, code: error.code }, 'request failed');
       else request.log.info({ code: error.code }, 'request rejected');
       const retryAfter = retryAfterFor(error.code);

@@ -3,21 +3,21 @@ import { MongoClient } from 'mongodb';
 
 declare module 'fastify' {
   interface FastifyInstance {
-    mongo: { client: MongoClient; keyVaultClient: MongoClient };
+    mongo: { client: MongoClient; keyVaultClient: MongoClient; auditClient: MongoClient };
   }
 }
 
-/** The only place a MongoClient is constructed: the data cluster, and the key vault's if separate. */
+/** The only place MongoClients are constructed: the data cluster, and the key vault's and the audit trail's if separate. */
 export default fp(
   async (app) => {
     const { config } = app;
     const options = { serverSelectionTimeoutMS: config.serverSelectionTimeoutMs, appName: 'encryption-proxy' };
     const client = new MongoClient(config.mongodbUri, options);
     const keyVaultClient = config.keyVault.uri === config.mongodbUri ? client : new MongoClient(config.keyVault.uri, options);
-    app.decorate('mongo', { client, keyVaultClient });
+    const auditClient = config.audit.uri === config.mongodbUri ? client : new MongoClient(config.audit.uri, options);
+    app.decorate('mongo', { client, keyVaultClient, auditClient });
     app.addHook('onClose', async () => {
-      await client.close();
-      if (keyVaultClient !== client) await keyVaultClient.close();
+      await Promise.all([...new Set([client, keyVaultClient, auditClient])].map((c) => c.close()));
     });
   },
   { name: 'mongodb', dependencies: ['config'] },

@@ -3,13 +3,15 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { sharedSchemas } from '../../schemas/http/common.js';
 import { keySchemas } from '../../schemas/http/keys.js';
+import { auditEventSchema } from '../../schemas/http/audit.js';
+import { clientSchemas } from '../../schemas/http/clients.js';
 
 export const DOCS_PREFIX = '/docs';
 
 /** Shared schemas, the OpenAPI document generated from the route schemas, and its UI. */
 export default fp(
   async (app) => {
-    for (const schema of [...sharedSchemas, ...keySchemas]) app.addSchema(schema);
+    for (const schema of [...sharedSchemas, ...keySchemas, auditEventSchema, ...clientSchemas]) app.addSchema(schema);
     await app.register(swagger, {
       openapi: {
         openapi: '3.0.3',

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import { MongoClient } from 'mongodb';
 import { buildApp } from '../../src/plugins/app.js';
@@ -7,8 +9,29 @@ import { stack } from './stack.js';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
 
-/** Every log line any test app wrote, for the scan that proves no secret reaches a log. */
-export const capturedLogs: string[] = [];
+/**
+ * For the scan that proves no secret reaches a log (scripts/scan-logs.mjs, run by npm test): every
+ * log line a test app writes, and every secret it meets (tokens, master keys, plaintext canaries),
+ * go to files under TEST_LOG_DIR.
+ */
+const logDir = process.env.TEST_LOG_DIR;
+const fileBase = logDir ? join(logDir, `${process.pid}-${randomBytes(4).toString('hex')}`) : undefined;
+if (logDir) mkdirSync(logDir, { recursive: true });
+
+export function recordSecret(secret: string): void {
+  if (fileBase && secret.length >= 8) appendFileSync(`${fileBase}.secrets`, `${secret}\n`);
+}
+
+function recordLogLine(line: string): void {
+  if (fileBase) appendFileSync(`${fileBase}.log`, line.endsWith('\n') ? line : `${line}\n`);
+}
+
+/** Plaintext canaries in request bodies, and tokens in responses, are secrets for the scan. */
+function recordSecretsOf(body: unknown, response: string): void {
+  const text = typeof body === 'string' ? body : JSON.stringify(body ?? '');
+  for (const canary of text.match(/CANARY[-A-Za-z0-9_]*/g) ?? []) recordSecret(canary);
+  for (const token of response.match(/epx_[0-9a-f]{32}_[A-Za-z0-9_-]+/g) ?? []) recordSecret(token);
+}
 
 export interface TestApp {
   app: FastifyInstance;
@@ -16,6 +39,7 @@ export interface TestApp {
   mongo: MongoClient;
   keyVaultDb: string;
   localMasterKey: Buffer;
+  auditKey: Buffer;
   env: Record<string, string>;
   logs: string[];
   /** inject() with the admin token and a JSON body. */
@@ -40,9 +64,13 @@ export async function createTestApp(
 ): Promise<TestApp> {
   const keyVaultDb = options.share?.keyVaultDb ?? `test_${randomBytes(6).toString('hex')}`;
   const localMasterKey = options.share?.localMasterKey ?? randomBytes(96);
+  const auditKey = options.share?.auditKey ?? randomBytes(32);
   const env: Record<string, string> = {
     MONGODB_URI: stack.mongodbUri,
     KEY_VAULT_NAMESPACE: `${keyVaultDb}.__keyVault`,
+    CLIENTS_NAMESPACE: `${keyVaultDb}.__clients`,
+    AUDIT_HMAC_KEY: auditKey.toString('base64'),
+    AUDIT_NAMESPACE: `${keyVaultDb}.__audit`,
     ADMIN_TOKEN,
     LOCAL_MASTER_KEY: localMasterKey.toString('base64'),
     LOG_LEVEL: 'info',
@@ -62,10 +90,13 @@ export async function createTestApp(
     logStream: {
       write(line: string) {
         logs.push(line);
-        capturedLogs.push(line);
+        recordLogLine(line);
       },
     },
   });
+  recordSecret(ADMIN_TOKEN);
+  recordSecret(localMasterKey.toString('base64'));
+  recordSecret(auditKey.toString('base64'));
   const mongo = new MongoClient(stack.mongodbUri);
   t.teardown(async () => {
     await app.close();
@@ -77,15 +108,18 @@ export async function createTestApp(
     mongo,
     keyVaultDb,
     localMasterKey,
+    auditKey,
     env,
     logs,
-    call(method, url, body, headers = {}) {
-      return app.inject({
+    async call(method, url, body, headers = {}) {
+      const response = await app.inject({
         method,
         url,
         headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...headers },
         ...(body === undefined ? {} : { payload: body as InjectOptions['payload'] }),
       });
+      recordSecretsOf(body, response.body);
+      return response;
     },
   };
 }

@@ -1,0 +1,73 @@
+import fp from 'fastify-plugin';
+import { createAuditLog, type AuditRecord } from '../audit/audit-log.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The audit action of a route; routes without one are not audited (health, docs). */
+    audit?: string;
+  }
+  interface FastifyRequest {
+    auditStarted: boolean;
+    /** What the handler touched, for the outcome event: key ids and field paths, never values. */
+    auditDetails: { keyIds?: string[]; paths?: string[] } | undefined;
+  }
+  interface FastifyInstance {
+    audit: ReturnType<typeof createAuditLog>;
+  }
+}
+
+/**
+ * Every audited operation writes a "started" event before it runs and an outcome event after.
+ * Fail closed: if the "started" event cannot be written, the request ends with 503
+ * AUDIT_UNAVAILABLE and the operation does not happen.
+ */
+export default fp(
+  async (app) => {
+    const { audit: settings } = app.config;
+    const audit = createAuditLog({
+      collection: app.mongo.auditClient.db(settings.db).collection<AuditRecord>(settings.collection),
+      hmacKey: settings.hmacKey,
+      chainId: settings.chainId,
+    });
+    app.decorate('audit', audit);
+    app.decorateRequest('auditStarted', false);
+    app.decorateRequest('auditDetails', undefined);
+
+    const base = (request: import('fastify').FastifyRequest) => {
+      const ns = (request.params as { ns?: string } | undefined)?.ns;
+      return {
+        clientId: request.principal?.clientId ?? 'anonymous',
+        action: request.routeOptions.config.audit!,
+        requestId: request.id,
+        ...(ns ? { collection: ns } : {}),
+      };
+    };
+
+    app.addHook('preHandler', async (request) => {
+      if (request.routeOptions.config.audit === undefined) return;
+      await audit.append({ ...base(request), outcome: 'started' });
+      request.auditStarted = true;
+    });
+
+    app.addHook('onResponse', async (request, reply) => {
+      if (request.routeOptions.config.audit === undefined) return;
+      const status = reply.statusCode;
+      // A refused request (403) never started; it is recorded as denied. 401s are not: no client is known.
+      if (!request.auditStarted && status !== 403) return;
+      const outcome = status < 400 ? 'succeeded' : status === 403 ? 'denied' : 'failed';
+      try {
+        await audit.append({
+          ...base(request),
+          outcome,
+          status,
+          ...(request.errorCode ? { code: request.errorCode } : {}),
+          ...(request.auditDetails?.keyIds?.length ? { keyIds: request.auditDetails.keyIds } : {}),
+          ...(request.auditDetails?.paths?.length ? { paths: request.auditDetails.paths } : {}),
+        });
+      } catch (err) {
+        request.log.error({ err, code: 'AUDIT_UNAVAILABLE' }, 'audit outcome event not written');
+      }
+    });
+  },
+  { name: 'audit', dependencies: ['config', 'mongodb', 'auth'] },
+);

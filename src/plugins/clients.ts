@@ -1,0 +1,29 @@
+import fp from 'fastify-plugin';
+import { createClientStore } from '../clients/client-store.js';
+import { createJwtVerifier } from '../clients/jwt-verifier.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    clients: ReturnType<typeof createClientStore>;
+    jwtVerifier: ReturnType<typeof createJwtVerifier> | undefined;
+  }
+}
+
+export default fp(
+  async (app) => {
+    const { config } = app;
+    const clients = createClientStore({
+      collection: app.mongo.keyVaultClient.db(config.clients.db).collection(config.clients.collection, {
+        readConcern: { level: 'majority' },
+        writeConcern: { w: 'majority', journal: true },
+      }),
+      cacheTtlMs: config.clients.cacheTtlMs,
+    });
+    app.addHook('onReady', async () => {
+      clients.ensureIndexes().catch((err: unknown) => app.log.warn({ err }, 'client indexes not created yet'));
+    });
+    app.decorate('clients', clients);
+    app.decorate('jwtVerifier', config.jwt ? createJwtVerifier(config.jwt) : undefined);
+  },
+  { name: 'clients', dependencies: ['config', 'mongodb'] },
+);

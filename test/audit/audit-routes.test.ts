@@ -1,0 +1,54 @@
+import t from 'tap';
+import { createTestApp, keyVaultDocs } from '../helpers/app.js';
+
+t.test('every operation leaves audit events, chained so tampering or removal is detected', async (t) => {
+  const app = await createTestApp(t);
+  const audit = app.mongo.db(app.keyVaultDb).collection('__audit');
+  const key = (await app.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['audited'] })).json().id;
+  const ct = (await app.call('POST', '/encrypt', { value: 'CANARY-audit-value', algorithm: 'deterministic', keyId: key })).json().ciphertext;
+  await app.call('POST', '/decrypt', { ciphertext: ct });
+  await app.call('POST', '/decrypt', { ciphertext: 'AAAA' });
+
+  const page = await app.call('GET', '/audit?limit=100');
+  t.equal(page.statusCode, 200, page.body);
+  const events = page.json().items as { action: string; outcome: string; keyIds?: string[]; clientId: string; requestId: string }[];
+  const actions = events.map((e) => `${e.action}:${e.outcome}`);
+  for (const expected of ['keys.create:started', 'keys.create:succeeded', 'crypto.encrypt:succeeded', 'crypto.decrypt:succeeded', 'crypto.decrypt:failed']) {
+    t.ok(actions.includes(expected), `${expected} recorded`);
+  }
+  t.ok(events.find((e) => e.action === 'crypto.encrypt' && e.outcome === 'succeeded')!.keyIds!.includes(key), 'key ids are recorded');
+  t.ok(events.every((e) => e.clientId === 'admin'));
+  t.notMatch(page.body, /CANARY/, 'never values');
+
+  const clean = (await app.call('GET', '/audit/verify')).json();
+  t.equal(clean.valid, true, 'a clean chain verifies');
+  t.same(clean.problems, []);
+  t.ok(clean.checked >= 8);
+
+  const victim = await audit.findOne({ action: 'crypto.decrypt', outcome: 'succeeded' });
+  await audit.updateOne({ _id: victim!._id }, { $set: { clientId: 'someone-else' } });
+  const tampered = (await app.call('GET', '/audit/verify')).json();
+  t.equal(tampered.valid, false);
+  t.ok(tampered.problems.some((p: { problem: string }) => p.problem === 'tampered'), 'an edited event is detected');
+  await audit.updateOne({ _id: victim!._id }, { $set: { clientId: victim!.clientId } });
+
+  const removed = await audit.findOne({ action: 'crypto.encrypt', outcome: 'started' });
+  await audit.deleteOne({ _id: removed!._id });
+  const gap = (await app.call('GET', '/audit/verify')).json();
+  t.equal(gap.valid, false);
+  t.ok(gap.problems.some((p: { problem: string }) => p.problem === 'missing'), 'a removed event is detected');
+});
+
+t.test('fail closed: with the audit store down, operations answer 503 and nothing happens', async (t) => {
+  const h = await createTestApp(t, { env: { AUDIT_URI: 'mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300' } });
+  const before = (await keyVaultDocs(h)).length;
+  const created = await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['never-written'] });
+  t.equal(created.statusCode, 503);
+  t.equal(created.json().code, 'AUDIT_UNAVAILABLE');
+  t.equal(created.headers['retry-after'], '5');
+  t.equal((await keyVaultDocs(h)).length, before, 'no key document was written');
+  const enc = await h.call('POST', '/encrypt', { value: 'x', algorithm: 'random', keyAltName: 'never-written' });
+  t.equal(enc.statusCode, 503);
+  const live = await h.app.inject({ method: 'GET', url: '/health/live' });
+  t.equal(live.statusCode, 200, 'health probes are not audited');
+});
