@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import secureJson from 'secure-json-parse';
-import { commonErrors, errorResponses } from '../schemas/http/common.js';
+import { commonErrors, errorResponses, idempotencyHeaders } from '../schemas/http/common.js';
 import {
   countBodySchema,
   countResponseSchema,
@@ -63,8 +63,9 @@ export default async function documentRoutes(app: FastifyInstance) {
   app.post(
     '/documents/:ns',
     {
-      config: { scope: 'documents:{ns}:write', audit: 'documents.insert' },
+      config: { scope: 'documents:{ns}:write', audit: 'documents.insert', idempotent: true },
       schema: {
+        headers: idempotencyHeaders,
         tags,
         security,
         summary: 'Insert one document, or many (answered item by item); schema fields are encrypted before the write',

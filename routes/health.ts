@@ -1,10 +1,21 @@
 import type { FastifyInstance } from 'fastify';
 import { errorResponses } from '../schemas/http/common.js';
+import { AppError } from '../src/errors.js';
 
 const status = {
   type: 'object',
   required: ['status'],
   properties: { status: { type: 'string', enum: ['ok'] } },
+} as const;
+
+const readiness = {
+  type: 'object',
+  required: ['status', 'mongodb', 'kms'],
+  properties: {
+    status: { type: 'string', enum: ['ok'] },
+    mongodb: { type: 'string', enum: ['ok'] },
+    kms: { type: 'string', enum: ['ok'], description: 'Not failing: no KMS circuit is open.' },
+  },
 } as const;
 
 export default async function healthRoutes(app: FastifyInstance) {
@@ -23,14 +34,15 @@ export default async function healthRoutes(app: FastifyInstance) {
       config: { public: true },
       schema: {
         tags: ['health'],
-        summary: 'Readiness: the database and the key vault answer',
-        response: { 200: status, ...errorResponses(503) },
+        summary: 'Readiness: the databases answer and KMS is not failing (503 DATABASE_UNAVAILABLE or KMS_UNAVAILABLE otherwise)',
+        response: { 200: readiness, ...errorResponses(503) },
       },
     },
     async () => {
-      await app.mongo.client.db('admin').command({ ping: 1 });
-      if (app.mongo.keyVaultClient !== app.mongo.client) await app.mongo.keyVaultClient.db('admin').command({ ping: 1 });
-      return { status: 'ok' };
+      const clients = [...new Set([app.mongo.client, app.mongo.keyVaultClient, app.mongo.auditClient])];
+      await Promise.all(clients.map((client) => client.db('admin').command({ ping: 1 })));
+      if (!app.kms.isHealthy()) throw new AppError('KMS_UNAVAILABLE', 'KMS keeps failing.');
+      return { status: 'ok', mongodb: 'ok', kms: 'ok' };
     },
   );
 }

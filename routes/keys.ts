@@ -12,7 +12,7 @@ import {
   rewrapBodySchema,
   rewrapResponseSchema,
 } from '../schemas/http/keys.js';
-import { commonErrors, errorResponses } from '../schemas/http/common.js';
+import { commonErrors, errorResponses, idempotencyHeaders } from '../schemas/http/common.js';
 import { AppError } from '../src/errors.js';
 import { parseMasterKey, type MasterKey } from '../src/kms/master-key.js';
 import { keyIdToString, parseKeyId, toKeyView } from '../src/key-vault/key-document.js';
@@ -36,8 +36,9 @@ export default async function keyRoutes(app: FastifyInstance) {
   app.post(
     '/keys',
     {
-      config: { scope: 'keys:write', audit: 'keys.create' },
+      config: { scope: 'keys:write', audit: 'keys.create', idempotent: true },
       schema: {
+        headers: idempotencyHeaders,
         tags,
         security,
         summary: 'Create a data key wrapped by a master key',
@@ -186,14 +187,15 @@ export default async function keyRoutes(app: FastifyInstance) {
   app.post(
     '/keys/rewrap',
     {
-      config: { scope: 'keys:rewrap', audit: 'keys.rewrap' },
+      config: { scope: 'keys:rewrap', audit: 'keys.rewrap', idempotent: true },
       schema: {
+        headers: idempotencyHeaders,
         tags,
         security,
         summary: 'Re-encrypt data keys under a new master key (CMK rotation, local → AWS migration)',
         description: 'Data keys and every ciphertext stay the same; only their wrapping changes. A KMS failure writes nothing.',
         body: rewrapBodySchema,
-        response: { 200: rewrapResponseSchema, ...errorResponses(...commonErrors, 403, 429, 422, 502) },
+        response: { 200: rewrapResponseSchema, ...errorResponses(...commonErrors, 403, 409, 422, 429, 502) },
       },
     },
     async (request) => {

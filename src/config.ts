@@ -15,7 +15,7 @@ const schema = {
     PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 },
     LOG_LEVEL: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
     MONGODB_URI: { type: 'string', pattern: '^mongodb(\\+srv)?://', default: 'mongodb://127.0.0.1:27017/' },
-    MONGODB_SERVER_SELECTION_TIMEOUT_MS: { type: 'integer', minimum: 100, default: 5000 },
+    MONGODB_SERVER_SELECTION_TIMEOUT_MS: { type: 'integer', minimum: 100, default: 3000 },
     KEY_VAULT_NAMESPACE: { type: 'string', pattern: '^[^.$/\\\\ ]+\\.[^$]+$', default: 'encryption.__keyVault' },
     KEY_VAULT_URI: { type: 'string', pattern: '^mongodb(\\+srv)?://' },
     ADMIN_TOKEN: { type: 'string' },
@@ -51,6 +51,11 @@ const schema = {
     TLS_CA_FILE: { type: 'string' },
     RATE_LIMIT_PER_MINUTE: { type: 'integer', minimum: 1, default: 6000 },
     REQUEST_TIMEOUT_MS: { type: 'integer', minimum: 1000, default: 30000 },
+    SHUTDOWN_TIMEOUT_MS: { type: 'integer', minimum: 100, default: 10000 },
+    MAX_EVENT_LOOP_DELAY_MS: { type: 'integer', minimum: 0, default: 1000 },
+    MAX_HEAP_USED_BYTES: { type: 'integer', minimum: 0, default: 1073741824 },
+    KMS_BREAKER_RESET_MS: { type: 'integer', minimum: 100, default: 10000 },
+    IDEMPOTENCY_TTL_MS: { type: 'integer', minimum: 1000, default: 86400000 },
     MAX_FIND_LIMIT: { type: 'integer', minimum: 1, maximum: 10000, default: 1000 },
   },
 } as const;
@@ -96,6 +101,11 @@ interface RawEnv {
   TLS_CA_FILE?: string;
   RATE_LIMIT_PER_MINUTE: number;
   REQUEST_TIMEOUT_MS: number;
+  SHUTDOWN_TIMEOUT_MS: number;
+  MAX_EVENT_LOOP_DELAY_MS: number;
+  MAX_HEAP_USED_BYTES: number;
+  KMS_BREAKER_RESET_MS: number;
+  IDEMPOTENCY_TTL_MS: number;
   MAX_FIND_LIMIT: number;
 }
 
@@ -116,6 +126,7 @@ export interface Config {
     };
     timeoutMs: number;
     maxAttempts: number;
+    breakerResetMs: number;
   };
   dataKeyCache: { ttlMs: number; maxEntries: number };
   bodyLimitBytes: number;
@@ -129,6 +140,10 @@ export interface Config {
   tls?: { cert: Buffer; key: Buffer; ca?: Buffer };
   rateLimitPerMinute: number;
   requestTimeoutMs: number;
+  shutdownTimeoutMs: number;
+  /** Load shedding thresholds; 0 turns one off. */
+  pressure: { maxEventLoopDelayMs: number; maxHeapUsedBytes: number };
+  idempotencyTtlMs: number;
 }
 
 function splitNamespace(namespace: string): { db: string; collection: string } {
@@ -223,7 +238,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
 
   const providers = new Set(raw.KMS_PROVIDERS.split(','));
-  const kms: Config['kms'] = { timeoutMs: raw.KMS_TIMEOUT_MS, maxAttempts: raw.KMS_MAX_ATTEMPTS };
+  const kms: Config['kms'] = { timeoutMs: raw.KMS_TIMEOUT_MS, maxAttempts: raw.KMS_MAX_ATTEMPTS, breakerResetMs: raw.KMS_BREAKER_RESET_MS };
   if (providers.has('local')) {
     if (raw.LOCAL_MASTER_KEY !== undefined && raw.LOCAL_MASTER_KEY_FILE !== undefined) {
       throw new ConfigError('set LOCAL_MASTER_KEY or LOCAL_MASTER_KEY_FILE, not both');
@@ -277,5 +292,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     ...(tlsFiles(raw) ? { tls: tlsFiles(raw) } : {}),
     rateLimitPerMinute: raw.RATE_LIMIT_PER_MINUTE,
     requestTimeoutMs: raw.REQUEST_TIMEOUT_MS,
+    shutdownTimeoutMs: raw.SHUTDOWN_TIMEOUT_MS,
+    pressure: { maxEventLoopDelayMs: raw.MAX_EVENT_LOOP_DELAY_MS, maxHeapUsedBytes: raw.MAX_HEAP_USED_BYTES },
+    idempotencyTtlMs: raw.IDEMPOTENCY_TTL_MS,
   };
 }

@@ -28,6 +28,7 @@ export const errorCodes = {
   COLLECTION_NOT_FOUND: { status: 404, title: 'No collection schema is configured for that namespace.' },
   DOCUMENT_NOT_FOUND: { status: 404, title: 'No document matches.' },
   KEY_ALT_NAME_CONFLICT: { status: 409, title: 'The key alt name is already used by another data key.' },
+  IDEMPOTENCY_IN_PROGRESS: { status: 409, title: 'A request with this Idempotency-Key is still being processed.' },
   CLIENT_CONFLICT: { status: 409, title: 'Another client already has that JWT or certificate subject.' },
   DUPLICATE_DOCUMENT: { status: 409, title: 'A document with that _id (or unique key) already exists.' },
   BODY_TOO_LARGE: { status: 413, title: 'The request body is too large.' },
@@ -35,6 +36,7 @@ export const errorCodes = {
   RATE_LIMITED: { status: 429, title: 'Too many requests: slow down.' },
   PROVIDER_NOT_CONFIGURED: { status: 422, title: 'That master-key provider is not configured on this server.' },
   MASTER_KEY_NOT_ALLOWED: { status: 422, title: 'That master key is not allowed by the server configuration.' },
+  IDEMPOTENCY_KEY_REUSED: { status: 422, title: 'This Idempotency-Key was used for a different request.' },
   UNKNOWN_KEY_ALT_NAME: { status: 422, title: 'The document names a key alt name (through a keyId pointer) that no data key has.' },
   SCHEMA_RULE_CONFLICT: { status: 422, title: 'Two patternProperties rules of the collection schema claim this field.' },
   MASTER_KEY_UNUSABLE: { status: 422, title: 'The key management service cannot use that master key (missing, disabled or wrong kind).' },
@@ -43,6 +45,7 @@ export const errorCodes = {
   KMS_ERROR: { status: 502, title: 'The key management service failed.' },
   KMS_UNAVAILABLE: { status: 503, title: 'The key management service is unavailable.' },
   DATABASE_UNAVAILABLE: { status: 503, title: 'The database is unavailable.' },
+  OVERLOADED: { status: 503, title: 'The service is overloaded: retry shortly.' },
   AUDIT_UNAVAILABLE: { status: 503, title: 'The audit trail cannot be written, so nothing was done.' },
 } as const satisfies Record<string, { status: number; title: string }>;
 
@@ -53,6 +56,7 @@ const retryAfterSeconds: Partial<Record<ErrorCode, number>> = {
   KMS_UNAVAILABLE: 5,
   DATABASE_UNAVAILABLE: 5,
   AUDIT_UNAVAILABLE: 5,
+  OVERLOADED: 2,
 };
 
 export class AppError extends Error {

@@ -1,3 +1,4 @@
+import closeWithGrace from 'close-with-grace';
 import { buildApp } from './plugins/app.js';
 import { ConfigError } from './config.js';
 import { loadConfig } from './plugins/config.js';
@@ -14,15 +15,14 @@ async function main(): Promise<void> {
     throw err;
   }
   const app = await buildApp(config);
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      app.log.info({ signal }, 'shutting down');
-      app.close().then(
-        () => process.exit(0),
-        () => process.exit(1),
-      );
-    });
-  }
+  // On SIGTERM or SIGINT: stop accepting, let in-flight requests finish (their writes are
+  // acknowledged or answered as failed), close MongoDB and KMS clients, then exit 0 -- or exit 1
+  // if that takes longer than SHUTDOWN_TIMEOUT_MS.
+  closeWithGrace({ delay: config.shutdownTimeoutMs }, async ({ signal, err }) => {
+    if (err) app.log.error({ err }, 'shutting down after an unexpected error');
+    else app.log.info({ signal }, 'shutting down');
+    await app.close();
+  });
   await app.listen({ host: config.host, port: config.port });
 }
 

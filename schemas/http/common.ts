@@ -68,3 +68,17 @@ export function errorResponses(...statuses: number[]): Record<number, unknown> {
 
 /** Errors any authenticated route can give. */
 export const commonErrors = [400, 401, 413, 415, 500, 503];
+
+/** The Idempotency-Key header, as every idempotent route declares it. */
+export const idempotencyHeaders = {
+  type: 'object',
+  properties: {
+    'idempotency-key': {
+      type: 'string',
+      minLength: 1,
+      maxLength: 200,
+      pattern: '^[\\x21-\\x7e]+$',
+      description: 'Retry-safe: a repeated request with the same key and body gets the first answer again.',
+    },
+  },
+} as const;

@@ -1,5 +1,6 @@
 import { DecryptCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
-import { AppError } from '../errors.js';
+import CircuitBreaker from 'opossum';
+import { AppError, isAppError } from '../errors.js';
 import type { KmsProvider } from './kms-provider.js';
 import type { AwsMasterKey } from './master-key.js';
 
@@ -12,6 +13,8 @@ export interface AwsKmsOptions {
   timeoutMs: number;
   /** Attempts per call; the SDK retries throttling and transient faults with jittered backoff. */
   maxAttempts: number;
+  /** How long the circuit stays open after KMS keeps failing, before one call tries again. */
+  breakerResetMs: number;
 }
 
 const accessDenied = new Set([
@@ -51,8 +54,9 @@ export function classifyAwsError(err: unknown): AppError {
  * The `aws` provider: data keys wrapped by AWS KMS Encrypt and unwrapped by Decrypt, with no
  * encryption context, exactly as MongoDB drivers do (adding one would lock drivers out of the keys).
  */
-export function createAwsKms(options: AwsKmsOptions): KmsProvider<AwsMasterKey> & { destroy(): void } {
+export function createAwsKms(options: AwsKmsOptions): KmsProvider<AwsMasterKey> & { destroy(): void; isHealthy(): boolean } {
   const clients = new Map<string, KMSClient>();
+  const breakers = new Map<string, CircuitBreaker<[EncryptCommand | DecryptCommand], unknown>>();
 
   function clientFor(region: string): KMSClient {
     let client = clients.get(region);
@@ -69,10 +73,44 @@ export function createAwsKms(options: AwsKmsOptions): KmsProvider<AwsMasterKey> 
     return client;
   }
 
+  /**
+   * A circuit breaker per region stops hammering a KMS that keeps failing: once half of the recent
+   * calls failed transiently, calls fail fast (503, Retry-After) until one trial call succeeds.
+   * Refusals (access denied, unusable key) are answers, not outages, and do not count.
+   */
+  function breakerFor(region: string) {
+    let breaker = breakers.get(region);
+    if (breaker === undefined) {
+      breaker = new CircuitBreaker(
+        async (command: EncryptCommand | DecryptCommand) => {
+          try {
+            return await clientFor(region).send(command as never, { abortSignal: AbortSignal.timeout(options.timeoutMs) });
+          } catch (err) {
+            throw classifyAwsError(err);
+          }
+        },
+        {
+          timeout: false,
+          resetTimeout: options.breakerResetMs,
+          errorThresholdPercentage: 50,
+          volumeThreshold: 3,
+          rollingCountTimeout: 10_000,
+          errorFilter: (err: unknown) => !(isAppError(err) && err.code === 'KMS_UNAVAILABLE'),
+        },
+      );
+      breakers.set(region, breaker);
+    }
+    return breaker;
+  }
+
   async function send<T>(region: string, command: EncryptCommand | DecryptCommand): Promise<T> {
     try {
-      return (await clientFor(region).send(command as never, { abortSignal: AbortSignal.timeout(options.timeoutMs) })) as T;
+      return (await breakerFor(region).fire(command)) as T;
     } catch (err) {
+      if (isAppError(err)) throw err;
+      if ((err as { code?: string }).code === 'EOPENBREAKER') {
+        throw new AppError('KMS_UNAVAILABLE', 'KMS keeps failing: calls are paused for a few seconds.', { cause: err });
+      }
       throw classifyAwsError(err);
     }
   }
@@ -95,8 +133,13 @@ export function createAwsKms(options: AwsKmsOptions): KmsProvider<AwsMasterKey> 
       return plaintext;
     },
     destroy() {
+      for (const breaker of breakers.values()) breaker.shutdown();
       for (const client of clients.values()) client.destroy();
       clients.clear();
+    },
+    /** False while any region's circuit is open: KMS is known to be failing. */
+    isHealthy() {
+      return [...breakers.values()].every((breaker) => !breaker.opened);
     },
   };
 }

@@ -19,6 +19,8 @@ export interface Kms {
   checkUsable(masterKey: MasterKey): void;
   wrap(masterKey: MasterKey, dataKey: Buffer): Promise<Buffer>;
   unwrap(masterKey: MasterKey, keyMaterial: Buffer): Promise<Buffer>;
+  /** False while a remote KMS is known to be failing (its circuit is open). */
+  isHealthy(): boolean;
   close(): void;
 }
 
@@ -53,6 +55,9 @@ export function createKms(options: KmsOptions): Kms {
     },
     unwrap(masterKey, keyMaterial) {
       return providerFor(masterKey).unwrap(masterKey, keyMaterial);
+    },
+    isHealthy() {
+      return aws?.isHealthy() ?? true;
     },
     close() {
       aws?.destroy();

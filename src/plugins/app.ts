@@ -14,6 +14,7 @@ import clientsPlugin from './clients.js';
 import authPlugin from './auth.js';
 import hardeningPlugin from './hardening.js';
 import auditPlugin from './audit.js';
+import idempotencyPlugin from './idempotency.js';
 import healthRoutes from '../../routes/health.js';
 import encryptRoutes from '../../routes/encrypt.js';
 import decryptRoutes from '../../routes/decrypt.js';
@@ -102,6 +103,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(authPlugin);
     await app.register(hardeningPlugin);
     await app.register(auditPlugin);
+    await app.register(idempotencyPlugin);
 
     await app.register(healthRoutes);
     await app.register(encryptRoutes);

@@ -17,6 +17,7 @@ export default fp(
         credentials: settings.aws.credentials,
         timeoutMs: settings.timeoutMs,
         maxAttempts: settings.maxAttempts,
+        breakerResetMs: settings.breakerResetMs,
       },
       allowedAwsKeys: settings.aws?.allowedKeys,
     });

@@ -1,0 +1,53 @@
+import { createHash } from 'node:crypto';
+import fp from 'fastify-plugin';
+import { createIdempotencyStore, type IdempotencyRecord } from '../idempotency/idempotency-store.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The route honours an Idempotency-Key header. */
+    idempotent?: boolean;
+  }
+  interface FastifyRequest {
+    idempotencyId: string | undefined;
+  }
+}
+
+export default fp(
+  async (app) => {
+    const store = createIdempotencyStore({
+      collection: app.mongo.client.db(app.config.keyVault.db).collection<IdempotencyRecord>('__idempotency', {
+        writeConcern: { w: 'majority', journal: true },
+      }),
+      ttlMs: app.config.idempotencyTtlMs,
+    });
+    app.decorateRequest('idempotencyId', undefined);
+
+    app.addHook('preHandler', async (request, reply) => {
+      const key = request.headers['idempotency-key'];
+      if (request.routeOptions.config.idempotent !== true || typeof key !== 'string') return;
+      const id = [request.principal?.clientId ?? 'anonymous', request.method, request.url.split('?')[0], key].join('|');
+      // The hash covers what the request asks for, so a different request under the same key is caught.
+      const hash = createHash('sha256').update(JSON.stringify([request.params, request.body])).digest('hex');
+      const claim = await store.claim(id, hash);
+      if (claim.kind === 'replay') {
+        return reply.code(claim.status).type(claim.contentType).header('idempotent-replayed', 'true').send(claim.body);
+      }
+      request.idempotencyId = id;
+    });
+
+    app.addHook('onSend', async (request, reply, payload) => {
+      const id = request.idempotencyId;
+      if (id === undefined) return payload;
+      request.idempotencyId = undefined;
+      try {
+        // Server-side failures are forgotten so a retry runs again; answers (2xx, 4xx) are kept.
+        if (reply.statusCode >= 500 || reply.statusCode === 429 || typeof payload !== 'string') await store.release(id);
+        else await store.complete(id, { status: reply.statusCode, contentType: String(reply.getHeader('content-type') ?? 'application/json'), body: payload });
+      } catch (err) {
+        request.log.error({ err }, 'idempotency record not updated');
+      }
+      return payload;
+    });
+  },
+  { name: 'idempotency', dependencies: ['config', 'mongodb', 'auth'] },
+);
