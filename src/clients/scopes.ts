@@ -16,6 +16,7 @@ export const SCOPES = [
   'keys:rewrap',
   'clients:admin',
   'audit:read',
+  'metrics:read',
 ] as const;
 
 /**

@@ -9,6 +9,7 @@ import { decryptPayload, encryptValue, parsePayload, UnsupportedTypeError, type 
 import { AppError, isAppError } from '../errors.js';
 import { keyIdToString } from '../key-vault/key-document.js';
 import type { KeyVault } from '../key-vault/key-vault.js';
+import { noMetrics, type Metrics } from '../metrics/metrics.js';
 import { isCiphertext, isPlainObject } from './bson-types.js';
 import { ruleFor, type EncryptNode, type ObjectNode, type PlanNode } from './encryption-plan.js';
 
@@ -64,7 +65,7 @@ function readPointer(root: Record<string, unknown>, segments: string[]): unknown
  * Encrypt the given jobs in place. Every job's key is resolved and fetched before any field is
  * touched, so a missing key fails the whole document before it is half encrypted.
  */
-export async function encryptJobs(jobs: FieldJob[], keyVault: KeyVault): Promise<void> {
+export async function encryptJobs(jobs: FieldJob[], keyVault: KeyVault, metrics: Metrics = noMetrics): Promise<void> {
   const keyIds: string[] = [];
   for (const job of jobs) {
     const { key } = job.node;
@@ -103,13 +104,14 @@ export async function encryptJobs(jobs: FieldJob[], keyVault: KeyVault): Promise
   );
   jobs.forEach((job, index) => {
     job.parent[job.name] = ciphertexts[index];
+    metrics.cryptoOperation('encrypt', job.node.algorithm, 'ok');
   });
 }
 
 /** Encrypt a whole document in place according to a collection plan. */
-export async function encryptDocument(document: Record<string, unknown>, plan: ObjectNode | undefined, keyVault: KeyVault): Promise<void> {
+export async function encryptDocument(document: Record<string, unknown>, plan: ObjectNode | undefined, keyVault: KeyVault, metrics: Metrics = noMetrics): Promise<void> {
   if (plan === undefined) return;
-  await encryptJobs(collectJobs(document, plan, '', document), keyVault);
+  await encryptJobs(collectJobs(document, plan, '', document), keyVault, metrics);
 }
 
 interface FoundCiphertext {
@@ -144,6 +146,7 @@ export async function decryptDocuments(
   documents: Record<string, unknown>[],
   keyVault: KeyVault,
   authorize?: (keyIds: string[]) => Promise<Set<string>>,
+  metrics: Metrics = noMetrics,
 ): Promise<{ unreadable: Map<number, string[]>; masked: Map<number, string[]> }> {
   const found: FoundCiphertext[] = [];
   documents.forEach((doc, index) => findCiphertexts(doc, '', index, found));
@@ -178,6 +181,7 @@ export async function decryptDocuments(
           if (!(err instanceof AeadError)) throw err;
         }
       }
+      metrics.cryptoOperation('decrypt', field.parsed?.algorithm ?? 'unknown', ok ? 'ok' : 'error');
       if (!ok) {
         const paths = unreadable.get(field.document) ?? [];
         paths.push(field.path);

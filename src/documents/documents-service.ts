@@ -11,6 +11,7 @@ import { fromEjson } from '../ejson.js';
 import { AppError } from '../errors.js';
 import type { KeyAuthorizer } from '../encryption/encryption-service.js';
 import type { KeyVault } from '../key-vault/key-vault.js';
+import { noMetrics, type Metrics } from '../metrics/metrics.js';
 import { isPlainObject } from './bson-types.js';
 import { collectJobs, decryptDocuments, encryptDocument, encryptJobs, type FieldJob } from './document-crypto.js';
 import { listEncryptedPaths, type EncryptNode } from './encryption-plan.js';
@@ -22,6 +23,7 @@ export interface DocumentsServiceOptions {
   schemas: CollectionSchema[];
   keyVault: KeyVault;
   maxFindLimit: number;
+  metrics?: Metrics;
 }
 
 export interface FindRequest {
@@ -86,7 +88,7 @@ function cursorHash(request: FindRequest): string {
     .slice(0, 16);
 }
 
-export function createDocumentsService({ client, schemas, keyVault, maxFindLimit }: DocumentsServiceOptions) {
+export function createDocumentsService({ client, schemas, keyVault, maxFindLimit, metrics = noMetrics }: DocumentsServiceOptions) {
   const byNamespace = new Map(schemas.map((schema) => [schema.namespace, schema]));
 
   function schemaFor(namespace: string): CollectionSchema {
@@ -135,12 +137,12 @@ export function createDocumentsService({ client, schemas, keyVault, maxFindLimit
     const document = asDocument(fromEjson(json), 'A document');
     validate(schema, document);
     if (document._id === undefined) document._id = new ObjectId();
-    await encryptDocument(document, schema.plan, keyVault);
+    await encryptDocument(document, schema.plan, keyVault, metrics);
     return document;
   }
 
   async function read(documents: Record<string, unknown>[], authorize?: KeyAuthorizer): Promise<ReadResult> {
-    return { documents, ...(await decryptDocuments(documents, keyVault, authorize)) };
+    return { documents, ...(await decryptDocuments(documents, keyVault, authorize, metrics)) };
   }
 
   /** Encrypt the $set values of an update for the documents a filter selects. */
@@ -161,7 +163,7 @@ export function createDocumentsService({ client, schemas, keyVault, maxFindLimit
     const pointerJobs = jobsFor(set, {}).filter((job) => job.node.key.kind === 'pointer');
 
     if (pointerJobs.length === 0) {
-      await encryptJobs(jobsFor(set, {}), keyVault);
+      await encryptJobs(jobsFor(set, {}), keyVault, metrics);
       const result = await (many ? collection.updateMany(filter, update) : collection.updateOne(filter, update)).catch(mapServerError);
       return { matched: result.matchedCount, modified: result.modifiedCount };
     }
@@ -191,7 +193,7 @@ export function createDocumentsService({ client, schemas, keyVault, maxFindLimit
     for (const { root, guard, ids } of groups.values()) {
       // A fresh copy per group: encryption replaces values in place.
       const copy = asDocument(fromEjson(updateJson), 'An update');
-      await encryptJobs(jobsFor(copy.$set as Record<string, unknown>, root), keyVault);
+      await encryptJobs(jobsFor(copy.$set as Record<string, unknown>, root), keyVault, metrics);
       const result = await collection.updateMany({ _id: { $in: ids as never[] }, ...guard }, copy).catch(mapServerError);
       matched += result.matchedCount;
       modified += result.modifiedCount;
@@ -307,7 +309,7 @@ export function createDocumentsService({ client, schemas, keyVault, maxFindLimit
       }
       document._id = id;
       validate(schema, document);
-      await encryptDocument(document, schema.plan, keyVault);
+      await encryptDocument(document, schema.plan, keyVault, metrics);
       const result = await collectionOf(schema).replaceOne({ _id: id as never }, document).catch(mapServerError);
       if (result.matchedCount === 0) throw new AppError('DOCUMENT_NOT_FOUND');
       return { matched: result.matchedCount, modified: result.modifiedCount };

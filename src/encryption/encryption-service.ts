@@ -8,6 +8,7 @@ import { decryptPayload, encryptValue, parsePayload, UnsupportedTypeError, type 
 import { AppError, isAppError, type ErrorCode } from '../errors.js';
 import { keyIdToString } from '../key-vault/key-document.js';
 import type { KeyVault } from '../key-vault/key-vault.js';
+import { noMetrics, type Metrics } from '../metrics/metrics.js';
 
 export interface KeyRef {
   keyId?: UUID;
@@ -52,7 +53,20 @@ function asDecryptError(err: unknown): AppError {
   throw err;
 }
 
-export function createEncryptionService({ keyVault }: { keyVault: KeyVault }) {
+/** Count finished items by algorithm and outcome. */
+function count(metrics: Metrics, operation: 'encrypt' | 'decrypt', items: { algorithm?: string; ok: boolean }[]): void {
+  const tally = new Map<string, number>();
+  for (const { algorithm = 'unknown', ok } of items) {
+    const label = `${algorithm}|${ok ? 'ok' : 'error'}`;
+    tally.set(label, (tally.get(label) ?? 0) + 1);
+  }
+  for (const [label, n] of tally) {
+    const [algorithm, outcome] = label.split('|') as [string, 'ok' | 'error'];
+    metrics.cryptoOperation(operation, algorithm, outcome, n);
+  }
+}
+
+export function createEncryptionService({ keyVault, metrics = noMetrics }: { keyVault: KeyVault; metrics?: Metrics }) {
   async function resolveKeyId(ref: KeyRef): Promise<UUID> {
     if (ref.keyId !== undefined) return ref.keyId;
     if (ref.keyAltName !== undefined) return keyVault.resolveAltName(ref.keyAltName);
@@ -103,6 +117,7 @@ export function createEncryptionService({ keyVault }: { keyVault: KeyVault }) {
           }
         });
       });
+      count(metrics, 'encrypt', requests.map((r, i) => ({ algorithm: r.algorithm, ok: results[i]?.ok === true })));
       return results;
     },
 
@@ -115,6 +130,7 @@ export function createEncryptionService({ keyVault }: { keyVault: KeyVault }) {
     /** Decrypt many payloads, answering item by item with the one generic error for failures. */
     async decryptMany(payloads: Uint8Array[], authorize?: KeyAuthorizer): Promise<ItemResult<unknown>[]> {
       const results: ItemResult<unknown>[] = new Array(payloads.length);
+      const algorithms: (string | undefined)[] = [];
       const parsed: (ParsedPayload | undefined)[] = payloads.map((payload, index) => {
         try {
           return parsePayload(payload);
@@ -123,6 +139,7 @@ export function createEncryptionService({ keyVault }: { keyVault: KeyVault }) {
           return undefined;
         }
       });
+      parsed.forEach((p, i) => (algorithms[i] = p?.algorithm));
       const wanted = parsed.flatMap((p) => (p === undefined ? [] : [keyIdToString(p.keyId)]));
       // The right to the data key named inside the ciphertext, not just a login, decides: a valid
       // token must not make the service a decryption oracle for every key.
@@ -148,6 +165,7 @@ export function createEncryptionService({ keyVault }: { keyVault: KeyVault }) {
           }
         });
       });
+      count(metrics, 'decrypt', payloads.map((_, i) => ({ algorithm: algorithms[i], ok: results[i]?.ok === true })));
       return results;
     },
   };

@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import { noMetrics, type Metrics } from '../metrics/metrics.js';
 
 export interface DataKeyCacheOptions {
   ttlMs: number;
@@ -22,7 +23,7 @@ export type KeyOrError = Buffer | Error;
  * Concurrent misses for one key share a single load: a burst of requests for a cold key costs one
  * load. A key deleted while it loads is not put back in the cache.
  */
-export function createDataKeyCache(options: DataKeyCacheOptions) {
+export function createDataKeyCache(options: DataKeyCacheOptions, metrics: Metrics = noMetrics) {
   const leases = new Map<string, number>();
   const graveyard = new Map<string, Buffer[]>();
   const generations = new Map<string, number>();
@@ -64,9 +65,11 @@ export function createDataKeyCache(options: DataKeyCacheOptions) {
     const cached = cache.get(id);
     if (cached !== undefined) {
       stats.hits += 1;
+      metrics.dataKeyCache('hit');
       return Promise.resolve(cached);
     }
     stats.misses += 1;
+    metrics.dataKeyCache('miss');
     let pending = loading.get(id);
     if (pending === undefined) {
       const generation = generations.get(id) ?? 0;

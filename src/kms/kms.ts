@@ -1,4 +1,5 @@
-import { AppError } from '../errors.js';
+import { AppError, isAppError } from '../errors.js';
+import { noMetrics, type KmsOutcome, type Metrics } from '../metrics/metrics.js';
 import { createAwsKms, type AwsKmsOptions } from './aws-kms.js';
 import type { KmsProvider } from './kms-provider.js';
 import { createLocalKms } from './local-kms.js';
@@ -25,7 +26,28 @@ export interface Kms {
 }
 
 /** Dispatch wrap and unwrap to the provider a master key names. */
-export function createKms(options: KmsOptions): Kms {
+function outcomeOf(err: unknown): KmsOutcome {
+  if (!isAppError(err)) return 'error';
+  if (err.code === 'KMS_ACCESS_DENIED') return 'denied';
+  if (err.code === 'KMS_UNAVAILABLE') return 'unavailable';
+  return 'error';
+}
+
+/** Time a wrap or unwrap and count it by provider and outcome. */
+async function measured<T>(metrics: Metrics, provider: string, operation: 'wrap' | 'unwrap', call: () => Promise<T>): Promise<T> {
+  const started = process.hrtime.bigint();
+  const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
+  try {
+    const result = await call();
+    metrics.kmsCall(provider, operation, 'ok', seconds());
+    return result;
+  } catch (err) {
+    metrics.kmsCall(provider, operation, outcomeOf(err), seconds());
+    throw err;
+  }
+}
+
+export function createKms(options: KmsOptions, metrics: Metrics = noMetrics): Kms {
   const local = options.localMasterKey ? createLocalKms(options.localMasterKey) : undefined;
   const aws = options.aws ? createAwsKms(options.aws) : undefined;
   const allowed = new Set(options.allowedAwsKeys ?? []);
@@ -51,10 +73,12 @@ export function createKms(options: KmsOptions): Kms {
     },
     wrap(masterKey, dataKey) {
       this.checkUsable(masterKey);
-      return providerFor(masterKey).wrap(masterKey, dataKey);
+      const provider = providerFor(masterKey);
+      return measured(metrics, masterKey.provider, 'wrap', () => provider.wrap(masterKey, dataKey));
     },
     unwrap(masterKey, keyMaterial) {
-      return providerFor(masterKey).unwrap(masterKey, keyMaterial);
+      const provider = providerFor(masterKey);
+      return measured(metrics, masterKey.provider, 'unwrap', () => provider.unwrap(masterKey, keyMaterial));
     },
     isHealthy() {
       return aws?.isHealthy() ?? true;

@@ -6,6 +6,7 @@ import configPlugin from './config.js';
 import errorsPlugin from './errors.js';
 import swaggerPlugin from './swagger.js';
 import mongodbPlugin from './mongodb.js';
+import metricsPlugin from './metrics.js';
 import kmsPlugin from './kms.js';
 import keyVaultPlugin from './key-vault.js';
 import encryptionPlugin from './encryption.js';
@@ -22,6 +23,7 @@ import keyRoutes from '../../routes/keys.js';
 import documentRoutes from '../../routes/documents.js';
 import clientRoutes from '../../routes/clients.js';
 import auditRoutes from '../../routes/audit.js';
+import metricsRoutes from '../../routes/metrics.js';
 
 export interface BuildOptions {
   /** Where log lines go (tests capture them); stdout when absent. */
@@ -94,6 +96,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(configPlugin, { config });
     await app.register(errorsPlugin);
     await app.register(swaggerPlugin);
+    await app.register(metricsPlugin);
     await app.register(mongodbPlugin);
     await app.register(kmsPlugin);
     await app.register(keyVaultPlugin);
@@ -112,6 +115,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(documentRoutes);
     await app.register(clientRoutes);
     await app.register(auditRoutes);
+    await app.register(metricsRoutes);
   } catch (err) {
     // A boot that fails half way must not leave database connections open behind it.
     await app.close().catch(() => undefined);

@@ -45,7 +45,12 @@ export default fp(
 
     app.addHook('preHandler', async (request) => {
       if (request.routeOptions.config.audit === undefined) return;
-      await audit.append({ ...base(request), outcome: 'started' });
+      try {
+        await audit.append({ ...base(request), outcome: 'started' });
+      } catch (err) {
+        app.metrics.auditWriteFailure();
+        throw err;
+      }
       request.auditStarted = true;
     });
 
@@ -65,6 +70,7 @@ export default fp(
           ...(request.auditDetails?.paths?.length ? { paths: request.auditDetails.paths } : {}),
         });
       } catch (err) {
+        app.metrics.auditWriteFailure();
         request.log.error({ err, code: 'AUDIT_UNAVAILABLE' }, 'audit outcome event not written');
       }
     });

@@ -32,8 +32,8 @@ export default fp(
         return new Set(found.map((doc) => keyIdToString(doc._id.buffer)));
       },
     });
-    app.decorate('documents', createDocumentsService({ client: app.mongo.client, schemas, keyVault, maxFindLimit: config.maxFindLimit }));
+    app.decorate('documents', createDocumentsService({ client: app.mongo.client, schemas, keyVault, maxFindLimit: config.maxFindLimit, metrics: app.metrics }));
     if (schemas.length > 0) app.log.info({ collections: schemas.map((s) => s.namespace) }, 'collection schemas loaded');
   },
-  { name: 'documents', dependencies: ['config', 'mongodb', 'key-vault'] },
+  { name: 'documents', dependencies: ['config', 'metrics', 'mongodb', 'key-vault'] },
 );

@@ -9,7 +9,7 @@ declare module 'fastify' {
 
 export default fp(
   async (app) => {
-    app.decorate('encryption', createEncryptionService({ keyVault: app.keyVault }));
+    app.decorate('encryption', createEncryptionService({ keyVault: app.keyVault, metrics: app.metrics }));
   },
-  { name: 'encryption', dependencies: ['key-vault'] },
+  { name: 'encryption', dependencies: ['key-vault', 'metrics'] },
 );

@@ -20,7 +20,7 @@ export default fp(
         readConcern: { level: 'majority' },
         writeConcern: { w: 'majority' },
       });
-    const cache = createDataKeyCache(config.dataKeyCache);
+    const cache = createDataKeyCache(config.dataKeyCache, app.metrics);
     const keyVault = createKeyVault({ collection, kms: app.kms, cache, altNameTtlMs: config.dataKeyCache.ttlMs });
     app.addHook('onReady', async () => {
       keyVault.ensureIndexes().catch((err: unknown) => app.log.warn({ err }, 'key vault indexes not created yet; retrying on first write'));
@@ -29,5 +29,5 @@ export default fp(
     app.decorate('dataKeyCache', cache);
     app.addHook('onClose', async () => cache.clear());
   },
-  { name: 'key-vault', dependencies: ['config', 'mongodb', 'kms'] },
+  { name: 'key-vault', dependencies: ['config', 'metrics', 'mongodb', 'kms'] },
 );

@@ -20,9 +20,9 @@ export default fp(
         breakerResetMs: settings.breakerResetMs,
       },
       allowedAwsKeys: settings.aws?.allowedKeys,
-    });
+    }, app.metrics);
     app.decorate('kms', kms);
     app.addHook('onClose', async () => kms.close());
   },
-  { name: 'kms', dependencies: ['config'] },
+  { name: 'kms', dependencies: ['config', 'metrics'] },
 );

@@ -35,6 +35,7 @@ const expectedScopes: Record<string, string> = {
   'DELETE /clients/{id}/tokens/{tokenId}': 'clients:admin',
   'GET /audit': 'audit:read',
   'GET /audit/verify': 'audit:read',
+  'GET /metrics': 'metrics:read',
 };
 
 const spec = parse(readFileSync(new URL('../../openapi.yaml', import.meta.url), 'utf8'));

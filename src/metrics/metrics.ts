@@ -1,0 +1,69 @@
+/**
+ * What the service counts, behind a small interface the layers call; the Prometheus registry is
+ * one implementation, `noMetrics` the default. Labels never carry values, keys, ids or raw URLs:
+ * routes are reported by their pattern.
+ */
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type KmsOutcome = 'ok' | 'denied' | 'unavailable' | 'error';
+
+export interface Metrics {
+  httpRequest(route: string, method: string, status: number, seconds: number): void;
+  cryptoOperation(operation: 'encrypt' | 'decrypt', algorithm: string, outcome: 'ok' | 'error', count?: number): void;
+  kmsCall(provider: string, operation: 'wrap' | 'unwrap', outcome: KmsOutcome, seconds: number): void;
+  dataKeyCache(result: 'hit' | 'miss', count?: number): void;
+  auditWriteFailure(): void;
+}
+
+export const noMetrics: Metrics = {
+  httpRequest() {},
+  cryptoOperation() {},
+  kmsCall() {},
+  dataKeyCache() {},
+  auditWriteFailure() {},
+};
+
+export function createMetrics(): Metrics & { registry: Registry } {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const requests = new Counter({ name: 'http_requests_total', help: 'HTTP requests by route pattern, method and status', labelNames: ['route', 'method', 'status'], registers: [registry] });
+  const latency = new Histogram({
+    name: 'http_request_duration_seconds',
+    help: 'HTTP request latency by route pattern and method',
+    labelNames: ['route', 'method'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  const crypto = new Counter({ name: 'crypto_operations_total', help: 'Field encryptions and decryptions by algorithm and outcome', labelNames: ['operation', 'algorithm', 'outcome'], registers: [registry] });
+  const kmsCalls = new Counter({ name: 'kms_calls_total', help: 'Master-key wraps and unwraps by provider and outcome', labelNames: ['provider', 'operation', 'outcome'], registers: [registry] });
+  const kmsLatency = new Histogram({
+    name: 'kms_call_duration_seconds',
+    help: 'Master-key wrap and unwrap latency by provider and outcome',
+    labelNames: ['provider', 'operation', 'outcome'],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const cache = new Counter({ name: 'data_key_cache_requests_total', help: 'Data-key cache lookups by result', labelNames: ['result'], registers: [registry] });
+  const audit = new Counter({ name: 'audit_write_failures_total', help: 'Audit events that could not be written', registers: [registry] });
+
+  return {
+    registry,
+    httpRequest(route, method, status, seconds) {
+      requests.inc({ route, method, status: String(status) });
+      latency.observe({ route, method }, seconds);
+    },
+    cryptoOperation(operation, algorithm, outcome, count = 1) {
+      if (count > 0) crypto.inc({ operation, algorithm, outcome }, count);
+    },
+    kmsCall(provider, operation, outcome, seconds) {
+      kmsCalls.inc({ provider, operation, outcome });
+      kmsLatency.observe({ provider, operation, outcome }, seconds);
+    },
+    dataKeyCache(result, count = 1) {
+      if (count > 0) cache.inc({ result }, count);
+    },
+    auditWriteFailure() {
+      audit.inc();
+    },
+  };
+}
