@@ -11,6 +11,8 @@ import {
   listKeysQuerySchema,
   rewrapBodySchema,
   rewrapResponseSchema,
+  rotationReportQuerySchema,
+  rotationReportSchema,
 } from '../schemas/http/keys.js';
 import { commonErrors, errorResponses, idempotencyHeaders } from '../schemas/http/common.js';
 import { AppError } from '../src/errors.js';
@@ -87,6 +89,21 @@ export default async function keyRoutes(app: FastifyInstance) {
       const items = page.filter((doc) => allowed.has(keyIdToString(doc._id.buffer))).map((doc) => toKeyView(doc));
       return docs.length > query.limit ? { items, next: keyIdToString(page.at(-1)!._id.buffer) } : { items };
     },
+  );
+
+  app.get(
+    '/keys/rotation-report',
+    {
+      config: { scope: 'keys:read', audit: 'keys.rotationReport' },
+      schema: {
+        tags,
+        security,
+        summary: 'Master keys by the number of data keys they wrap, and wrappings older than the rotation period',
+        querystring: rotationReportQuerySchema,
+        response: { 200: rotationReportSchema, ...errorResponses(...commonErrors, 403, 429) },
+      },
+    },
+    async (request) => keyVault.rotationReport((request.query as { olderThanDays: number }).olderThanDays, request.authorizeKeys()),
   );
 
   app.get(

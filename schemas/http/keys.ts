@@ -24,14 +24,16 @@ export const keySchema = {
   $id: 'Key',
   type: 'object',
   description: 'Data-key metadata. Key material is never returned.',
-  required: ['id', 'keyAltNames', 'status', 'creationDate', 'updateDate', 'ageDays', 'masterKey'],
+  required: ['id', 'keyAltNames', 'status', 'creationDate', 'updateDate', 'ageDays', 'wrapAgeDays', 'masterKey'],
   properties: {
     id: uuidSchema,
     keyAltNames: { type: 'array', items: { type: 'string' } },
     status: { type: 'integer' },
     creationDate: { type: 'string', format: 'date-time' },
-    updateDate: { type: 'string', format: 'date-time', description: 'Last change, a rewrap included.' },
-    ageDays: { type: 'integer' },
+    updateDate: { type: 'string', format: 'date-time', description: 'When the key was last wrapped (creation or rewrap), as drivers keep it.' },
+    ageDays: { type: 'integer', description: 'Days since the data key was created.' },
+    wrapAgeDays: { type: 'integer', description: 'Days since the data key was last wrapped under a master key.' },
+    lastRewrapDate: { type: 'string', format: 'date-time', description: 'The latest rewrap; absent if never rewrapped.' },
     masterKey: {
       type: 'object',
       description: 'The stored master-key description, also of providers this server does not use (gcp, azure, kmip).',
@@ -132,5 +134,39 @@ export const rewrapResponseSchema = {
     matched: { type: 'integer' },
     rewrapped: { type: 'integer' },
     keyIds: { type: 'array', items: uuidSchema },
+  },
+} as const;
+
+export const rotationReportQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    olderThanDays: { type: 'integer', minimum: 0, maximum: 36500, default: 90, description: 'Rotation period: wrappings older than this are due.' },
+  },
+} as const;
+
+export const rotationReportSchema = {
+  type: 'object',
+  required: ['generatedAt', 'olderThanDays', 'dataKeys', 'due', 'masterKeys'],
+  properties: {
+    generatedAt: { type: 'string', format: 'date-time' },
+    olderThanDays: { type: 'integer' },
+    dataKeys: { type: 'integer', description: 'Data keys visible to the caller.' },
+    due: { type: 'integer', description: 'Data keys whose wrapping is older than the period.' },
+    masterKeys: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['masterKey', 'dataKeys', 'due', 'oldestWrapDate', 'newestWrapDate'],
+        properties: {
+          masterKey: { type: 'object', additionalProperties: { type: 'string' } },
+          dataKeys: { type: 'integer' },
+          due: { type: 'integer' },
+          oldestWrapDate: { type: 'string', format: 'date-time' },
+          newestWrapDate: { type: 'string', format: 'date-time' },
+          dueKeyIds: { type: 'array', items: uuidSchema },
+        },
+      },
+    },
   },
 } as const;

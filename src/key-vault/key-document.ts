@@ -23,8 +23,13 @@ export interface KeyView {
   keyAltNames: string[];
   status: number;
   creationDate: string;
+  /** When the key was last wrapped: creation or the latest rewrap (drivers move it for nothing else). */
   updateDate: string;
   ageDays: number;
+  /** Days since the key was last wrapped under a master key. */
+  wrapAgeDays: number;
+  /** The latest rewrap, if there was one. */
+  lastRewrapDate?: string;
   /** The stored master-key description: provider and the ARN, region, etc. that name the key. */
   masterKey: { provider: string } & Record<string, string>;
 }
@@ -62,6 +67,8 @@ export function toKeyView(doc: KeyDocument, now = Date.now()): KeyView {
     creationDate: created.toISOString(),
     updateDate: updated.toISOString(),
     ageDays: Math.floor((now - created.getTime()) / 86_400_000),
+    wrapAgeDays: Math.floor((now - updated.getTime()) / 86_400_000),
+    ...(updated.getTime() > created.getTime() ? { lastRewrapDate: updated.toISOString() } : {}),
     masterKey,
   };
 }

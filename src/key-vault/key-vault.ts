@@ -7,7 +7,7 @@ import { AppError, isAppError } from '../errors.js';
 import type { Kms } from '../kms/kms.js';
 import { readStoredMasterKey, type MasterKey } from '../kms/master-key.js';
 import type { DataKeyCache, KeyOrError } from './data-key-cache.js';
-import { keyIdToString, storedMasterKey, type KeyDocument } from './key-document.js';
+import { keyIdToString, storedMasterKey, toKeyView, type KeyDocument } from './key-document.js';
 
 export interface KeyVaultOptions {
   collection: Collection<KeyDocument>;
@@ -192,6 +192,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
       return collection.find(page).sort({ _id: 1 }).limit(options.limit).toArray();
     },
 
+    /** Add an alt name. Like the drivers, alt-name changes leave updateDate alone: it dates the wrapping. */
     async addAltName(id: UUID, name: string): Promise<KeyDocument> {
       return withAltNameLock(async () => {
         const doc = await vault.requireById(id);
@@ -199,7 +200,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
         await ensureIndexes();
         await assertAltNamesFree([name], doc._id);
         await collection
-          .updateOne({ _id: id }, { $push: { keyAltNames: name }, $currentDate: { updateDate: true } })
+          .updateOne({ _id: id }, { $push: { keyAltNames: name } })
           .catch(translateWriteError);
         altNamesById.delete(keyIdToString(id.buffer));
         return vault.requireById(id);
@@ -209,7 +210,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
     async removeAltName(id: UUID, name: string): Promise<KeyDocument> {
       return withAltNameLock(async () => {
         // $pull, not a rewrite of the array: a name another writer adds meanwhile is kept.
-        const pulled = await collection.updateOne({ _id: id, keyAltNames: name }, { $pull: { keyAltNames: name }, $currentDate: { updateDate: true } });
+        const pulled = await collection.updateOne({ _id: id, keyAltNames: name }, { $pull: { keyAltNames: name } });
         if (pulled.matchedCount === 0) {
           await vault.requireById(id);
           throw new AppError('KEY_NOT_FOUND', 'The key does not have that alt name.');
@@ -281,6 +282,54 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
       const id = new UUID(doc._id.buffer);
       altNameIds.set(name, id);
       return id;
+    },
+
+    /**
+     * Which master keys wrap how many data keys, and which wrappings are older than the rotation
+     * period (the reference documents' CMK rotation: rewrap them under a new master key).
+     */
+    async rotationReport(olderThanDays: number, authorize?: (keyIds: string[]) => Promise<Set<string>>) {
+      const now = Date.now();
+      const cutoff = now - olderThanDays * 86_400_000;
+      const docs = await collection
+        .find({ _id: { $type: 'binData' } }, { projection: { masterKey: 1, creationDate: 1, updateDate: 1 } })
+        .toArray();
+      const allowed = authorize ? await authorize(docs.map((doc) => keyIdToString(doc._id.buffer))) : undefined;
+      const groups = new Map<string, { masterKey: Record<string, string>; dataKeys: number; due: number; oldest: number; newest: number; dueKeyIds: string[] }>();
+      let due = 0;
+      let total = 0;
+      for (const doc of docs) {
+        const id = keyIdToString(doc._id.buffer);
+        if (allowed && !allowed.has(id)) continue;
+        total++;
+        const masterKey = toKeyView(doc as KeyDocument, now).masterKey;
+        const wrapped = (doc.updateDate instanceof Date ? doc.updateDate : doc.creationDate instanceof Date ? doc.creationDate : new Date(0)).getTime();
+        const label = JSON.stringify(masterKey);
+        const group = groups.get(label) ?? { masterKey, dataKeys: 0, due: 0, oldest: wrapped, newest: wrapped, dueKeyIds: [] };
+        group.dataKeys++;
+        group.oldest = Math.min(group.oldest, wrapped);
+        group.newest = Math.max(group.newest, wrapped);
+        if (wrapped < cutoff) {
+          group.due++;
+          due++;
+          if (group.dueKeyIds.length < 1000) group.dueKeyIds.push(id);
+        }
+        groups.set(label, group);
+      }
+      return {
+        generatedAt: new Date(now).toISOString(),
+        olderThanDays,
+        dataKeys: total,
+        due,
+        masterKeys: [...groups.values()].map((g) => ({
+          masterKey: g.masterKey,
+          dataKeys: g.dataKeys,
+          due: g.due,
+          oldestWrapDate: new Date(g.oldest).toISOString(),
+          newestWrapDate: new Date(g.newest).toISOString(),
+          ...(g.dueKeyIds.length > 0 ? { dueKeyIds: g.dueKeyIds } : {}),
+        })),
+      };
     },
 
     /** The alt names of each key id (one query for what is not cached); unknown ids map to []. */

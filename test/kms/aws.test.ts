@@ -92,6 +92,8 @@ t.test('rewrap: local → AWS migration and CMK rotation, without touching any c
     const view = (await awsOnly.call('GET', `/keys/${ids[0]}`)).json();
     t.same(view.masterKey, { provider: 'aws', key: stack.keyArn, region: 'us-east-1' });
     t.ok(new Date(view.updateDate) > new Date(view.creationDate), 'updateDate records the rewrap');
+    t.equal(view.lastRewrapDate, view.updateDate);
+    t.equal(view.wrapAgeDays, 0);
   });
 
   t.test('CMK rotation: AWS key → another AWS key, selected by current master key', async (t) => {

@@ -10,6 +10,7 @@ const expectedScopes: Record<string, string> = {
   'POST /keys': 'keys:write',
   'GET /keys': 'keys:read',
   'GET /keys/{id}': 'keys:read',
+  'GET /keys/rotation-report': 'keys:read',
   'GET /keys/by-alt-name/{name}': 'keys:read',
   'POST /keys/{id}/alt-names': 'keys:write',
   'DELETE /keys/{id}/alt-names/{name}': 'keys:write',

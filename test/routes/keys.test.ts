@@ -10,7 +10,7 @@ t.test('/keys life cycle with the local provider', async (t) => {
     t.equal(res.statusCode, 201);
     const view = res.json();
     t.equal(res.headers.location, `/keys/${view.id}`);
-    t.same(Object.keys(view).sort(), ['ageDays', 'creationDate', 'id', 'keyAltNames', 'masterKey', 'status', 'updateDate']);
+    t.same(Object.keys(view).sort(), ['ageDays', 'creationDate', 'id', 'keyAltNames', 'masterKey', 'status', 'updateDate', 'wrapAgeDays']);
     t.same(view.masterKey, { provider: 'local' });
     t.notMatch(res.body, /keyMaterial/);
 
@@ -67,7 +67,7 @@ t.test('/keys life cycle with the local provider', async (t) => {
     await new Promise((resolve) => setTimeout(resolve, 5));
     const added = await h.call('POST', `/keys/${b.id}/alt-names`, { keyAltName: 'fresh' });
     t.same(added.json().keyAltNames, ['fresh']);
-    t.ok(new Date(added.json().updateDate) > new Date(b.updateDate), 'updateDate moves on');
+    t.equal(added.json().updateDate, b.updateDate, 'like the drivers, alt-name changes leave updateDate (the wrap date) alone');
     const notThere = await h.call('DELETE', `/keys/${b.id}/alt-names/never-had-it`);
     t.equal(notThere.statusCode, 404);
     t.equal((await h.call('GET', `/keys/${b.id}`)).json().updateDate, added.json().updateDate, 'a no-op removal changes nothing');
@@ -135,6 +135,26 @@ t.test('/keys life cycle with the local provider', async (t) => {
     const byName = await h.call('POST', '/encrypt', { value: 'x', algorithm: 'random', keyAltName: 'doomed' });
     t.equal(byName.statusCode, 404, 'a deleted alt name no longer resolves');
   });
+});
+
+t.test('the rotation report groups data keys by master key and flags wrappings older than the period', async (t) => {
+  const h = await createTestApp(t);
+  const fresh = (await h.call('POST', '/keys', { masterKey: { provider: 'local' } })).json().id;
+  const old = (await h.call('POST', '/keys', { masterKey: { provider: 'local' } })).json().id;
+  const { UUID } = await import('mongodb');
+  const longAgo = new Date(Date.now() - 200 * 86_400_000);
+  await h.mongo.db(h.keyVaultDb).collection('__keyVault').updateOne({ _id: new UUID(old) as never }, { $set: { creationDate: longAgo, updateDate: longAgo } });
+  const report = (await h.call('GET', '/keys/rotation-report')).json();
+  t.equal(report.olderThanDays, 90);
+  t.equal(report.dataKeys, 2);
+  t.equal(report.due, 1);
+  t.same(report.masterKeys[0].masterKey, { provider: 'local' });
+  t.same(report.masterKeys[0].dueKeyIds, [old]);
+  t.equal(report.masterKeys[0].oldestWrapDate, longAgo.toISOString());
+  t.equal((await h.call('GET', '/keys/rotation-report?olderThanDays=365')).json().due, 0);
+  const view = (await h.call('GET', `/keys/${old}`)).json();
+  t.ok(view.ageDays >= 199 && view.wrapAgeDays >= 199);
+  t.notOk((await h.call('GET', `/keys/${fresh}`)).json().lastRewrapDate, 'never rewrapped');
 });
 
 t.test('keys written by drivers for providers this server does not use are still listed, not used', async (t) => {
