@@ -14,10 +14,11 @@ import {
   rotationReportQuerySchema,
   rotationReportSchema,
 } from '../schemas/http/keys.js';
+import { migrationBodySchema, migrationDryRunSchema } from '../schemas/http/jobs.js';
 import { commonErrors, errorResponses, idempotencyHeaders } from '../schemas/http/common.js';
 import { AppError } from '../src/errors.js';
 import { parseMasterKey, type MasterKey } from '../src/kms/master-key.js';
-import { keyIdToString, parseKeyId, toKeyView } from '../src/key-vault/key-document.js';
+import { keyIdToString, parseKeyId, storedMasterKey, toKeyView } from '../src/key-vault/key-document.js';
 
 type MasterKeyInput = { provider: string; key?: string; region?: string };
 const key = { $ref: 'Key#' };
@@ -88,6 +89,40 @@ export default async function keyRoutes(app: FastifyInstance) {
       const allowed = await request.authorizeKeys()(page.map((doc) => keyIdToString(doc._id.buffer)));
       const items = page.filter((doc) => allowed.has(keyIdToString(doc._id.buffer))).map((doc) => toKeyView(doc));
       return docs.length > query.limit ? { items, next: keyIdToString(page.at(-1)!._id.buffer) } : { items };
+    },
+  );
+
+  app.post(
+    '/keys/migrations',
+    {
+      config: { scope: 'keys:rewrap', audit: 'keys.migration', idempotent: true },
+      schema: {
+        tags,
+        security,
+        summary: 'Guided master-key migration (CMK rotation, local → AWS): a dry run, or a job with progress and a verification pass',
+        description:
+          'With dryRun, lists the data keys it would migrate. Otherwise starts a job (202, Location: /jobs/{id}) that rewraps each key, then unwraps every migrated key under its new wrapping and checks it is unchanged before reporting success. Ciphertexts are never touched. Run it again with the same filter to resume an interrupted migration.',
+        headers: idempotencyHeaders,
+        body: migrationBodySchema,
+        response: { 200: migrationDryRunSchema, 202: { $ref: 'Job#' }, ...errorResponses(...commonErrors, 403, 409, 422, 429, 502) },
+      },
+    },
+    async (request, reply) => {
+      const { filter, masterKey: input, dryRun } = request.body as {
+        filter: { keyIds?: string[]; keyAltNames?: string[]; provider?: MasterKey['provider']; masterKey?: string };
+        masterKey: MasterKeyInput;
+        dryRun: boolean;
+      };
+      const masterKey = parseMasterKey(input);
+      app.kms.checkUsable(masterKey);
+      const selector = { keyIds: filter.keyIds?.map(parseKeyId), keyAltNames: filter.keyAltNames, provider: filter.provider, masterKeyArn: filter.masterKey };
+      const keyIds = await keyVault.planMigration(selector, request.authorizeKeys());
+      request.auditDetails = { keyIds };
+      if (dryRun) return { dryRun: true, matched: keyIds.length, keyIds, masterKey: storedMasterKey(masterKey) };
+      const job = await app.jobs.start('keys.migration', request.principal!.clientId, { filter, masterKey: storedMasterKey(masterKey) }, keyIds.length, ({ report, signal }) =>
+        keyVault.migrateMasterKey({ keyIds: keyIds.map(parseKeyId) }, masterKey, { onProgress: report, signal }),
+      );
+      return reply.code(202).header('location', `/jobs/${job.id}`).send(job);
     },
   );
 

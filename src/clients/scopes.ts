@@ -17,6 +17,7 @@ export const SCOPES = [
   'clients:admin',
   'audit:read',
   'metrics:read',
+  'jobs:read',
 ] as const;
 
 /**

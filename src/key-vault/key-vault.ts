@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Binary, UUID } from 'bson';
 import { LRUCache } from 'lru-cache';
 import { MongoServerError, type Collection, type Filter } from 'mongodb';
@@ -282,6 +282,89 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
       const id = new UUID(doc._id.buffer);
       altNameIds.set(name, id);
       return id;
+    },
+
+    /** The keys a migration would touch (a dry run: no KMS call, nothing written). */
+    async planMigration(selector: KeySelector, authorize?: (keyIds: string[]) => Promise<Set<string>>): Promise<string[]> {
+      const docs = await collection.find(selectorFilter(selector), { projection: { _id: 1 } }).limit(MAX_REWRAP + 1).toArray();
+      if (docs.length > MAX_REWRAP) throw new AppError('VALIDATION_FAILED', `Select at most ${MAX_REWRAP} keys per migration.`);
+      const ids = docs.map((doc) => keyIdToString(doc._id.buffer));
+      if (authorize) {
+        const allowed = await authorize(ids);
+        if (ids.some((id) => !allowed.has(id))) throw new AppError('FORBIDDEN', 'The selection includes data keys your grants do not cover.');
+      }
+      return ids;
+    },
+
+    /**
+     * The guided master-key migration (CMK rotation, local → AWS): each selected data key is
+     * rewrapped under the new master key, then a verification pass unwraps every migrated key under
+     * its new wrapping, bypassing the cache, and compares it with the original (by SHA-256). A key
+     * that does not verify is restored to its old wrapping and the migration fails. Keys are done
+     * one at a time, so a failure part way leaves each key valid under one master key or the other;
+     * running the same selection again resumes with the keys still left.
+     */
+    async migrateMasterKey(
+      selector: KeySelector,
+      newMasterKey: MasterKey,
+      options: { onProgress?: (progress: { total: number; done: number; failed: number; phase: string }) => Promise<void>; signal?: AbortSignal } = {},
+    ) {
+      kms.checkUsable(newMasterKey);
+      const docs = await collection.find(selectorFilter(selector)).limit(MAX_REWRAP).toArray();
+      const stored = storedMasterKey(newMasterKey);
+      const progress = { total: docs.length, done: 0, failed: 0, phase: 'rewrapping' };
+      const migrated: { doc: KeyDocument; digest: string }[] = [];
+      let skipped = 0;
+      for (const doc of docs) {
+        options.signal?.throwIfAborted();
+        const dataKey = await unwrap(doc);
+        let material: Buffer;
+        let digest: string;
+        try {
+          digest = createHash('sha256').update(dataKey).digest('hex');
+          material = await kms.wrap(newMasterKey, dataKey);
+        } finally {
+          dataKey.fill(0);
+        }
+        const result = await collection.updateOne(
+          { _id: doc._id, keyMaterial: doc.keyMaterial },
+          { $set: { keyMaterial: new Binary(material, 0), masterKey: stored }, $currentDate: { updateDate: true } },
+        );
+        if (result.modifiedCount === 1) migrated.push({ doc, digest });
+        else skipped++;
+        progress.done++;
+        if (options.onProgress && (progress.done % 10 === 0 || progress.done === progress.total)) await options.onProgress({ ...progress });
+      }
+      progress.phase = 'verifying';
+      if (options.onProgress) await options.onProgress({ ...progress });
+      for (const { doc, digest } of migrated) {
+        const fresh = await collection.findOne({ _id: doc._id });
+        let ok = false;
+        if (fresh !== null) {
+          const again = await kms.unwrap(readStoredMasterKey(fresh.masterKey), Buffer.from(fresh.keyMaterial.buffer));
+          ok = createHash('sha256').update(again).digest('hex') === digest;
+          again.fill(0);
+        }
+        if (!ok) {
+          progress.failed++;
+          if (fresh !== null) {
+            await collection.updateOne({ _id: doc._id, keyMaterial: fresh.keyMaterial }, { $set: { keyMaterial: doc.keyMaterial, masterKey: doc.masterKey } });
+          }
+          throw new AppError('MIGRATION_VERIFICATION_FAILED', `Data key ${keyIdToString(doc._id.buffer)} was restored to its old wrapping.`);
+        }
+      }
+      progress.phase = 'done';
+      return {
+        progress,
+        result: {
+          matched: docs.length,
+          rewrapped: migrated.length,
+          verified: migrated.length,
+          skipped,
+          keyIds: migrated.map(({ doc }) => keyIdToString(doc._id.buffer)),
+          masterKey: stored,
+        },
+      };
     },
 
     /**

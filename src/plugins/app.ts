@@ -16,6 +16,7 @@ import authPlugin from './auth.js';
 import hardeningPlugin from './hardening.js';
 import auditPlugin from './audit.js';
 import idempotencyPlugin from './idempotency.js';
+import jobsPlugin from './jobs.js';
 import healthRoutes from '../../routes/health.js';
 import encryptRoutes from '../../routes/encrypt.js';
 import decryptRoutes from '../../routes/decrypt.js';
@@ -24,6 +25,7 @@ import documentRoutes from '../../routes/documents.js';
 import clientRoutes from '../../routes/clients.js';
 import auditRoutes from '../../routes/audit.js';
 import metricsRoutes from '../../routes/metrics.js';
+import jobRoutes from '../../routes/jobs.js';
 
 export interface BuildOptions {
   /** Where log lines go (tests capture them); stdout when absent. */
@@ -107,6 +109,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(hardeningPlugin);
     await app.register(auditPlugin);
     await app.register(idempotencyPlugin);
+    await app.register(jobsPlugin);
 
     await app.register(healthRoutes);
     await app.register(encryptRoutes);
@@ -116,6 +119,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(clientRoutes);
     await app.register(auditRoutes);
     await app.register(metricsRoutes);
+    await app.register(jobRoutes);
   } catch (err) {
     // A boot that fails half way must not leave database connections open behind it.
     await app.close().catch(() => undefined);

@@ -37,6 +37,8 @@ const expectedScopes: Record<string, string> = {
   'GET /audit': 'audit:read',
   'GET /audit/verify': 'audit:read',
   'GET /metrics': 'metrics:read',
+  'GET /jobs/{id}': 'jobs:read',
+  'POST /keys/migrations': 'keys:rewrap',
 };
 
 const spec = parse(readFileSync(new URL('../../openapi.yaml', import.meta.url), 'utf8'));
@@ -58,6 +60,7 @@ t.test('every guarded route: no token → 401, wrong scope → 403, right scope 
     'POST /keys': { masterKey: { provider: 'local' } },
     'POST /keys/{id}/alt-names': { keyAltName: 'extra' },
     'POST /keys/rewrap': { filter: { keyAltNames: ['nothing-matches'] }, masterKey: { provider: 'local' } },
+    'POST /keys/migrations': { filter: { keyAltNames: ['nothing-matches'] }, masterKey: { provider: 'local' }, dryRun: true },
     'POST /documents/{ns}': { document: { name: 'a', ssn: 's', tenantKey: 'tenant-a' } },
     'POST /documents/{ns}/find': { filter: {} },
     'POST /documents/{ns}/count': { filter: {} },
@@ -88,7 +91,9 @@ t.test('every guarded route: no token → 401, wrong scope → 403, right scope 
     const [method, template] = operation.split(' ') as [string, string];
     const idParam = template.startsWith('/keys')
       ? '00000000-0000-4000-8000-000000000000'
-      : template.startsWith('/clients')
+      : template.startsWith('/jobs')
+        ? `job_${'0'.repeat(24)}`
+        : template.startsWith('/clients')
         ? `cl_${'0'.repeat(24)}`
         : '000000000000000000000000';
     const url = template.replace(/\{[a-zA-Z]+\}/g, (p) => (p === '{id}' ? idParam : params[p]!));

@@ -1,0 +1,64 @@
+/** Schemas of background jobs (GET /jobs/{id}) and of the master-key migration that starts one. */
+import { uuidSchema } from './common.js';
+
+export const jobSchema = {
+  $id: 'Job',
+  type: 'object',
+  description: 'A background operation: its state, progress and outcome.',
+  required: ['id', 'type', 'state', 'createdBy', 'params', 'progress', 'createdAt', 'updatedAt'],
+  properties: {
+    id: { type: 'string' },
+    type: { type: 'string' },
+    state: { type: 'string', enum: ['running', 'succeeded', 'failed', 'interrupted'], description: 'interrupted: its process stopped; start it again to resume.' },
+    createdBy: { type: 'string' },
+    params: { type: 'object', additionalProperties: true },
+    progress: {
+      type: 'object',
+      required: ['total', 'done', 'failed', 'phase'],
+      properties: { total: { type: 'integer' }, done: { type: 'integer' }, failed: { type: 'integer' }, phase: { type: 'string' } },
+    },
+    result: { type: 'object', additionalProperties: true },
+    error: { type: 'object', required: ['code'], properties: { code: { type: 'string' }, detail: { type: 'string' } } },
+    createdAt: { type: 'string', format: 'date-time' },
+    updatedAt: { type: 'string', format: 'date-time' },
+    finishedAt: { type: 'string', format: 'date-time' },
+  },
+} as const;
+
+export const jobParamsSchema = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: { type: 'string', pattern: '^job_[0-9a-f]{24}$' } },
+} as const;
+
+export const migrationBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['filter', 'masterKey'],
+  properties: {
+    filter: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'Which data keys to migrate (all conditions hold); e.g. {"provider": "local"} or {"masterKey": "<old CMK ARN>"}.',
+      properties: {
+        keyIds: { type: 'array', items: uuidSchema, minItems: 1, maxItems: 10000 },
+        keyAltNames: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 255 }, minItems: 1, maxItems: 10000 },
+        provider: { type: 'string', enum: ['local', 'aws'] },
+        masterKey: { type: 'string', pattern: '^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_+=.@-]+$' },
+      },
+    },
+    masterKey: { $ref: 'MasterKeyInput#' },
+    dryRun: { type: 'boolean', default: false, description: 'Only list the data keys it would migrate.' },
+  },
+} as const;
+
+export const migrationDryRunSchema = {
+  type: 'object',
+  required: ['dryRun', 'matched', 'keyIds', 'masterKey'],
+  properties: {
+    dryRun: { type: 'boolean', enum: [true] },
+    matched: { type: 'integer' },
+    keyIds: { type: 'array', items: uuidSchema },
+    masterKey: { type: 'object', additionalProperties: { type: 'string' } },
+  },
+} as const;
