@@ -25,6 +25,8 @@ const schema = {
     LOCAL_MASTER_KEY_FILE: { type: 'string' },
     AWS_KMS_ENDPOINT: { type: 'string', pattern: '^https?://' },
     AWS_KMS_ALLOWED_KEYS: { type: 'string', default: '' },
+    AWS_KMS_REPLICA_REGIONS: { type: 'string', pattern: '^([a-z0-9-]+(,[a-z0-9-]+)*)?$', default: '' },
+    AWS_KMS_REGION_ENDPOINTS: { type: 'string', pattern: '^([a-z0-9-]+=https?://[^,]+(,[a-z0-9-]+=https?://[^,]+)*)?$', default: '' },
     AWS_ACCESS_KEY_ID: { type: 'string' },
     AWS_SECRET_ACCESS_KEY: { type: 'string' },
     AWS_SESSION_TOKEN: { type: 'string' },
@@ -75,6 +77,8 @@ interface RawEnv {
   LOCAL_MASTER_KEY_FILE?: string;
   AWS_KMS_ENDPOINT?: string;
   AWS_KMS_ALLOWED_KEYS: string;
+  AWS_KMS_REPLICA_REGIONS: string;
+  AWS_KMS_REGION_ENDPOINTS: string;
   AWS_ACCESS_KEY_ID?: string;
   AWS_SECRET_ACCESS_KEY?: string;
   AWS_SESSION_TOKEN?: string;
@@ -123,6 +127,8 @@ export interface Config {
       endpoint?: string;
       credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
       allowedKeys: string[];
+      replicaRegions: string[];
+      regionEndpoints: Record<string, string>;
     };
     timeoutMs: number;
     maxAttempts: number;
@@ -250,6 +256,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (providers.has('aws')) {
     const aws: NonNullable<Config['kms']['aws']> = {
       allowedKeys: raw.AWS_KMS_ALLOWED_KEYS.split(',').map((s) => s.trim()).filter(Boolean),
+      replicaRegions: raw.AWS_KMS_REPLICA_REGIONS.split(',').filter(Boolean),
+      regionEndpoints: Object.fromEntries(raw.AWS_KMS_REGION_ENDPOINTS.split(',').filter(Boolean).map((pair) => pair.split('=') as [string, string])),
     };
     if (raw.AWS_KMS_ENDPOINT !== undefined) aws.endpoint = raw.AWS_KMS_ENDPOINT;
     if ((raw.AWS_ACCESS_KEY_ID === undefined) !== (raw.AWS_SECRET_ACCESS_KEY === undefined)) {

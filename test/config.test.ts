@@ -57,7 +57,16 @@ t.test('the local master key can come from a file, raw or base64; only the KMS s
   t.throws(() => loadConfig({ ADMIN_TOKEN: base.ADMIN_TOKEN, KMS_PROVIDERS: 'aws' }), /AUDIT_HMAC_KEY/, 'without a local key the audit key must be given');
   const aws = loadConfig({ ADMIN_TOKEN: base.ADMIN_TOKEN, KMS_PROVIDERS: 'aws', AWS_KMS_ALLOWED_KEYS: 'arn:a, arn:b', AUDIT_HMAC_KEY: randomBytes(32).toString('base64') });
   t.equal(aws.kms.localMasterKey, undefined);
-  t.same(aws.kms.aws, { allowedKeys: ['arn:a', 'arn:b'] });
+  t.same(aws.kms.aws, { allowedKeys: ['arn:a', 'arn:b'], replicaRegions: [], regionEndpoints: {} });
+  const mrk = loadConfig({
+    ADMIN_TOKEN: base.ADMIN_TOKEN,
+    LOCAL_MASTER_KEY: base.LOCAL_MASTER_KEY,
+    KMS_PROVIDERS: 'local,aws',
+    AWS_KMS_REPLICA_REGIONS: 'us-west-2,eu-west-1',
+    AWS_KMS_REGION_ENDPOINTS: 'us-east-1=http://127.0.0.1:1,us-west-2=https://kms.us-west-2.amazonaws.com',
+  });
+  t.same(mrk.kms.aws?.replicaRegions, ['us-west-2', 'eu-west-1']);
+  t.same(mrk.kms.aws?.regionEndpoints, { 'us-east-1': 'http://127.0.0.1:1', 'us-west-2': 'https://kms.us-west-2.amazonaws.com' });
 });
 
 t.test('the process environment is never read', async (t) => {

@@ -15,6 +15,19 @@ export interface AwsKmsOptions {
   maxAttempts: number;
   /** How long the circuit stays open after KMS keeps failing, before one call tries again. */
   breakerResetMs: number;
+  /** Regions holding replicas of multi-region keys (mrk-…), tried in order when the key's own region is unavailable. */
+  replicaRegions?: string[];
+  /** Endpoint overrides by region (server configuration only). */
+  regionEndpoints?: Record<string, string>;
+}
+
+/** Multi-region keys share their id (mrk-…) across regions: the same key in another region. */
+function isMultiRegion(arn: string): boolean {
+  return /:key\/mrk-[0-9a-f]{32}$/.test(arn);
+}
+
+function inRegion(arn: string, region: string): string {
+  return arn.replace(/^(arn:aws[a-z-]*:kms:)[a-z0-9-]+(:)/, `$1${region}$2`);
 }
 
 const accessDenied = new Set([
@@ -63,7 +76,7 @@ export function createAwsKms(options: AwsKmsOptions): KmsProvider<AwsMasterKey> 
     if (client === undefined) {
       client = new KMSClient({
         region,
-        endpoint: options.endpoint,
+        endpoint: options.regionEndpoints?.[region] ?? options.endpoint,
         credentials: options.credentials,
         maxAttempts: options.maxAttempts,
         requestHandler: { connectionTimeout: Math.min(options.timeoutMs, 3000), requestTimeout: options.timeoutMs },
@@ -115,18 +128,35 @@ export function createAwsKms(options: AwsKmsOptions): KmsProvider<AwsMasterKey> 
     }
   }
 
+  /**
+   * Call KMS in the key's region; for a multi-region key, when that region is unavailable, call the
+   * same key in each replica region in turn (the regional-outage procedure). Refusals are final.
+   */
+  async function inAnyRegion<T>(masterKey: AwsMasterKey, command: (keyId: string) => EncryptCommand | DecryptCommand): Promise<T> {
+    const regions = isMultiRegion(masterKey.key)
+      ? [masterKey.region, ...(options.replicaRegions ?? []).filter((r) => r !== masterKey.region)]
+      : [masterKey.region];
+    let lastError: unknown;
+    for (const region of regions) {
+      try {
+        return await send<T>(region, command(inRegion(masterKey.key, region)));
+      } catch (err) {
+        if (!(isAppError(err) && err.code === 'KMS_UNAVAILABLE')) throw err;
+        lastError = err;
+      }
+    }
+    throw lastError;
+  }
+
   return {
     async wrap(masterKey, dataKey) {
-      const out = await send<{ CiphertextBlob?: Uint8Array }>(
-        masterKey.region,
-        new EncryptCommand({ KeyId: masterKey.key, Plaintext: dataKey }),
-      );
+      const out = await inAnyRegion<{ CiphertextBlob?: Uint8Array }>(masterKey, (KeyId) => new EncryptCommand({ KeyId, Plaintext: dataKey }));
       if (out.CiphertextBlob === undefined) throw new AppError('KMS_ERROR');
       return Buffer.from(out.CiphertextBlob);
     },
     async unwrap(masterKey, keyMaterial) {
       // KeyId makes KMS check the ciphertext belongs to the key the document names.
-      const out = await send<{ Plaintext?: Uint8Array }>(masterKey.region, new DecryptCommand({ CiphertextBlob: keyMaterial, KeyId: masterKey.key }));
+      const out = await inAnyRegion<{ Plaintext?: Uint8Array }>(masterKey, (KeyId) => new DecryptCommand({ CiphertextBlob: keyMaterial, KeyId }));
       if (out.Plaintext === undefined) throw new AppError('KMS_ERROR');
       const plaintext = Buffer.from(out.Plaintext);
       out.Plaintext.fill(0);

@@ -18,6 +18,8 @@ export default fp(
         timeoutMs: settings.timeoutMs,
         maxAttempts: settings.maxAttempts,
         breakerResetMs: settings.breakerResetMs,
+        replicaRegions: settings.aws.replicaRegions,
+        regionEndpoints: settings.aws.regionEndpoints,
       },
       allowedAwsKeys: settings.aws?.allowedKeys,
     }, app.metrics);
