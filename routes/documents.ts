@@ -18,6 +18,7 @@ import {
   insertResponseSchema,
   namespaceParamsSchema,
   replaceBodySchema,
+  rotationBodySchema,
   updateByIdBodySchema,
   updateWhereBodySchema,
   writeResultSchema,
@@ -25,6 +26,7 @@ import {
 import { parseDocumentId, type FindRequest, type ReadResult } from '../src/documents/documents-service.js';
 import { toEjson, type EjsonFormat } from '../src/ejson.js';
 import { AppError } from '../src/errors.js';
+import { keyIdToString, parseKeyId } from '../src/key-vault/key-document.js';
 import { itemError } from './item-results.js';
 
 const tags = ['documents'];
@@ -57,8 +59,15 @@ function parseQueryJson(text: string | undefined, what: string): unknown {
   }
 }
 
+type KeyRef = { keyId?: string; keyAltName?: string };
+
 export default async function documentRoutes(app: FastifyInstance) {
-  const { documents } = app;
+  const { documents, keyVault } = app;
+
+  async function resolveKey(ref: KeyRef): Promise<string> {
+    if (ref.keyId !== undefined) return keyIdToString((await keyVault.requireById(parseKeyId(ref.keyId)))._id.buffer);
+    return keyIdToString((await keyVault.resolveAltName(ref.keyAltName!)).buffer);
+  }
 
   app.post(
     '/documents/:ns',
@@ -213,6 +222,38 @@ export default async function documentRoutes(app: FastifyInstance) {
     async (request) => {
       const { ns } = request.params as NsParams;
       return documents.explain(ns, request.body as { document?: unknown; filter?: unknown });
+    },
+  );
+
+  app.post(
+    '/documents/:ns/rotations',
+    {
+      config: { scope: 'documents:{ns}:write', audit: 'documents.rotation' },
+      schema: {
+        tags,
+        security,
+        summary: 'Re-encrypt the fields of a collection from one data key to another, as a resumable background job',
+        description:
+          'Answers 202 with the job (Location: /jobs/{id}). Meanwhile writes use the new key and equality queries on deterministic fields match both keys; a verification pass checks nothing is left under the old key before the job succeeds. Starting it again resumes where it stopped.',
+        params: namespaceParamsSchema,
+        body: rotationBodySchema,
+        response: { 202: { $ref: 'Job#' }, ...writeErrors },
+      },
+    },
+    async (request, reply) => {
+      const { ns } = request.params as NsParams;
+      const body = request.body as { from: KeyRef; to: KeyRef; batchSize: number; maxDocsPerSecond: number };
+      const [fromKeyId, toKeyId] = await Promise.all([resolveKey(body.from), resolveKey(body.to)]);
+      if (fromKeyId === toKeyId) throw new AppError('INVALID_QUERY', 'from and to name the same data key.');
+      const [canDecrypt, canEncrypt] = await Promise.all([request.authorizeKeys('decrypt')([fromKeyId]), request.authorizeKeys('encrypt')([toKeyId])]);
+      if (!canDecrypt.has(fromKeyId) || !canEncrypt.has(toKeyId)) throw new AppError('FORBIDDEN', 'A rotation needs decrypt on the old key and encrypt on the new one.');
+      documents.encryptedFields(ns); // 404 for an unknown collection, before a job is started
+      request.auditDetails = { keyIds: [fromKeyId, toKeyId] };
+      const request_ = { fromKeyId, toKeyId, batchSize: body.batchSize, maxDocsPerSecond: body.maxDocsPerSecond };
+      const job = await app.jobs.start('documents.rotation', request.principal!.clientId, { namespace: ns, fromKeyId, toKeyId }, 0, (context) =>
+        documents.rotateDataKey(ns, request_, context),
+      );
+      return reply.code(202).header('location', `/jobs/${job.id}`).send(job);
     },
   );
 

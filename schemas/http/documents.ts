@@ -202,3 +202,26 @@ export const explainResponseSchema = {
     },
   },
 } as const;
+
+const keyRefSchema = {
+  type: 'object',
+  additionalProperties: false,
+  description: 'A data key by id or by alt name.',
+  oneOf: [{ required: ['keyId'] }, { required: ['keyAltName'] }],
+  properties: {
+    keyId: { type: 'string', pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' },
+    keyAltName: { type: 'string', minLength: 1, maxLength: 255 },
+  },
+} as const;
+
+export const rotationBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['from', 'to'],
+  properties: {
+    from: keyRefSchema,
+    to: keyRefSchema,
+    batchSize: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+    maxDocsPerSecond: { type: 'integer', minimum: 0, maximum: 100000, default: 0, description: 'Throttle; 0 means as fast as it goes.' },
+  },
+} as const;

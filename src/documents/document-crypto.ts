@@ -65,7 +65,12 @@ function readPointer(root: Record<string, unknown>, segments: string[]): unknown
  * Encrypt the given jobs in place. Every job's key is resolved and fetched before any field is
  * touched, so a missing key fails the whole document before it is half encrypted.
  */
-export async function encryptJobs(jobs: FieldJob[], keyVault: KeyVault, metrics: Metrics = noMetrics): Promise<void> {
+export async function encryptJobs(
+  jobs: FieldJob[],
+  keyVault: KeyVault,
+  metrics: Metrics = noMetrics,
+  successor: (keyId: string) => string = (keyId) => keyId,
+): Promise<void> {
   const keyIds: string[] = [];
   for (const job of jobs) {
     const { key } = job.node;
@@ -87,6 +92,8 @@ export async function encryptJobs(jobs: FieldJob[], keyVault: KeyVault, metrics:
       throw new Error(`unresolved key alt name at ${job.node.schemaPath}`);
     }
   }
+  // A key under rotation in this collection is replaced by its successor for every new write.
+  for (let i = 0; i < keyIds.length; i++) keyIds[i] = successor(keyIds[i]!);
   const ciphertexts: Binary[] = await keyVault.withDataKeys(keyIds, (keys) =>
     jobs.map((job, index) => {
       const id = keyIds[index]!;
@@ -109,12 +116,18 @@ export async function encryptJobs(jobs: FieldJob[], keyVault: KeyVault, metrics:
 }
 
 /** Encrypt a whole document in place according to a collection plan. */
-export async function encryptDocument(document: Record<string, unknown>, plan: ObjectNode | undefined, keyVault: KeyVault, metrics: Metrics = noMetrics): Promise<void> {
+export async function encryptDocument(
+  document: Record<string, unknown>,
+  plan: ObjectNode | undefined,
+  keyVault: KeyVault,
+  metrics: Metrics = noMetrics,
+  successor?: (keyId: string) => string,
+): Promise<void> {
   if (plan === undefined) return;
-  await encryptJobs(collectJobs(document, plan, '', document), keyVault, metrics);
+  await encryptJobs(collectJobs(document, plan, '', document), keyVault, metrics, successor);
 }
 
-interface FoundCiphertext {
+export interface FoundCiphertext {
   parent: Record<string, unknown> | unknown[];
   name: string | number;
   path: string;
@@ -122,7 +135,7 @@ interface FoundCiphertext {
   parsed: ParsedPayload | undefined;
 }
 
-function findCiphertexts(value: unknown, path: string, document: number, out: FoundCiphertext[], parent?: FoundCiphertext['parent'], name?: string | number): void {
+export function findCiphertexts(value: unknown, path: string, document: number, out: FoundCiphertext[], parent?: FoundCiphertext['parent'], name?: string | number): void {
   if (isCiphertext(value)) {
     let parsed: ParsedPayload | undefined;
     try {

@@ -15,13 +15,16 @@ import { noMetrics, type Metrics } from '../metrics/metrics.js';
 import { isPlainObject } from './bson-types.js';
 import { collectJobs, decryptDocuments, encryptDocument, encryptJobs, type FieldJob } from './document-crypto.js';
 import { listEncryptedPaths, type EncryptNode } from './encryption-plan.js';
+import type { KeyRotations } from './key-rotations.js';
 import { checkProjection, checkSort, planFilter, planUpdate, type EqualitySlot } from './query-rewriter.js';
+import { rotateDataKey, type RotationOptions } from './rotate-data-key.js';
 import type { CollectionSchema } from './schema-registry.js';
 
 export interface DocumentsServiceOptions {
   client: MongoClient;
   schemas: CollectionSchema[];
   keyVault: KeyVault;
+  rotations: KeyRotations;
   maxFindLimit: number;
   metrics?: Metrics;
 }
@@ -88,7 +91,7 @@ function cursorHash(request: FindRequest): string {
     .slice(0, 16);
 }
 
-export function createDocumentsService({ client, schemas, keyVault, maxFindLimit, metrics = noMetrics }: DocumentsServiceOptions) {
+export function createDocumentsService({ client, schemas, keyVault, rotations, maxFindLimit, metrics = noMetrics }: DocumentsServiceOptions) {
   const byNamespace = new Map(schemas.map((schema) => [schema.namespace, schema]));
 
   function schemaFor(namespace: string): CollectionSchema {
@@ -102,28 +105,43 @@ export function createDocumentsService({ client, schemas, keyVault, maxFindLimit
     return client.db(schema.db).collection(schema.collection, { writeConcern: { w: 'majority', journal: true } });
   }
 
-  /** Replace each equality slot's value by its deterministic ciphertext (static keys only). */
-  async function encryptSlots(slots: EqualitySlot[]): Promise<void> {
+  /** New writes use the successor of a key under rotation in this collection. */
+  async function successorOf(schema: CollectionSchema): Promise<(keyId: string) => string> {
+    const successions = await rotations.successions(schema.namespace);
+    return (keyId) => successions.get(keyId)?.toKeyId ?? keyId;
+  }
+
+  /**
+   * Replace each equality slot's value by its deterministic ciphertext (static keys only). While a
+   * key of the collection is being rotated, a value matches its ciphertext under either key.
+   */
+  async function encryptSlots(schema: CollectionSchema, slots: EqualitySlot[]): Promise<void> {
     if (slots.length === 0) return;
+    const successions = await rotations.successions(schema.namespace);
     const ids = slots.map((slot) => {
       if (slot.node.key.kind !== 'id') throw new Error(`deterministic field ${slot.path} without a static key`);
       return slot.node.key.id;
     });
-    const ciphertexts = await keyVault.withDataKeys(ids, (keys) =>
-      slots.map((slot, i) => {
-        const key = keys.get(ids[i]!);
-        if (!(key instanceof Buffer)) throw key ?? new AppError('KEY_NOT_FOUND');
-        return encryptValue(slot.container[slot.key as never], new UUID(ids[i]!).buffer, key, 'deterministic');
-      }),
-    );
-    slots.forEach((slot, i) => {
-      (slot.container as Record<string | number, unknown>)[slot.key] = ciphertexts[i];
+    const variants = ids.map((id) => {
+      const next = successions.get(id);
+      if (next === undefined) return [id];
+      return next.state === 'running' ? [id, next.toKeyId] : [next.toKeyId];
     });
+    const ciphertexts = await keyVault.withDataKeys(variants.flat(), (keys) =>
+      slots.map((slot, i) =>
+        variants[i]!.map((id) => {
+          const key = keys.get(id);
+          if (!(key instanceof Buffer)) throw key ?? new AppError('KEY_NOT_FOUND');
+          return encryptValue(slot.container[slot.key as never], new UUID(id).buffer, key, 'deterministic');
+        }),
+      ),
+    );
+    slots.forEach((slot, i) => matchAny(slot, ciphertexts[i]!));
   }
 
   async function prepareFilter(schema: CollectionSchema, filterJson: unknown): Promise<Record<string, unknown>> {
     const filter = asDocument(fromEjson(filterJson ?? {}), 'A filter');
-    await encryptSlots(planFilter(filter, schema.plan));
+    await encryptSlots(schema, planFilter(filter, schema.plan));
     return filter;
   }
 
@@ -137,7 +155,7 @@ export function createDocumentsService({ client, schemas, keyVault, maxFindLimit
     const document = asDocument(fromEjson(json), 'A document');
     validate(schema, document);
     if (document._id === undefined) document._id = new ObjectId();
-    await encryptDocument(document, schema.plan, keyVault, metrics);
+    await encryptDocument(document, schema.plan, keyVault, metrics, await successorOf(schema));
     return document;
   }
 
@@ -163,7 +181,7 @@ export function createDocumentsService({ client, schemas, keyVault, maxFindLimit
     const pointerJobs = jobsFor(set, {}).filter((job) => job.node.key.kind === 'pointer');
 
     if (pointerJobs.length === 0) {
-      await encryptJobs(jobsFor(set, {}), keyVault, metrics);
+      await encryptJobs(jobsFor(set, {}), keyVault, metrics, await successorOf(schema));
       const result = await (many ? collection.updateMany(filter, update) : collection.updateOne(filter, update)).catch(mapServerError);
       return { matched: result.matchedCount, modified: result.modifiedCount };
     }
@@ -193,7 +211,7 @@ export function createDocumentsService({ client, schemas, keyVault, maxFindLimit
     for (const { root, guard, ids } of groups.values()) {
       // A fresh copy per group: encryption replaces values in place.
       const copy = asDocument(fromEjson(updateJson), 'An update');
-      await encryptJobs(jobsFor(copy.$set as Record<string, unknown>, root), keyVault, metrics);
+      await encryptJobs(jobsFor(copy.$set as Record<string, unknown>, root), keyVault, metrics, await successorOf(schema));
       const result = await collection.updateMany({ _id: { $in: ids as never[] }, ...guard }, copy).catch(mapServerError);
       matched += result.matchedCount;
       modified += result.modifiedCount;
@@ -309,7 +327,7 @@ export function createDocumentsService({ client, schemas, keyVault, maxFindLimit
       }
       document._id = id;
       validate(schema, document);
-      await encryptDocument(document, schema.plan, keyVault, metrics);
+      await encryptDocument(document, schema.plan, keyVault, metrics, await successorOf(schema));
       const result = await collectionOf(schema).replaceOne({ _id: id as never }, document).catch(mapServerError);
       if (result.matchedCount === 0) throw new AppError('DOCUMENT_NOT_FOUND');
       return { matched: result.matchedCount, modified: result.modifiedCount };
@@ -362,11 +380,39 @@ export function createDocumentsService({ client, schemas, keyVault, maxFindLimit
       };
     },
 
+    /** Start re-encrypting a collection's fields from one data key to another, as a job. */
+    async rotateDataKey(
+      namespace: string,
+      request: { fromKeyId: string; toKeyId: string; batchSize: number; maxDocsPerSecond: number },
+      context: { jobId: string; report: RotationOptions['report']; signal: AbortSignal },
+    ) {
+      const schema = schemaFor(namespace);
+      return rotateDataKey({ namespace, collection: collectionOf(schema), keyVault, rotations, ...request, ...context });
+    },
+
     /** The encrypted fields of a collection, for documentation and explain. */
     encryptedFields(namespace: string) {
       return listEncryptedPaths(schemaFor(namespace).plan).map(({ path, node }) => ({ path, algorithm: node.algorithm }));
     },
   };
+}
+
+/** Make an equality slot match any of several ciphertexts (a value under an old and a new key). */
+function matchAny(slot: EqualitySlot, ciphertexts: unknown[]): void {
+  const { container, key } = slot;
+  if (ciphertexts.length === 1 || Array.isArray(container)) {
+    (container as Record<string | number, unknown>)[key] = ciphertexts[0];
+    if (Array.isArray(container)) container.push(...ciphertexts.slice(1));
+    return;
+  }
+  const record = container as Record<string, unknown>;
+  if (key === '$eq' || key === '$ne') {
+    const into = key === '$eq' ? '$in' : '$nin';
+    delete record[key];
+    record[into] = [...((record[into] as unknown[] | undefined) ?? []), ...ciphertexts];
+    return;
+  }
+  record[key] = { $in: ciphertexts };
 }
 
 function readDotted(root: Record<string, unknown>, path: string): unknown {

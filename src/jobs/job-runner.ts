@@ -10,7 +10,7 @@ import { toJobView } from './job-store.js';
 type Progress = JobRecord['progress'];
 
 export interface JobWork {
-  (context: { report(progress: Progress): Promise<void>; signal: AbortSignal }): Promise<{ progress: Progress; result: Record<string, unknown> }>;
+  (context: { jobId: string; report(progress: Progress): Promise<void>; signal: AbortSignal }): Promise<{ progress: Progress; result: Record<string, unknown> }>;
 }
 
 export function createJobRunner(options: { store: JobStore; onFinished?: (job: { id: string; type: string; createdBy: string; ok: boolean; result?: Record<string, unknown>; code?: string }) => Promise<void>; logError(err: unknown, id: string): void }) {
@@ -30,7 +30,7 @@ export function createJobRunner(options: { store: JobStore; onFinished?: (job: {
       heartbeat.unref();
       const run = (async () => {
         try {
-          const { progress, result } = await work({ report, signal: controller.signal });
+          const { progress, result } = await work({ jobId: job._id, report, signal: controller.signal });
           await store.finish(job._id, { result }, progress);
           await options.onFinished?.({ id: job._id, type, createdBy, ok: true, result });
         } catch (err) {

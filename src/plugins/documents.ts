@@ -2,6 +2,7 @@ import fp from 'fastify-plugin';
 import { UUID } from 'bson';
 import { createDocumentsService, type DocumentsService } from '../documents/documents-service.js';
 import { readSchemaDirectory, resolveSchemaKeys } from '../documents/schema-registry.js';
+import { createKeyRotations, type RotationRecord } from '../documents/key-rotations.js';
 import { keyIdToString } from '../key-vault/key-document.js';
 
 declare module 'fastify' {
@@ -32,7 +33,8 @@ export default fp(
         return new Set(found.map((doc) => keyIdToString(doc._id.buffer)));
       },
     });
-    app.decorate('documents', createDocumentsService({ client: app.mongo.client, schemas, keyVault, maxFindLimit: config.maxFindLimit, metrics: app.metrics }));
+    const rotations = createKeyRotations(app.mongo.client.db(config.keyVault.db).collection<RotationRecord>('__rotations', { writeConcern: { w: 'majority', journal: true } }));
+    app.decorate('documents', createDocumentsService({ client: app.mongo.client, schemas, keyVault, rotations, maxFindLimit: config.maxFindLimit, metrics: app.metrics }));
     if (schemas.length > 0) app.log.info({ collections: schemas.map((s) => s.namespace) }, 'collection schemas loaded');
   },
   { name: 'documents', dependencies: ['config', 'metrics', 'mongodb', 'key-vault'] },

@@ -23,6 +23,7 @@ const expectedScopes: Record<string, string> = {
   'POST /documents/{ns}/explain': 'documents:{ns}:read',
   'POST /documents/{ns}/update': 'documents:{ns}:write',
   'POST /documents/{ns}/delete': 'documents:{ns}:write',
+  'POST /documents/{ns}/rotations': 'documents:{ns}:write',
   'GET /documents/{ns}/{id}': 'documents:{ns}:read',
   'PATCH /documents/{ns}/{id}': 'documents:{ns}:write',
   'PUT /documents/{ns}/{id}': 'documents:{ns}:write',
