@@ -20,6 +20,15 @@ t.test('every configuration variable is in the README and in .env.example', asyn
   }
 });
 
+t.test('the README has a curl example for every path of openapi.yaml', async (t) => {
+  const { parse } = await import('yaml');
+  const spec = parse(readFileSync(new URL('../openapi.yaml', import.meta.url), 'utf8'));
+  for (const path of Object.keys(spec.paths)) {
+    const pattern = path.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\\?\{[a-zA-Z]+\\?\}/g, '[^ /`"?]+');
+    t.match(readme, new RegExp(`localhost:8080${pattern}([ ?"'\`]|$)`, 'm'), `an example for ${path}`);
+  }
+});
+
 t.test('the README opens with the two commands, and CI runs the test one', async (t) => {
   const ci = readFileSync(new URL('../.ci/run', import.meta.url), 'utf8');
   t.match(readme, /^# .+\n\n```sh\nnpm run local .*\nnpm test .*\n```/);
