@@ -21,6 +21,11 @@ import { parseMasterKey, type MasterKey } from '../src/kms/master-key.js';
 import { keyIdToString, parseKeyId, storedMasterKey, toKeyView } from '../src/key-vault/key-document.js';
 
 type MasterKeyInput = { provider: string; key?: string; region?: string };
+type KeySelection = { keyIds?: string[]; keyAltNames?: string[]; provider?: MasterKey['provider']; masterKey?: string };
+
+function selectorOf(filter: KeySelection) {
+  return { keyIds: filter.keyIds?.map(parseKeyId), keyAltNames: filter.keyAltNames, provider: filter.provider, masterKeyArn: filter.masterKey };
+}
 const key = { $ref: 'Key#' };
 const security = [{ bearerAuth: [] }];
 const tags = ['keys'];
@@ -109,13 +114,13 @@ export default async function keyRoutes(app: FastifyInstance) {
     },
     async (request, reply) => {
       const { filter, masterKey: input, dryRun } = request.body as {
-        filter: { keyIds?: string[]; keyAltNames?: string[]; provider?: MasterKey['provider']; masterKey?: string };
+        filter: KeySelection;
         masterKey: MasterKeyInput;
         dryRun: boolean;
       };
       const masterKey = parseMasterKey(input);
       app.kms.checkUsable(masterKey);
-      const selector = { keyIds: filter.keyIds?.map(parseKeyId), keyAltNames: filter.keyAltNames, provider: filter.provider, masterKeyArn: filter.masterKey };
+      const selector = selectorOf(filter);
       const keyIds = await keyVault.planMigration(selector, request.authorizeKeys());
       request.auditDetails = { keyIds };
       if (dryRun) return { dryRun: true, matched: keyIds.length, keyIds, masterKey: storedMasterKey(masterKey) };
@@ -252,16 +257,11 @@ export default async function keyRoutes(app: FastifyInstance) {
     },
     async (request) => {
       const { filter, masterKey } = request.body as {
-        filter: { keyIds?: string[]; keyAltNames?: string[]; provider?: MasterKey['provider']; masterKey?: string };
+        filter: KeySelection;
         masterKey: MasterKeyInput;
       };
       const result = await keyVault.rewrap(
-        {
-          keyIds: filter.keyIds?.map(parseKeyId),
-          keyAltNames: filter.keyAltNames,
-          provider: filter.provider,
-          masterKeyArn: filter.masterKey,
-        },
+        selectorOf(filter),
         parseMasterKey(masterKey),
         request.authorizeKeys(),
       );

@@ -1,5 +1,6 @@
 /** Schemas of background jobs (GET /jobs/{id}) and of the master-key migration that starts one. */
 import { uuidSchema } from './common.js';
+import { keySelectionSchema } from './keys.js';
 
 export const jobSchema = {
   $id: 'Job',
@@ -36,17 +37,7 @@ export const migrationBodySchema = {
   additionalProperties: false,
   required: ['filter', 'masterKey'],
   properties: {
-    filter: {
-      type: 'object',
-      additionalProperties: false,
-      description: 'Which data keys to migrate (all conditions hold); e.g. {"provider": "local"} or {"masterKey": "<old CMK ARN>"}.',
-      properties: {
-        keyIds: { type: 'array', items: uuidSchema, minItems: 1, maxItems: 10000 },
-        keyAltNames: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 255 }, minItems: 1, maxItems: 10000 },
-        provider: { type: 'string', enum: ['local', 'aws'] },
-        masterKey: { type: 'string', pattern: '^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:(key|alias)/[A-Za-z0-9/_+=.@-]+$' },
-      },
-    },
+    filter: keySelectionSchema,
     masterKey: { $ref: 'MasterKeyInput#' },
     dryRun: { type: 'boolean', default: false, description: 'Only list the data keys it would migrate.' },
   },

@@ -107,22 +107,25 @@ export const addAltNameBodySchema = {
   properties: { keyAltName: keyAltNameSchema },
 } as const;
 
+/** Which data keys an operation applies to; all conditions must hold, an empty filter selects every key. */
+export const keySelectionSchema = {
+  type: 'object',
+  additionalProperties: false,
+  description: 'Which data keys; all conditions must hold. An empty filter selects every key.',
+  properties: {
+    keyIds: { type: 'array', items: uuidSchema, minItems: 1, maxItems: 10000 },
+    keyAltNames: { type: 'array', items: keyAltNameSchema, minItems: 1, maxItems: 10000 },
+    provider: { type: 'string', enum: ['local', 'aws'] },
+    masterKey: { ...arnSchema, description: 'Only keys now wrapped by this AWS master key.' },
+  },
+} as const;
+
 export const rewrapBodySchema = {
   type: 'object',
   additionalProperties: false,
   required: ['filter', 'masterKey'],
   properties: {
-    filter: {
-      type: 'object',
-      additionalProperties: false,
-      description: 'Which data keys to rewrap; all conditions must hold. An empty filter selects every key.',
-      properties: {
-        keyIds: { type: 'array', items: uuidSchema, minItems: 1, maxItems: 10000 },
-        keyAltNames: { type: 'array', items: keyAltNameSchema, minItems: 1, maxItems: 10000 },
-        provider: { type: 'string', enum: ['local', 'aws'] },
-        masterKey: { ...arnSchema, description: 'Only keys now wrapped by this AWS master key.' },
-      },
-    },
+    filter: keySelectionSchema,
     masterKey: { $ref: 'MasterKeyInput#' },
   },
 } as const;
