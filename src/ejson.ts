@@ -2,7 +2,7 @@
  * Values cross the HTTP boundary as MongoDB Extended JSON v2. Input may be relaxed or canonical;
  * plain JSON numbers keep the type a driver would give them (int32, int64, else double).
  */
-import { BSON, EJSON, Long } from 'bson';
+import { BSON, Double, EJSON, Long } from 'bson';
 import { AppError } from './errors.js';
 
 export type EjsonFormat = 'relaxed' | 'canonical';
@@ -25,30 +25,73 @@ function fail(what: string): never {
   throw new AppError('INVALID_EXTENDED_JSON', `Malformed ${what}.`);
 }
 
+const INT64_LIMIT = 2 ** 63;
+
+/** A JavaScript Date holds ±8.64e15 ms around the epoch; beyond, bson would store 1970 instead. */
+const MAX_DATE_MS = 8.64e15;
+
+/** The keys each type wrapper may carry: anything else beside them would be silently dropped. */
+const wrapperKeys: Record<string, string[]> = {
+  $numberInt: ['$numberInt'],
+  $numberLong: ['$numberLong'],
+  $numberDouble: ['$numberDouble'],
+  $numberDecimal: ['$numberDecimal'],
+  $date: ['$date'],
+  $oid: ['$oid'],
+  $symbol: ['$symbol'],
+  $timestamp: ['$timestamp'],
+  $regularExpression: ['$regularExpression'],
+  $minKey: ['$minKey'],
+  $maxKey: ['$maxKey'],
+  $undefined: ['$undefined'],
+  $uuid: ['$uuid'],
+  $binary: ['$binary', '$type'],
+  $code: ['$code', '$scope'],
+  $regex: ['$regex', '$options'],
+};
+
 /**
  * The bson parser is lenient where a silent change of value would be data corruption:
  * `{"$numberInt": "abc"}` becomes 0 and `{"$date": "nope"}` an invalid date. Refuse those first.
  */
 function checkStrict(json: unknown, depth = 0): void {
   if (depth > 100) throw new AppError('INVALID_EXTENDED_JSON', 'The value is nested too deeply.');
+  // A plain integer between 2^53 and 2^63 would become an int64 whose digits JSON.parse already
+  // rounded: refused. (Beyond 2^63 it is a double, as drivers read it.)
+  if (typeof json === 'number' && Number.isInteger(json) && !Number.isSafeInteger(json) && Math.abs(json) <= INT64_LIMIT) {
+    throw new AppError('INVALID_EXTENDED_JSON', 'An integer beyond 2^53 must be sent as {"$numberLong": "..."} (or {"$numberDouble": "..."}).');
+  }
   if (json === null || typeof json !== 'object') return;
   if (Array.isArray(json)) {
     for (const item of json) checkStrict(item, depth + 1);
     return;
   }
   const obj = json as Record<string, unknown>;
+  const keys = Object.keys(obj);
+  for (const key of keys) {
+    const allowed = Object.hasOwn(wrapperKeys, key) ? wrapperKeys[key] : undefined;
+    if (allowed !== undefined && keys.some((k) => !allowed.includes(k))) fail(`${key} (extra keys beside it)`);
+  }
+  if (('$minKey' in obj && obj.$minKey !== 1) || ('$maxKey' in obj && obj.$maxKey !== 1)) fail('$minKey/$maxKey');
   if ('$numberInt' in obj) {
     const text = obj.$numberInt;
     const n = typeof text === 'string' && INT32.test(text) ? Number(text) : NaN;
     if (!Number.isInteger(n) || n < -2147483648 || n > 2147483647) throw new AppError('INVALID_EXTENDED_JSON', 'Malformed $numberInt.');
   }
-  if ('$numberDouble' in obj && (typeof obj.$numberDouble !== 'string' || !DOUBLE.test(obj.$numberDouble))) fail('$numberDouble');
+  if ('$numberDouble' in obj) {
+    const text = obj.$numberDouble;
+    if (typeof text !== 'string' || !DOUBLE.test(text)) fail('$numberDouble');
+    if (!Number.isFinite(Number(text)) && !/^-?Infinity$|^NaN$/.test(text)) fail('$numberDouble (out of range)');
+  }
   if ('$numberLong' in obj && !isInt64(obj.$numberLong)) fail('$numberLong');
   if ('$date' in obj) {
     const date = obj.$date as unknown;
     if (typeof date === 'string' && (!ISO_DATE.test(date) || Number.isNaN(Date.parse(date)))) fail('$date');
-    if (typeof date === 'object' && date !== null && !isInt64((date as { $numberLong?: unknown }).$numberLong)) fail('$date');
-    if (typeof date === 'number' && !Number.isSafeInteger(date)) fail('$date');
+    if (typeof date === 'object' && date !== null) {
+      const ms = (date as { $numberLong?: unknown }).$numberLong;
+      if (!isInt64(ms) || Math.abs(Number(ms)) > MAX_DATE_MS) fail('$date (out of range)');
+    }
+    if (typeof date === 'number' && (!Number.isSafeInteger(date) || Math.abs(date) > MAX_DATE_MS)) fail('$date (out of range)');
   }
   if ('$binary' in obj) {
     const binary = obj.$binary as { base64?: unknown; subType?: unknown } | string;
@@ -84,14 +127,21 @@ const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** Relaxed output writes int64 as a JSON number; beyond 2^53 that would lose digits, so keep those canonical. */
 function keepLargeLongs(value: unknown): unknown {
-  if (value instanceof Long) {
+  // Exactly Long: Timestamp extends Long and has its own Extended JSON form.
+  if (value instanceof Long && (value as { _bsontype?: string })._bsontype === 'Long') {
     const n = value.toBigInt();
     return n > SAFE || n < -SAFE ? { $numberLong: n.toString() } : value;
+  }
+  // An integral double beyond 2^53 as a plain number would read back as an int64 (or be refused).
+  if ((value as { _bsontype?: string } | null)?._bsontype === 'Double') {
+    const n = (value as Double).valueOf();
+    return Number.isInteger(n) && !Number.isSafeInteger(n) ? { $numberDouble: String(n) } : value;
   }
   if (Array.isArray(value)) return value.map(keepLargeLongs);
   if (typeof value === 'object' && value !== null && !('_bsontype' in value) && !(value instanceof Date) && !(value instanceof RegExp)) {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = keepLargeLongs(v);
+    // defineProperty: a field named __proto__ is a field, not the object's prototype.
+    for (const [k, v] of Object.entries(value)) Object.defineProperty(out, k, { value: keepLargeLongs(v), enumerable: true, writable: true, configurable: true });
     return out;
   }
   return value;

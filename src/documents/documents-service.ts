@@ -12,7 +12,7 @@ import { AppError } from '../errors.js';
 import type { KeyAuthorizer } from '../encryption/encryption-service.js';
 import type { KeyVault } from '../key-vault/key-vault.js';
 import { noMetrics, type Metrics } from '../metrics/metrics.js';
-import { isPlainObject } from './bson-types.js';
+import { bsonTypeAlias, isPlainObject } from './bson-types.js';
 import { collectJobs, decryptDocuments, encryptDocument, encryptJobs, type FieldJob } from './document-crypto.js';
 import { listEncryptedPaths, type EncryptNode } from './encryption-plan.js';
 import type { KeyRotations } from './key-rotations.js';
@@ -50,7 +50,7 @@ export interface ReadResult {
 export type InsertResult = { ok: true; insertedId: unknown } | { ok: false; error: AppError };
 
 /** MongoDB's answers that mean the request was wrong, not the server. */
-const clientErrorCodes = new Set([2, 9, 14, 16, 28, 40, 52, 55, 56, 57, 66, 121, 10334, 16837, 17419]);
+const clientErrorCodes = new Set([2, 9, 14, 16, 28, 40, 52, 53, 55, 56, 57, 66, 121, 10334, 15998, 16837, 17419, 31395, 40352]);
 
 function mapServerError(err: unknown): never {
   if (err instanceof MongoServerError) {
@@ -58,6 +58,20 @@ function mapServerError(err: unknown): never {
     if (clientErrorCodes.has(err.code as number)) throw new AppError('INVALID_QUERY', 'The database refused the operation as malformed.', { cause: err });
   }
   throw err;
+}
+
+/**
+ * The filter for one document by id. `$eq` makes an id that looks like an operator ({"$ne": 1})
+ * a value to compare, never a query: the path names one document.
+ */
+function byId(id: unknown): Record<string, unknown> {
+  return { _id: { $eq: id } };
+}
+
+/** MongoDB refuses arrays, regexes and undefined as _id; so do we, with a 400 rather than a 500. */
+function checkId(id: unknown): void {
+  const type = bsonTypeAlias(id);
+  if (type === 'array' || type === 'regex' || type === 'undefined') throw new AppError('DOCUMENT_VALIDATION_FAILED', `_id cannot be of type ${type}.`);
 }
 
 /**
@@ -73,7 +87,9 @@ export function parseDocumentId(text: string): unknown {
     } catch {
       throw new AppError('INVALID_QUERY', 'The document id is not valid JSON.');
     }
-    return fromEjson(json);
+    const id = fromEjson(json);
+    checkId(id);
+    return id;
   }
   if (/^[0-9a-fA-F]{24}$/.test(text)) return new ObjectId(text);
   return text;
@@ -155,6 +171,7 @@ export function createDocumentsService({ client, schemas, keyVault, rotations, m
     const document = asDocument(fromEjson(json), 'A document');
     validate(schema, document);
     if (document._id === undefined) document._id = new ObjectId();
+    checkId(document._id);
     await encryptDocument(document, schema.plan, keyVault, metrics, await successorOf(schema));
     return document;
   }
@@ -268,7 +285,7 @@ export function createDocumentsService({ client, schemas, keyVault, rotations, m
 
     async findById(namespace: string, id: unknown, authorize?: KeyAuthorizer): Promise<ReadResult> {
       const schema = schemaFor(namespace);
-      const document = await collectionOf(schema).findOne({ _id: id as never });
+      const document = await collectionOf(schema).findOne(byId(id)).catch(mapServerError);
       if (document === null) throw new AppError('DOCUMENT_NOT_FOUND');
       return read([document], authorize);
     },
@@ -307,7 +324,7 @@ export function createDocumentsService({ client, schemas, keyVault, rotations, m
 
     async updateById(namespace: string, id: unknown, update: unknown) {
       const schema = schemaFor(namespace);
-      const result = await applyUpdate(schema, { _id: id }, update, false);
+      const result = await applyUpdate(schema, byId(id), update, false);
       if (result.matched === 0) throw new AppError('DOCUMENT_NOT_FOUND');
       return result;
     },
@@ -328,14 +345,14 @@ export function createDocumentsService({ client, schemas, keyVault, rotations, m
       document._id = id;
       validate(schema, document);
       await encryptDocument(document, schema.plan, keyVault, metrics, await successorOf(schema));
-      const result = await collectionOf(schema).replaceOne({ _id: id as never }, document).catch(mapServerError);
+      const result = await collectionOf(schema).replaceOne(byId(id), document).catch(mapServerError);
       if (result.matchedCount === 0) throw new AppError('DOCUMENT_NOT_FOUND');
       return { matched: result.matchedCount, modified: result.modifiedCount };
     },
 
     async deleteById(namespace: string, id: unknown): Promise<void> {
       const schema = schemaFor(namespace);
-      const result = await collectionOf(schema).deleteOne({ _id: id as never });
+      const result = await collectionOf(schema).deleteOne(byId(id)).catch(mapServerError);
       if (result.deletedCount === 0) throw new AppError('DOCUMENT_NOT_FOUND');
     },
 

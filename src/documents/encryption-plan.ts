@@ -112,7 +112,7 @@ function compileEncrypt(encrypt: unknown, inherited: Metadata, path: string): En
     if (!['bsonType', 'algorithm', 'keyId', 'keyAltName'].includes(field)) throw new SchemaError(path, `unknown encrypt option "${field}"`);
   }
   const algorithmName = encrypt.algorithm ?? inherited.algorithm;
-  const algorithm = typeof algorithmName === 'string' ? algorithmNames[algorithmName] : undefined;
+  const algorithm = typeof algorithmName === 'string' && Object.hasOwn(algorithmNames, algorithmName) ? algorithmNames[algorithmName] : undefined;
   if (algorithm === undefined) {
     throw new SchemaError(path, `algorithm must be one of ${Object.keys(algorithmNames).join(', ')} (in encrypt or an encryptMetadata above)`);
   }
@@ -123,7 +123,7 @@ function compileEncrypt(encrypt: unknown, inherited: Metadata, path: string): En
   if (encrypt.bsonType !== undefined) {
     const names = Array.isArray(encrypt.bsonType) ? encrypt.bsonType : [encrypt.bsonType];
     bsonTypes = names.map((name) => {
-      const type = typeof name === 'string' ? bsonTypeAliases[name] : undefined;
+      const type = typeof name === 'string' && Object.hasOwn(bsonTypeAliases, name) ? bsonTypeAliases[name] : undefined;
       if (type === undefined) throw new SchemaError(path, `bsonType "${String(name)}" cannot be encrypted`);
       if (!algorithmAllowsType(algorithm, type)) throw new SchemaError(path, `${algorithm} encryption does not support bsonType "${String(name)}"`);
       return type;

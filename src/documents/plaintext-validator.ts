@@ -24,7 +24,7 @@ function project(value: unknown, originals: Originals): unknown {
   }
   if (isPlainObject(value)) {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = project(v, originals);
+    for (const [k, v] of Object.entries(value)) Object.defineProperty(out, k, { value: project(v, originals), enumerable: true, writable: true, configurable: true });
     originals.set(out, value);
     return out;
   }

@@ -25,6 +25,14 @@ export type PathTarget =
   /** A path that goes inside an encrypted value. */
   | { kind: 'inside'; node: EncryptNode; encryptedPath: string };
 
+/** A field path: dot-separated non-empty names, none starting with $ (operators are not paths). */
+export function checkPath(path: string, what: string): void {
+  const segments = path.split('.');
+  if (path.length > 1024 || segments.some((s) => s === '' || s.startsWith('$'))) {
+    throw new AppError('INVALID_QUERY', `${what}: "${path.slice(0, 100)}" is not a valid field path.`);
+  }
+}
+
 export function resolvePath(plan: ObjectNode | undefined, path: string): PathTarget {
   let node: PlanNode | undefined = plan;
   const segments = path.split('.');
@@ -122,6 +130,7 @@ export function planFilter(filter: unknown, plan: ObjectNode | undefined, slots:
       continue;
     }
     if (key.startsWith('$')) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${key} is not allowed.`);
+    checkPath(key, 'filter');
     const target = resolvePath(plan, key);
     switch (target.kind) {
       case 'plain':
@@ -148,6 +157,7 @@ export function checkSort(sort: unknown, plan: ObjectNode | undefined): void {
   for (const [path, direction] of Object.entries(sort)) {
     if (direction !== 1 && direction !== -1) throw new AppError('INVALID_QUERY', `Sort direction of ${path} must be 1 or -1.`);
     if (path.startsWith('$')) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${path} is not allowed in a sort.`);
+    checkPath(path, 'sort');
     const target = resolvePath(plan, path);
     if (target.kind === 'encrypted') refuseOnEncrypted(path, target.node, 'sorting');
     if (target.kind === 'inside') refuseOnEncrypted(target.encryptedPath, target.node, `sorting on ${path}`);
@@ -163,6 +173,9 @@ export function checkProjection(projection: unknown, plan: ObjectNode | undefine
       throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `Projection of ${path} must be 0, 1, true or false.`);
     }
     if (path.startsWith('$')) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${path} is not allowed in a projection.`);
+    checkPath(path, 'projection');
+    // A trailing $ is the positional projection operator.
+    if (path.endsWith('$')) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `Positional projection is not allowed (${path}).`);
     if (path !== '_id') modes.add(include === 1 || include === true);
     const target = resolvePath(plan, path);
     if (target.kind === 'inside') refuseOnEncrypted(target.encryptedPath, target.node, `projecting ${path} inside it`);
@@ -191,6 +204,7 @@ export function planUpdate(update: unknown, plan: ObjectNode | undefined): Updat
     for (const path of Object.keys(fields)) {
       if (path === '_id' || path.startsWith('_id.')) throw new AppError('INVALID_QUERY', '_id cannot be updated.');
       if (path.startsWith('$') || path.includes('.$') || path === '') throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `Positional or operator paths are not allowed (${path}).`);
+      checkPath(path, op);
       if (touched.has(path)) throw new AppError('INVALID_QUERY', `${path} is updated twice.`);
       touched.add(path);
       const target = resolvePath(plan, path);

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
-import ajvFormats from 'ajv-formats';
 import type { Config } from '../config.js';
+import { AppError, toProblem } from '../errors.js';
+import { buildValidator } from './validators.js';
 import configPlugin from './config.js';
 import errorsPlugin from './errors.js';
 import swaggerPlugin from './swagger.js';
@@ -82,10 +83,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     return503OnClosing: true,
-    ajv: {
-      // Never strip unknown fields silently: a request with one is refused instead.
-      customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false },
-      plugins: [ajvFormats as never],
+    schemaController: { compilersFactory: { buildValidator: buildValidator as never } },
+    // Key alt names of up to 255 characters, URL-encoded, fit in a path parameter.
+    maxParamLength: 3100,
+    // Errors Fastify meets before routing (a malformed URL): a problem document like any other.
+    frameworkErrors: (_error, request, reply) => {
+      const problem = toProblem(new AppError('VALIDATION_FAILED', 'The URL is malformed or too long.'), request.id);
+      void (reply as unknown as { code(n: number): { type(t: string): { send(b: unknown): unknown } } }).code(400).type('application/problem+json').send(problem);
     },
   });
   // JSON only: a text body would reach schemas as a string and fail with a confusing message.

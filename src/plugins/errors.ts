@@ -36,7 +36,7 @@ export function toAppError(err: unknown): AppError {
     // ajv's messages name the path and the rule, never the value.
     return new AppError('VALIDATION_FAILED', `${e.validationContext ?? 'request'}${e.message.replace(/^[a-z]+/, '')}`);
   }
-  const mapped = e?.code ? fastifyCodes[e.code] : undefined;
+  const mapped = e?.code && Object.hasOwn(fastifyCodes, e.code) ? fastifyCodes[e.code] : undefined;
   if (mapped) return new AppError(mapped);
   if (err instanceof SyntaxError || (e?.statusCode === 400 && /JSON|prototype|constructor/i.test(e.message))) {
     return new AppError('INVALID_JSON');
