@@ -45,6 +45,15 @@ export default fp(
 
     app.addHook('preHandler', async (request) => {
       if (request.routeOptions.config.audit === undefined) return;
+      // Document operations record the encrypted field paths of their collection (never values).
+      const ns = (request.params as { ns?: string } | undefined)?.ns;
+      if (ns !== undefined && request.auditDetails === undefined) {
+        try {
+          request.auditDetails = { paths: app.documents.encryptedFields(ns).map((field) => field.path) };
+        } catch {
+          // An unknown collection: the handler answers 404, with nothing to record.
+        }
+      }
       try {
         await audit.append({ ...base(request), outcome: 'started' });
       } catch (err) {
@@ -75,5 +84,5 @@ export default fp(
       }
     });
   },
-  { name: 'audit', dependencies: ['config', 'mongodb', 'auth'] },
+  { name: 'audit', dependencies: ['config', 'mongodb', 'auth', 'documents'] },
 );

@@ -52,3 +52,14 @@ t.test('fail closed: with the audit store down, operations answer 503 and nothin
   const live = await h.app.inject({ method: 'GET', url: '/health/live' });
   t.equal(live.statusCode, 200, 'health probes are not audited');
 });
+
+t.test('document operations record the collection and its encrypted field paths, never values', async (t) => {
+  const { createDocumentsApp } = await import('../helpers/documents.js');
+  const h = await createDocumentsApp(t);
+  await h.call('POST', `/documents/${h.ns}`, { document: { name: 'x', tenantKey: 'tenant-a', ssn: 'CANARY-audit-ssn' } });
+  const events = (await h.call('GET', '/audit?action=documents.insert')).json().items as { outcome: string; collection: string; paths: string[] }[];
+  const done = events.find((e) => e.outcome === 'succeeded')!;
+  t.equal(done.collection, h.ns);
+  t.ok(done.paths.includes('ssn') && done.paths.includes('medical.diagnosis'));
+  t.notMatch(JSON.stringify(events), /CANARY/);
+});
