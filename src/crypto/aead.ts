@@ -72,3 +72,65 @@ export function aeadDecrypt(key: Uint8Array, ciphertext: Uint8Array, ad: Uint8Ar
     throw new AeadError();
   }
 }
+
+export interface AeadItem {
+  ciphertext: Uint8Array;
+  ad: Uint8Array;
+}
+
+/**
+ * Decrypt many ciphertexts under one key, as aeadDecrypt would one by one, much faster: every tag
+ * is verified first (per item, in constant time), then all authenticated bodies go through ONE
+ * AES-256-ECB decipher call and the CBC chaining is undone here. Node's per-call cost of a cipher
+ * (a few µs) otherwise dominates a document with many encrypted fields. Each item yields its
+ * plaintext or an AeadError; padding is checked only after authentication, so it is no oracle.
+ */
+export function aeadDecryptMany(key: Uint8Array, items: AeadItem[]): (Buffer | AeadError)[] {
+  const { macKey, encKey } = splitKey(key);
+  const results: (Buffer | AeadError)[] = new Array(items.length);
+  const accepted: number[] = [];
+  let bodyBytes = 0;
+  items.forEach(({ ciphertext, ad }, i) => {
+    const length = ciphertext.length;
+    if (length < MIN_CIPHERTEXT_LENGTH || (length - IV_LENGTH - TAG_LENGTH) % BLOCK !== 0) {
+      results[i] = new AeadError();
+      return;
+    }
+    const body = ciphertext.subarray(0, length - TAG_LENGTH);
+    const expected = computeTag(macKey, ad, body, adBitLength(ad));
+    if (!timingSafeEqual(expected, ciphertext.subarray(length - TAG_LENGTH))) {
+      results[i] = new AeadError();
+      return;
+    }
+    accepted.push(i);
+    bodyBytes += length - IV_LENGTH - TAG_LENGTH;
+  });
+  if (accepted.length === 0) return results;
+
+  const bodies = Buffer.allocUnsafe(bodyBytes);
+  let offset = 0;
+  for (const i of accepted) {
+    const c = items[i]!.ciphertext;
+    bodies.set(c.subarray(IV_LENGTH, c.length - TAG_LENGTH), offset);
+    offset += c.length - IV_LENGTH - TAG_LENGTH;
+  }
+  const decipher = createDecipheriv('aes-256-ecb', encKey, null);
+  decipher.setAutoPadding(false);
+  const blocks = Buffer.concat([decipher.update(bodies), decipher.final()]);
+  bodies.fill(0);
+
+  offset = 0;
+  for (const i of accepted) {
+    const c = items[i]!.ciphertext;
+    const n = c.length - IV_LENGTH - TAG_LENGTH;
+    // CBC: plaintext block k = D(C_k) xor C_(k-1), with C_(-1) the IV: the ciphertext byte 16 before.
+    for (let b = 0; b < n; b++) blocks[offset + b]! ^= c[b]!;
+    const pad = blocks[offset + n - 1]!;
+    let padOk = pad >= 1 && pad <= BLOCK;
+    for (let b = 1; padOk && b <= pad; b++) padOk = blocks[offset + n - b] === pad;
+    results[i] = padOk ? Buffer.from(blocks.subarray(offset, offset + n - pad)) : new AeadError();
+    offset += n;
+  }
+  blocks.fill(0);
+  return results;
+}

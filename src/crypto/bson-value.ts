@@ -51,8 +51,18 @@ export function encodeValue(value: unknown): EncodedValue {
   return { type: doc[4]!, bytes: doc.subarray(6, doc.length - 1) };
 }
 
+// ignoreBOM: a leading U+FEFF is part of the value, not a byte-order mark to drop.
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 /** Rebuild a value from its type byte and bare bytes; throws if the bytes do not parse as that type. */
 export function decodeValue(type: number, bytes: Uint8Array): unknown {
+  // Strings are most encrypted fields: read them directly (length, UTF-8 checked, NUL) instead of
+  // framing a document for the general parser.
+  if (type === BsonType.string) {
+    const length = bytes.length >= 5 ? Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).readInt32LE(0) : -1;
+    if (length !== bytes.length - 4 || bytes[bytes.length - 1] !== 0) throw new Error('not a BSON string');
+    return strictUtf8.decode(bytes.subarray(4, bytes.length - 1));
+  }
   const doc = Buffer.alloc(bytes.length + 7);
   doc.writeInt32LE(doc.length, 0);
   doc[4] = type;

@@ -4,7 +4,7 @@
  * The first 18 bytes are the AEAD's associated data, so the key id and the type are authenticated.
  */
 import { Binary } from 'bson';
-import { aeadDecrypt, aeadEncrypt, AeadError, MIN_CIPHERTEXT_LENGTH } from './aead.js';
+import { aeadDecrypt, aeadDecryptMany, aeadEncrypt, AeadError, MIN_CIPHERTEXT_LENGTH } from './aead.js';
 import { BsonType, bsonTypeName, decodeValue, encodeValue, type BsonTypeName } from './bson-value.js';
 
 export const ENCRYPTED_SUBTYPE = 6;
@@ -100,4 +100,47 @@ export function decryptPayload(parsed: ParsedPayload, key: Uint8Array): unknown 
   } catch {
     throw new AeadError();
   }
+}
+
+/**
+ * Decrypt many parsed payloads under one data key (see aeadDecryptMany); each yields its value or
+ * an AeadError.
+ */
+export function decryptPayloads(parsed: ParsedPayload[], key: Uint8Array): (unknown | AeadError)[] {
+  const plaintexts = aeadDecryptMany(
+    key,
+    parsed.map((p) => ({ ciphertext: p.ciphertext, ad: p.ad })),
+  );
+  return plaintexts.map((plaintext, i) => {
+    if (plaintext instanceof AeadError) return plaintext;
+    try {
+      return decodeValue(parsed[i]!.type, plaintext);
+    } catch {
+      return new AeadError();
+    } finally {
+      plaintext.fill(0);
+    }
+  });
+}
+
+/**
+ * Decrypt payloads under whatever data keys they name, one batch per key. `keyOf` gives the
+ * unwrapped key for a key id, or undefined when it is unavailable (that item is then undefined).
+ */
+export function decryptAll(parsed: ParsedPayload[], keyOf: (keyId: Buffer) => Uint8Array | undefined): (unknown | AeadError | undefined)[] {
+  const results: (unknown | AeadError | undefined)[] = new Array(parsed.length).fill(undefined);
+  const groups = new Map<string, number[]>();
+  parsed.forEach((p, i) => {
+    const id = p.keyId.toString('hex');
+    const group = groups.get(id);
+    if (group === undefined) groups.set(id, [i]);
+    else group.push(i);
+  });
+  for (const indexes of groups.values()) {
+    const key = keyOf(parsed[indexes[0]!]!.keyId);
+    if (key === undefined) continue;
+    const values = decryptPayloads(indexes.map((i) => parsed[i]!), key);
+    indexes.forEach((i, j) => (results[i] = values[j]));
+  }
+  return results;
 }

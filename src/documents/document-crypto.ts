@@ -5,7 +5,7 @@
  */
 import { UUID, type Binary } from 'bson';
 import { AeadError } from '../crypto/aead.js';
-import { decryptPayload, encryptValue, parsePayload, UnsupportedTypeError, type ParsedPayload } from '../crypto/fle-payload.js';
+import { decryptAll, encryptValue, parsePayload, UnsupportedTypeError, type ParsedPayload } from '../crypto/fle-payload.js';
 import { AppError, isAppError } from '../errors.js';
 import { keyIdToString } from '../key-vault/key-document.js';
 import type { KeyVault } from '../key-vault/key-vault.js';
@@ -181,19 +181,17 @@ export async function decryptDocuments(
     }
   }
   await keyVault.withDataKeys(ids, (keys) => {
+    for (const key of keys.values()) if (key instanceof AppError && key.code === 'KMS_UNAVAILABLE') throw key;
+    const parsed = found.flatMap((field) => (field.parsed ? [field.parsed] : []));
+    const values = decryptAll(parsed, (keyId) => {
+      const key = keys.get(keyIdToString(keyId));
+      return key instanceof Buffer ? key : undefined;
+    });
+    let next = 0;
     for (const field of found) {
-      let value: unknown = null;
-      const key = field.parsed ? keys.get(keyIdToString(field.parsed.keyId)) : undefined;
-      if (key instanceof AppError && key.code === 'KMS_UNAVAILABLE') throw key;
-      let ok = false;
-      if (field.parsed && key instanceof Buffer) {
-        try {
-          value = decryptPayload(field.parsed, key);
-          ok = true;
-        } catch (err) {
-          if (!(err instanceof AeadError)) throw err;
-        }
-      }
+      const decrypted = field.parsed ? values[next++] : undefined;
+      const ok = decrypted !== undefined && !(decrypted instanceof AeadError);
+      const value = ok ? decrypted : null;
       metrics.cryptoOperation('decrypt', field.parsed?.algorithm ?? 'unknown', ok ? 'ok' : 'error');
       if (!ok) {
         const paths = unreadable.get(field.document) ?? [];

@@ -4,7 +4,7 @@
  */
 import type { Binary, UUID } from 'bson';
 import { AeadError } from '../crypto/aead.js';
-import { decryptPayload, encryptValue, parsePayload, UnsupportedTypeError, type AlgorithmName, type ParsedPayload } from '../crypto/fle-payload.js';
+import { decryptAll, encryptValue, parsePayload, UnsupportedTypeError, type AlgorithmName, type ParsedPayload } from '../crypto/fle-payload.js';
 import { AppError, isAppError, type ErrorCode } from '../errors.js';
 import { keyIdToString } from '../key-vault/key-document.js';
 import type { KeyVault } from '../key-vault/key-vault.js';
@@ -151,18 +151,20 @@ export function createEncryptionService({ keyVault, metrics = noMetrics }: { key
         }
       });
       await keyVault.withDataKeys(wanted.filter((id) => allowed === undefined || allowed.has(id)), (keys) => {
-        parsed.forEach((p, index) => {
-          if (p === undefined) return;
+        const present = parsed.flatMap((p, index) => (p === undefined ? [] : [{ p, index }]));
+        const values = decryptAll(
+          present.map(({ p }) => p),
+          (keyId) => {
+            const key = keys.get(keyIdToString(keyId));
+            return key instanceof Buffer ? key : undefined;
+          },
+        );
+        present.forEach(({ p, index }, j) => {
           const key = keys.get(keyIdToString(p.keyId));
-          if (!(key instanceof Buffer)) {
-            results[index] = { ok: false, error: asDecryptError(key) };
-            return;
-          }
-          try {
-            results[index] = { ok: true, value: decryptPayload(p, key) };
-          } catch (err) {
-            results[index] = { ok: false, error: asDecryptError(err) };
-          }
+          const value = values[j];
+          if (!(key instanceof Buffer)) results[index] = { ok: false, error: asDecryptError(key) };
+          else if (value instanceof AeadError) results[index] = { ok: false, error: asDecryptError(value) };
+          else results[index] = { ok: true, value };
         });
       });
       count(metrics, 'decrypt', payloads.map((_, i) => ({ algorithm: algorithms[i], ok: results[i]?.ok === true })));
