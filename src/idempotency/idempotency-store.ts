@@ -15,16 +15,42 @@ export interface IdempotencyRecord {
   body?: string;
   createdAt: Date;
   expiresAt: Date;
+  /** A pending claim is held only this long: a request that died (its database gone, its process killed) does not block retries. */
+  pendingUntil?: Date;
 }
 
 export type Claim = { kind: 'claimed' } | { kind: 'replay'; status: number; contentType: string; body: string };
 
 const DUPLICATE_KEY = 11000;
+const RELEASE_RETRY_MS = 500;
 
-export function createIdempotencyStore(options: { collection: Collection<IdempotencyRecord>; ttlMs: number }) {
-  const { collection, ttlMs } = options;
+export function createIdempotencyStore(options: { collection: Collection<IdempotencyRecord>; ttlMs: number; pendingMs: number }) {
+  const { collection, ttlMs, pendingMs } = options;
   let indexes: Promise<void> | undefined;
   let inserts = 0;
+  // Claims whose request failed but whose release could not reach MongoDB: this process knows
+  // they are over, so it takes them over at once and keeps trying to delete them for the others.
+  const abandoned = new Map<string, number>();
+  let retryTimer: NodeJS.Timeout | undefined;
+
+  function retryReleases(): void {
+    retryTimer = undefined;
+    const now = Date.now();
+    for (const [id, until] of abandoned) if (until < now) abandoned.delete(id);
+    if (abandoned.size === 0) return;
+    void Promise.all(
+      [...abandoned.keys()].map((id) =>
+        collection.deleteOne({ _id: id, state: 'pending' }).then(
+          () => abandoned.delete(id),
+          () => undefined,
+        ),
+      ),
+    ).then(scheduleReleases);
+  }
+
+  function scheduleReleases(): void {
+    if (retryTimer === undefined && abandoned.size > 0) retryTimer = setTimeout(retryReleases, RELEASE_RETRY_MS).unref();
+  }
 
   function ensureIndexes(): Promise<void> {
     // A TTL index where the server has them (FerretDB has not: expiry is also checked on read).
@@ -49,7 +75,14 @@ export function createIdempotencyStore(options: { collection: Collection<Idempot
       for (let attempt = 0; attempt < 3; attempt++) {
         const now = new Date();
         try {
-          await collection.insertOne({ _id: id, hash, state: 'pending', createdAt: now, expiresAt: new Date(now.getTime() + ttlMs) });
+          await collection.insertOne({
+            _id: id,
+            hash,
+            state: 'pending',
+            createdAt: now,
+            expiresAt: new Date(now.getTime() + ttlMs),
+            pendingUntil: new Date(now.getTime() + pendingMs),
+          });
           if (++inserts % 100 === 0) void collection.deleteMany({ expiresAt: { $lt: now } }).catch(() => undefined);
           return { kind: 'claimed' };
         } catch (err) {
@@ -62,7 +95,15 @@ export function createIdempotencyStore(options: { collection: Collection<Idempot
           continue;
         }
         if (existing.hash !== hash) throw new AppError('IDEMPOTENCY_KEY_REUSED');
-        if (existing.state === 'pending') throw new AppError('IDEMPOTENCY_IN_PROGRESS');
+        if (existing.state === 'pending') {
+          // Its request failed here, or outlived any request's time limit (it died): take it over.
+          if (abandoned.has(id) || (existing.pendingUntil !== undefined && existing.pendingUntil < now)) {
+            abandoned.delete(id);
+            await collection.deleteOne({ _id: id, state: 'pending', createdAt: existing.createdAt });
+            continue;
+          }
+          throw new AppError('IDEMPOTENCY_IN_PROGRESS');
+        }
         return { kind: 'replay', status: existing.status!, contentType: existing.contentType!, body: existing.body! };
       }
       throw new AppError('IDEMPOTENCY_IN_PROGRESS');
@@ -75,7 +116,18 @@ export function createIdempotencyStore(options: { collection: Collection<Idempot
 
     /** Forget a claim whose request failed on the server side, so a retry runs again. */
     async release(id: string): Promise<void> {
-      await collection.deleteOne({ _id: id, state: 'pending' });
+      try {
+        await collection.deleteOne({ _id: id, state: 'pending' });
+      } catch (err) {
+        abandoned.set(id, Date.now() + pendingMs);
+        scheduleReleases();
+        throw err;
+      }
+    },
+
+    close(): void {
+      clearTimeout(retryTimer);
+      retryTimer = undefined;
     },
   };
 }

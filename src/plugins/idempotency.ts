@@ -19,8 +19,10 @@ export default fp(
         writeConcern: { w: 'majority', journal: true },
       }),
       ttlMs: app.config.idempotencyTtlMs,
+      pendingMs: app.config.requestTimeoutMs + 5_000,
     });
     app.decorateRequest('idempotencyId', undefined);
+    app.addHook('onClose', async () => store.close());
 
     app.addHook('preHandler', async (request, reply) => {
       const key = request.headers['idempotency-key'];
