@@ -45,7 +45,7 @@ export interface AuditLogOptions {
   /** At least 32 bytes. Every chain in the collection must be keyed by it for verify() to pass. */
   hmacKey: Buffer;
   chainId: string;
-  /** How long append() may take in all, retries included, before it gives up (default 5000). */
+  /** How long append() may take in all, queueing and retries included, before it gives up (default 5000). */
   timeoutMs?: number;
 }
 
@@ -298,9 +298,11 @@ export function createAuditLog({ collection, hmacKey, chainId, timeoutMs = DEFAU
     return { seq: last.seq, hmac: last.hmac };
   }
 
-  async function appendNow(event: AuditEvent): Promise<AuditRecord> {
+  async function appendNow(event: AuditEvent, deadline: number): Promise<AuditRecord> {
     const fields = readEvent(event);
-    const deadline = Date.now() + timeoutMs;
+    // Time spent queued behind other appends counts: in an outage a burst fails together, in about
+    // timeoutMs, instead of each request waiting for the timeouts of all the appends before it.
+    if (Date.now() >= deadline) throw new AppError('AUDIT_UNAVAILABLE', undefined, { cause: new Error(`audit append timed out in its queue after ${timeoutMs} ms`) });
     let stalled = 0;
     for (let attempt = 1; ; attempt++) {
       let seq = 0;
@@ -348,7 +350,13 @@ export function createAuditLog({ collection, hmacKey, chainId, timeoutMs = DEFAU
      * operation that did not happen, never the reverse.
      */
     append(event: AuditEvent): Promise<AuditRecord> {
-      return serialised(() => appendNow(event));
+      const deadline = Date.now() + timeoutMs;
+      return serialised(() => appendNow(event, deadline));
+    },
+
+    /** Wait until every append queued so far has settled (before the clients close, on shutdown). */
+    async flush(): Promise<void> {
+      await queue;
     },
 
     /**

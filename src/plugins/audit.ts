@@ -28,7 +28,12 @@ export default fp(
       collection: app.mongo.auditClient.db(settings.db).collection<AuditRecord>(settings.collection),
       hmacKey: settings.hmacKey,
       chainId: settings.chainId,
+      // No longer than the database gets to answer: an outage fails appends fast, not in queue.
+      timeoutMs: app.config.serverSelectionTimeoutMs + 1000,
     });
+    // Outcome events of requests answered just before a shutdown are written before the clients
+    // close (onClose hooks run in reverse order of registration: this one before mongodb's).
+    app.addHook('onClose', async () => audit.flush());
     app.decorate('audit', audit);
     app.decorateRequest('auditStarted', false);
     app.decorateRequest('auditDetails', undefined);
