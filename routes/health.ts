@@ -40,7 +40,12 @@ export default async function healthRoutes(app: FastifyInstance) {
     },
     async () => {
       const clients = [...new Set([app.mongo.client, app.mongo.keyVaultClient, app.mongo.auditClient])];
-      await Promise.all(clients.map((client) => client.db('admin').command({ ping: 1 })));
+      try {
+        await Promise.all(clients.map((client) => client.db('admin').command({ ping: 1 })));
+      } catch (err) {
+        // Whatever way the ping fails, the database is not there for this instance.
+        throw new AppError('DATABASE_UNAVAILABLE', undefined, { cause: err });
+      }
       if (!app.kms.isHealthy()) throw new AppError('KMS_UNAVAILABLE', 'KMS keeps failing.');
       return { status: 'ok', mongodb: 'ok', kms: 'ok' };
     },

@@ -47,6 +47,7 @@ export const errorCodes = {
   KMS_ERROR: { status: 502, title: 'The key management service failed.' },
   KMS_UNAVAILABLE: { status: 503, title: 'The key management service is unavailable.' },
   DATABASE_UNAVAILABLE: { status: 503, title: 'The database is unavailable.' },
+  SHUTTING_DOWN: { status: 503, title: 'This instance is shutting down: retry (another instance will answer).' },
   OVERLOADED: { status: 503, title: 'The service is overloaded: retry shortly.' },
   AUDIT_UNAVAILABLE: { status: 503, title: 'The audit trail cannot be written, so nothing was done.' },
 } as const satisfies Record<string, { status: number; title: string }>;
@@ -59,6 +60,7 @@ const retryAfterSeconds: Partial<Record<ErrorCode, number>> = {
   DATABASE_UNAVAILABLE: 5,
   AUDIT_UNAVAILABLE: 5,
   OVERLOADED: 2,
+  SHUTTING_DOWN: 1,
 };
 
 export class AppError extends Error {

@@ -82,15 +82,25 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     requestIdHeader: false,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
-    return503OnClosing: true,
+    // Requests that arrive while closing get the service's own problem+json 503 (hook below).
+    return503OnClosing: false,
     schemaController: { compilersFactory: { buildValidator: buildValidator as never } },
     // Key alt names of up to 255 characters, URL-encoded, fit in a path parameter.
-    maxParamLength: 3100,
+    routerOptions: { maxParamLength: 3100 },
     // Errors Fastify meets before routing (a malformed URL): a problem document like any other.
     frameworkErrors: (_error, request, reply) => {
       const problem = toProblem(new AppError('VALIDATION_FAILED', 'The URL is malformed or too long.'), request.id);
       void (reply as unknown as { code(n: number): { type(t: string): { send(b: unknown): unknown } } }).code(400).type('application/problem+json').send(problem);
     },
+  });
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async (_request, reply) => {
+    if (!closing) return;
+    reply.header('connection', 'close');
+    throw new AppError('SHUTTING_DOWN');
   });
   // JSON only: a text body would reach schemas as a string and fail with a confusing message.
   app.removeContentTypeParser('text/plain');

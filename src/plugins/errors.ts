@@ -18,8 +18,14 @@ const fastifyCodes: Record<string, ErrorCode> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'INVALID_JSON',
 };
 
+/** Socket errors Node raises directly when a connection dies mid-command. */
+const networkCodes = new Set(['EPIPE', 'ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'ERR_STREAM_DESTROYED', 'ERR_STREAM_WRITE_AFTER_END']);
+
 function isDatabaseOutage(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
   return (
+    (typeof code === 'string' && networkCodes.has(code)) ||
+    /socket has been ended by the other party/.test((err as Error)?.message ?? '') ||
     err instanceof MongoNetworkError ||
     err instanceof MongoServerSelectionError ||
     err instanceof MongoNotConnectedError ||
@@ -49,6 +55,9 @@ export function toAppError(err: unknown): AppError {
   return new AppError('INTERNAL_ERROR', undefined, { cause: err });
 }
 
+/** Refusals by design (load shedding, shutdown): nothing failed, so no stack in the error log. */
+const SHED: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['OVERLOADED', 'SHUTTING_DOWN']);
+
 /**
  * Every error leaves as application/problem+json with a stable code. Details of server-side
  * failures go to the log only; client errors are logged by code, without their input.
@@ -59,7 +68,8 @@ export default fp(
     app.setErrorHandler(async (err, request, reply) => {
       const error = toAppError(err);
       request.errorCode = error.code;
-      if (error.status >= 500) request.log.error({ err: error.cause ?? err, code: error.code }, 'request failed');
+      if (SHED.has(error.code)) request.log.warn({ code: error.code }, 'request shed');
+      else if (error.status >= 500) request.log.error({ err: error.cause ?? err, code: error.code }, 'request failed');
       else request.log.info({ code: error.code }, 'request rejected');
       const retryAfter = retryAfterFor(error.code);
       if (retryAfter !== undefined) reply.header('retry-after', String(retryAfter));

@@ -18,7 +18,7 @@ export default fp(
       .db(config.keyVault.db)
       .collection<KeyDocument>(config.keyVault.collection, {
         readConcern: { level: 'majority' },
-        writeConcern: { w: 'majority' },
+        writeConcern: { w: 'majority', journal: true },
       });
     const cache = createDataKeyCache(config.dataKeyCache, app.metrics);
     const keyVault = createKeyVault({ collection, kms: app.kms, cache, altNameTtlMs: config.dataKeyCache.ttlMs });
