@@ -8,6 +8,7 @@
  * deterministic IV = HMAC-SHA-512(IV key, AD ‖ AL ‖ plaintext)[0..16]
  */
 import { createCipheriv, createDecipheriv, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { nativeAead, nativeDecryptMany } from './aead-native.js';
 
 export const KEY_LENGTH = 96;
 export const IV_LENGTH = 16;
@@ -78,6 +79,8 @@ export interface AeadItem {
   ad: Uint8Array;
 }
 
+export type AeadDecryptMany = (key: Uint8Array, items: AeadItem[]) => (Buffer | AeadError)[];
+
 /**
  * Decrypt many ciphertexts under one key, as aeadDecrypt would one by one, much faster: every tag
  * is verified first (per item, in constant time), then all authenticated bodies go through ONE
@@ -85,7 +88,7 @@ export interface AeadItem {
  * (a few µs) otherwise dominates a document with many encrypted fields. Each item yields its
  * plaintext or an AeadError; padding is checked only after authentication, so it is no oracle.
  */
-export function aeadDecryptMany(key: Uint8Array, items: AeadItem[]): (Buffer | AeadError)[] {
+export function aeadDecryptManyJs(key: Uint8Array, items: AeadItem[]): (Buffer | AeadError)[] {
   const { macKey, encKey } = splitKey(key);
   const results: (Buffer | AeadError)[] = new Array(items.length);
   const accepted: number[] = [];
@@ -133,4 +136,37 @@ export function aeadDecryptMany(key: Uint8Array, items: AeadItem[]): (Buffer | A
   }
   blocks.fill(0);
   return results;
+}
+
+/**
+ * aeadDecryptMany in C (native/aead_native.c): same checks, same results, about a tenth of the
+ * per-field cost. Plaintexts are views into one buffer per batch. Throws if the addon is not
+ * loaded; see `nativeAead`.
+ */
+export function aeadDecryptManyNative(key: Uint8Array, items: AeadItem[]): (Buffer | AeadError)[] {
+  if (key.length !== KEY_LENGTH) throw new RangeError(`AEAD key must be ${KEY_LENGTH} bytes`);
+  const plaintexts = nativeDecryptMany(key, items);
+  if (plaintexts === undefined) throw new Error('the native AEAD addon is not loaded');
+  return plaintexts.map((plaintext) => plaintext ?? new AeadError());
+}
+
+let preferNative = true;
+
+/**
+ * Choose whether aeadDecryptMany uses the native addon when it is loaded (the default) or always
+ * the pure-JS path. Returns whether the native one is now in use. Configuration decides; this
+ * module reads no environment.
+ */
+export function useNativeAead(prefer: boolean): boolean {
+  preferNative = prefer;
+  return nativeAeadInUse();
+}
+
+export function nativeAeadInUse(): boolean {
+  return preferNative && nativeAead.loaded;
+}
+
+/** Decrypt many items under one key: the native addon when loaded and chosen, else pure JS. */
+export function aeadDecryptMany(key: Uint8Array, items: AeadItem[]): (Buffer | AeadError)[] {
+  return nativeAeadInUse() ? aeadDecryptManyNative(key, items) : aeadDecryptManyJs(key, items);
 }

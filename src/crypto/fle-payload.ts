@@ -4,7 +4,7 @@
  * The first 18 bytes are the AEAD's associated data, so the key id and the type are authenticated.
  */
 import { Binary } from 'bson';
-import { aeadDecrypt, aeadDecryptMany, aeadEncrypt, AeadError, MIN_CIPHERTEXT_LENGTH } from './aead.js';
+import { aeadDecrypt, aeadDecryptMany, aeadEncrypt, AeadError, MIN_CIPHERTEXT_LENGTH, type AeadDecryptMany } from './aead.js';
 import { BsonType, bsonTypeName, decodeValue, encodeValue, type BsonTypeName } from './bson-value.js';
 
 export const ENCRYPTED_SUBTYPE = 6;
@@ -104,10 +104,10 @@ export function decryptPayload(parsed: ParsedPayload, key: Uint8Array): unknown 
 
 /**
  * Decrypt many parsed payloads under one data key (see aeadDecryptMany); each yields its value or
- * an AeadError.
+ * an AeadError. `decryptMany` picks an implementation (tests and benchmarks compare them).
  */
-export function decryptPayloads(parsed: ParsedPayload[], key: Uint8Array): (unknown | AeadError)[] {
-  const plaintexts = aeadDecryptMany(
+export function decryptPayloads(parsed: ParsedPayload[], key: Uint8Array, decryptMany: AeadDecryptMany = aeadDecryptMany): (unknown | AeadError)[] {
+  const plaintexts = decryptMany(
     key,
     parsed.map((p) => ({ ciphertext: p.ciphertext, ad: p.ad })),
   );
@@ -127,7 +127,11 @@ export function decryptPayloads(parsed: ParsedPayload[], key: Uint8Array): (unkn
  * Decrypt payloads under whatever data keys they name, one batch per key. `keyOf` gives the
  * unwrapped key for a key id, or undefined when it is unavailable (that item is then undefined).
  */
-export function decryptAll(parsed: ParsedPayload[], keyOf: (keyId: Buffer) => Uint8Array | undefined): (unknown | AeadError | undefined)[] {
+export function decryptAll(
+  parsed: ParsedPayload[],
+  keyOf: (keyId: Buffer) => Uint8Array | undefined,
+  decryptMany: AeadDecryptMany = aeadDecryptMany,
+): (unknown | AeadError | undefined)[] {
   const results: (unknown | AeadError | undefined)[] = new Array(parsed.length).fill(undefined);
   const groups = new Map<string, number[]>();
   parsed.forEach((p, i) => {
@@ -139,7 +143,7 @@ export function decryptAll(parsed: ParsedPayload[], keyOf: (keyId: Buffer) => Ui
   for (const indexes of groups.values()) {
     const key = keyOf(parsed[indexes[0]!]!.keyId);
     if (key === undefined) continue;
-    const values = decryptPayloads(indexes.map((i) => parsed[i]!), key);
+    const values = decryptPayloads(indexes.map((i) => parsed[i]!), key, decryptMany);
     indexes.forEach((i, j) => (results[i] = values[j]));
   }
   return results;

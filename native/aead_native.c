@@ -1,0 +1,166 @@
+/*
+ * Batch decryption for AEAD_AES_256_CBC_HMAC_SHA_512 (MongoDB CSFLE), called once per data key per
+ * document by src/crypto/aead-native.ts. Node's own crypto costs a few microseconds per HMAC call,
+ * which dominates a document of many small fields; here each field costs two SHA-512 blocks and one
+ * AES call. OpenSSL is the copy statically linked into (and exported by) the node binary.
+ *
+ * decryptMany(key, input, layout, out, results)
+ *   key     Uint8Array, at least 64 bytes: MAC key (32) | AES key (32) [| IV key, unused]
+ *   input   Uint8Array: item 0's AD, item 0's ciphertext, item 1's AD, ... back to back
+ *   layout  Int32Array(2n): AD length, ciphertext length of each item
+ *   out     Uint8Array, at least as long as input: plaintexts are written here
+ *   results Int32Array(2n): per item, offset in out and plaintext length, or -1 as length on failure
+ * ciphertext = IV (16) | AES-256-CBC(PKCS#7(P)) | HMAC-SHA-512(MAC key, AD | IV | S | AL)[0..32]
+ */
+#include <node_api.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <stdint.h>
+#include <string.h>
+
+#define KEY_HALF 32
+#define IV_LEN 16
+#define TAG_LEN 32
+#define BLOCK 16
+
+/* HMAC-SHA-512 (RFC 2104) keyed once per batch: the states after the ipad and opad blocks are
+ * copied for every item instead of being recomputed. SHA512_CTX is plain data, so a copy is exact. */
+typedef struct {
+  SHA512_CTX inner;
+  SHA512_CTX outer;
+} hmac_keyed;
+
+static void hmac_init(hmac_keyed *h, const uint8_t *key) {
+  uint8_t pad[SHA512_CBLOCK];
+  memset(pad, 0x36, sizeof pad);
+  for (int i = 0; i < KEY_HALF; i++) pad[i] ^= key[i];
+  SHA512_Init(&h->inner);
+  SHA512_Update(&h->inner, pad, sizeof pad);
+  memset(pad, 0x5c, sizeof pad);
+  for (int i = 0; i < KEY_HALF; i++) pad[i] ^= key[i];
+  SHA512_Init(&h->outer);
+  SHA512_Update(&h->outer, pad, sizeof pad);
+  OPENSSL_cleanse(pad, sizeof pad);
+}
+
+static void hmac_tag(const hmac_keyed *h, const uint8_t *ad, size_t ad_len, const uint8_t *iv_and_s, size_t len,
+                     uint8_t digest[SHA512_DIGEST_LENGTH]) {
+  uint8_t al[8];
+  uint64_t bits = (uint64_t)ad_len * 8;
+  for (int i = 7; i >= 0; i--, bits >>= 8) al[i] = (uint8_t)bits;
+  SHA512_CTX c = h->inner;
+  SHA512_Update(&c, ad, ad_len);
+  SHA512_Update(&c, iv_and_s, len);
+  SHA512_Update(&c, al, sizeof al);
+  SHA512_Final(digest, &c);
+  c = h->outer;
+  SHA512_Update(&c, digest, SHA512_DIGEST_LENGTH);
+  SHA512_Final(digest, &c);
+  OPENSSL_cleanse(&c, sizeof c);
+}
+
+static int typed_array(napi_env env, napi_value value, napi_typedarray_type want, void **data, size_t *length) {
+  napi_typedarray_type type;
+  napi_value buffer;
+  size_t offset;
+  if (napi_get_typedarray_info(env, value, &type, length, data, &buffer, &offset) != napi_ok || type != want) {
+    napi_throw_type_error(env, NULL, "decryptMany: wrong argument types");
+    return 0;
+  }
+  return 1;
+}
+
+/* Authenticate then decrypt one item into out (room for len - IV_LEN - TAG_LEN bytes). Returns the
+ * plaintext length, or -1. Padding is looked at only after the tag passed, so it is no oracle. */
+static int32_t decrypt_one(const hmac_keyed *mac, EVP_CIPHER_CTX *ecb, const uint8_t *ad, size_t ad_len,
+                           const uint8_t *ct, size_t len, uint8_t *out) {
+  if (len < IV_LEN + BLOCK + TAG_LEN || (len - IV_LEN - TAG_LEN) % BLOCK != 0) return -1;
+  size_t n = len - IV_LEN - TAG_LEN;
+  uint8_t digest[SHA512_DIGEST_LENGTH];
+  hmac_tag(mac, ad, ad_len, ct, IV_LEN + n, digest);
+  int tag_ok = CRYPTO_memcmp(digest, ct + IV_LEN + n, TAG_LEN) == 0;
+  OPENSSL_cleanse(digest, sizeof digest);
+  if (!tag_ok) return -1;
+  int written = 0;
+  if (EVP_DecryptUpdate(ecb, out, &written, ct + IV_LEN, (int)n) != 1 || (size_t)written != n) return -1;
+  /* CBC from ECB: plaintext block k = D(C_k) xor C_(k-1), C_(-1) being the IV, 16 bytes before. */
+  for (size_t b = 0; b < n; b++) out[b] ^= ct[b];
+  uint8_t pad = out[n - 1];
+  int pad_ok = pad >= 1 && pad <= BLOCK;
+  for (size_t b = 1; pad_ok && b <= pad; b++) pad_ok = out[n - b] == pad;
+  if (!pad_ok) {
+    OPENSSL_cleanse(out, n);
+    return -1;
+  }
+  return (int32_t)(n - pad);
+}
+
+static napi_value decrypt_many(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 5) {
+    napi_throw_type_error(env, NULL, "decryptMany: expected 5 arguments");
+    return NULL;
+  }
+  uint8_t *key, *input, *out;
+  int32_t *layout, *results;
+  size_t key_len, input_len, layout_len, out_len, results_len;
+  if (!typed_array(env, argv[0], napi_uint8_array, (void **)&key, &key_len) ||
+      !typed_array(env, argv[1], napi_uint8_array, (void **)&input, &input_len) ||
+      !typed_array(env, argv[2], napi_int32_array, (void **)&layout, &layout_len) ||
+      !typed_array(env, argv[3], napi_uint8_array, (void **)&out, &out_len) ||
+      !typed_array(env, argv[4], napi_int32_array, (void **)&results, &results_len)) {
+    return NULL;
+  }
+  if (key_len < 2 * KEY_HALF || layout_len % 2 != 0 || results_len != layout_len || out_len < input_len) {
+    napi_throw_range_error(env, NULL, "decryptMany: inconsistent argument sizes");
+    return NULL;
+  }
+  /* Every item must lie inside input; checked up front so no item is decrypted from a bad layout. */
+  size_t total = 0;
+  for (size_t i = 0; i < layout_len; i++) {
+    if (layout[i] < 0 || (size_t)layout[i] > input_len - total) {
+      napi_throw_range_error(env, NULL, "decryptMany: layout exceeds input");
+      return NULL;
+    }
+    total += (size_t)layout[i];
+  }
+
+  EVP_CIPHER_CTX *ecb = EVP_CIPHER_CTX_new();
+  if (ecb == NULL || EVP_DecryptInit_ex(ecb, EVP_aes_256_ecb(), NULL, key + KEY_HALF, NULL) != 1 ||
+      EVP_CIPHER_CTX_set_padding(ecb, 0) != 1) {
+    EVP_CIPHER_CTX_free(ecb);
+    napi_throw_error(env, NULL, "decryptMany: cipher setup failed");
+    return NULL;
+  }
+  hmac_keyed mac;
+  hmac_init(&mac, key);
+
+  size_t in_at = 0, out_at = 0;
+  for (size_t i = 0; i < layout_len / 2; i++) {
+    size_t ad_len = (size_t)layout[2 * i], ct_len = (size_t)layout[2 * i + 1];
+    const uint8_t *ad = input + in_at, *ct = ad + ad_len;
+    in_at += ad_len + ct_len;
+    int32_t length = decrypt_one(&mac, ecb, ad, ad_len, ct, ct_len, out + out_at);
+    results[2 * i] = (int32_t)out_at;
+    results[2 * i + 1] = length;
+    /* A body is shorter than its ciphertext, so out (as long as input) never overflows. */
+    if (length >= 0) out_at += ct_len - IV_LEN - TAG_LEN;
+  }
+
+  OPENSSL_cleanse(&mac, sizeof mac);
+  EVP_CIPHER_CTX_free(ecb);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_value fn;
+  if (napi_create_function(env, "decryptMany", NAPI_AUTO_LENGTH, decrypt_many, NULL, &fn) != napi_ok ||
+      napi_set_named_property(env, exports, "decryptMany", fn) != napi_ok) {
+    return NULL;
+  }
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

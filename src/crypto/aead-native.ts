@@ -1,0 +1,79 @@
+/**
+ * The optional native batch decryptor (native/aead_native.c, built by `npm run build:native`).
+ * Loading never throws: without a build, or with one this node cannot load, `nativeAead.loaded` is
+ * false and callers use the pure-JS path, which gives exactly the same results.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+interface Addon {
+  decryptMany(key: Uint8Array, input: Uint8Array, layout: Int32Array, out: Uint8Array, results: Int32Array): void;
+}
+
+export interface NativeAeadStatus {
+  loaded: boolean;
+  /** The addon file found (loaded or not), if any. */
+  path: string | undefined;
+  /** Why a file that exists did not load. */
+  error: Error | undefined;
+}
+
+// From src/crypto (tsx) and from dist/src/crypto (compiled) alike.
+const candidates = ['../../native/build/Release/aead_native.node', '../../../native/build/Release/aead_native.node'].map((relative) =>
+  fileURLToPath(new URL(relative, import.meta.url)),
+);
+
+function load(): { addon: Addon | undefined; status: NativeAeadStatus } {
+  const path = candidates.find((candidate) => existsSync(candidate));
+  if (path === undefined) return { addon: undefined, status: { loaded: false, path, error: undefined } };
+  try {
+    const addon = createRequire(import.meta.url)(path) as Addon;
+    if (typeof addon.decryptMany !== 'function') throw new Error('the addon exports no decryptMany');
+    return { addon, status: { loaded: true, path, error: undefined } };
+  } catch (err) {
+    return { addon: undefined, status: { loaded: false, path, error: err as Error } };
+  }
+}
+
+const { addon, status } = load();
+export const nativeAead: Readonly<NativeAeadStatus> = Object.freeze(status);
+
+export interface NativeItem {
+  ciphertext: Uint8Array;
+  ad: Uint8Array;
+}
+
+/**
+ * Verify and decrypt every item under one 96-byte key in one native call. Each result is the
+ * plaintext (a view into one buffer shared by the batch) or null for any failure. Undefined when
+ * the addon is not loaded.
+ */
+export function nativeDecryptMany(key: Uint8Array, items: readonly NativeItem[]): (Buffer | null)[] | undefined {
+  if (addon === undefined) return undefined;
+  const layout = new Int32Array(items.length * 2);
+  let total = 0;
+  items.forEach(({ ciphertext, ad }, i) => {
+    layout[2 * i] = ad.length;
+    layout[2 * i + 1] = ciphertext.length;
+    total += ad.length + ciphertext.length;
+  });
+  // One contiguous input: one boundary crossing for the whole batch instead of one per field.
+  const input = Buffer.allocUnsafeSlow(total);
+  let at = 0;
+  for (const { ciphertext, ad } of items) {
+    input.set(ad, at);
+    input.set(ciphertext, at + ad.length);
+    at += ad.length + ciphertext.length;
+  }
+  const out = Buffer.allocUnsafeSlow(total);
+  const results = new Int32Array(items.length * 2);
+  addon.decryptMany(key, input, layout, out, results);
+  const plaintexts: (Buffer | null)[] = new Array(items.length);
+  for (let i = 0; i < items.length; i++) {
+    const start = results[2 * i]!;
+    const length = results[2 * i + 1]!;
+    plaintexts[i] = length < 0 ? null : out.subarray(start, start + length);
+  }
+  return plaintexts;
+}
