@@ -79,7 +79,8 @@ export interface ParsedPayload {
 
 /** Split a subtype-6 payload into its parts without decrypting. Throws `AeadError` if malformed. */
 export function parsePayload(payload: Uint8Array): ParsedPayload {
-  const buf = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  // The driver already hands out Buffers; wrapping one again costs more than the rest of the parse.
+  const buf = Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
   if (buf.length < AD_LENGTH + MIN_CIPHERTEXT_LENGTH) throw new AeadError();
   const algorithm = buf[0] === 1 ? 'deterministic' : buf[0] === 2 ? 'random' : undefined;
   if (algorithm === undefined) throw new AeadError();
@@ -107,10 +108,8 @@ export function decryptPayload(parsed: ParsedPayload, key: Uint8Array): unknown 
  * an AeadError. `decryptMany` picks an implementation (tests and benchmarks compare them).
  */
 export function decryptPayloads(parsed: ParsedPayload[], key: Uint8Array, decryptMany: AeadDecryptMany = aeadDecryptMany): (unknown | AeadError)[] {
-  const plaintexts = decryptMany(
-    key,
-    parsed.map((p) => ({ ciphertext: p.ciphertext, ad: p.ad })),
-  );
+  // A parsed payload is already an AeadItem (ciphertext, ad): no per-field copy of the pair.
+  const plaintexts = decryptMany(key, parsed);
   return plaintexts.map((plaintext, i) => {
     if (plaintext instanceof AeadError) return plaintext;
     try {
@@ -121,6 +120,12 @@ export function decryptPayloads(parsed: ParsedPayload[], key: Uint8Array, decryp
       plaintext.fill(0);
     }
   });
+}
+
+function sameKeyId(a: Buffer, b: Buffer): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /**
@@ -134,11 +139,20 @@ export function decryptAll(
 ): (unknown | AeadError | undefined)[] {
   const results: (unknown | AeadError | undefined)[] = new Array(parsed.length).fill(undefined);
   const groups = new Map<string, number[]>();
+  // Fields of a document mostly share one key: compare with the last key id before hashing it.
+  let lastId: Buffer | undefined;
+  let lastGroup: number[] = [];
   parsed.forEach((p, i) => {
+    if (lastId !== undefined && sameKeyId(lastId, p.keyId)) {
+      lastGroup.push(i);
+      return;
+    }
     const id = p.keyId.toString('hex');
-    const group = groups.get(id);
-    if (group === undefined) groups.set(id, [i]);
-    else group.push(i);
+    let group = groups.get(id);
+    if (group === undefined) groups.set(id, (group = []));
+    group.push(i);
+    lastId = p.keyId;
+    lastGroup = group;
   });
   for (const indexes of groups.values()) {
     const key = keyOf(parsed[indexes[0]!]!.keyId);
