@@ -61,6 +61,7 @@ const retryAfterSeconds: Partial<Record<ErrorCode, number>> = {
   AUDIT_UNAVAILABLE: 5,
   OVERLOADED: 2,
   SHUTTING_DOWN: 1,
+  IDEMPOTENCY_IN_PROGRESS: 1,
 };
 
 export class AppError extends Error {

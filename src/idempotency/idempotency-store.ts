@@ -3,6 +3,7 @@
  * timeout gets the first answer again instead of a second key or document. Records are per client
  * and route; the same key with a different request body is refused.
  */
+import { randomUUID } from 'node:crypto';
 import { MongoServerError, type Collection } from 'mongodb';
 import { AppError } from '../errors.js';
 
@@ -17,6 +18,8 @@ export interface IdempotencyRecord {
   expiresAt: Date;
   /** A pending claim is held only this long: a request that died (its database gone, its process killed) does not block retries. */
   pendingUntil?: Date;
+  /** Names the claim, so an instance only ever releases or takes over a claim it knows is dead. */
+  token?: string;
 }
 
 export type Claim = { kind: 'claimed' } | { kind: 'replay'; status: number; contentType: string; body: string };
@@ -28,28 +31,35 @@ export function createIdempotencyStore(options: { collection: Collection<Idempot
   const { collection, ttlMs, pendingMs } = options;
   let indexes: Promise<void> | undefined;
   let inserts = 0;
-  // Claims whose request failed but whose release could not reach MongoDB: this process knows
-  // they are over, so it takes them over at once and keeps trying to delete them for the others.
-  const abandoned = new Map<string, number>();
+  // Claims of this process's requests, by id: their tokens.
+  const own = new Map<string, string>();
+  // Claims whose request failed here but which MongoDB may still hold (the release, or the claim's
+  // own insert, could not be confirmed): this process knows they are dead, so it takes them over at
+  // once and keeps trying to delete them for the other instances.
+  const abandoned = new Map<string, { token: string; until: number }>();
   let retryTimer: NodeJS.Timeout | undefined;
+
+  function abandon(id: string, token: string): void {
+    own.delete(id);
+    abandoned.set(id, { token, until: Date.now() + pendingMs });
+    if (retryTimer === undefined) retryTimer = setTimeout(retryReleases, RELEASE_RETRY_MS).unref();
+  }
 
   function retryReleases(): void {
     retryTimer = undefined;
     const now = Date.now();
-    for (const [id, until] of abandoned) if (until < now) abandoned.delete(id);
-    if (abandoned.size === 0) return;
-    void Promise.all(
-      [...abandoned.keys()].map((id) =>
-        collection.deleteOne({ _id: id, state: 'pending' }).then(
-          () => abandoned.delete(id),
-          () => undefined,
-        ),
+    for (const [id, { until }] of abandoned) if (until < now) abandoned.delete(id);
+    const attempts = [...abandoned].map(([id, { token }]) =>
+      collection.deleteOne({ _id: id, state: 'pending', token }).then(
+        () => {
+          if (abandoned.get(id)?.token === token) abandoned.delete(id);
+        },
+        () => undefined,
       ),
-    ).then(scheduleReleases);
-  }
-
-  function scheduleReleases(): void {
-    if (retryTimer === undefined && abandoned.size > 0) retryTimer = setTimeout(retryReleases, RELEASE_RETRY_MS).unref();
+    );
+    void Promise.all(attempts).then(() => {
+      if (retryTimer === undefined && abandoned.size > 0) retryTimer = setTimeout(retryReleases, RELEASE_RETRY_MS).unref();
+    });
   }
 
   function ensureIndexes(): Promise<void> {
@@ -74,6 +84,7 @@ export function createIdempotencyStore(options: { collection: Collection<Idempot
       await ensureIndexes();
       for (let attempt = 0; attempt < 3; attempt++) {
         const now = new Date();
+        const token = randomUUID();
         try {
           await collection.insertOne({
             _id: id,
@@ -82,11 +93,17 @@ export function createIdempotencyStore(options: { collection: Collection<Idempot
             createdAt: now,
             expiresAt: new Date(now.getTime() + ttlMs),
             pendingUntil: new Date(now.getTime() + pendingMs),
+            token,
           });
+          own.set(id, token);
           if (++inserts % 100 === 0) void collection.deleteMany({ expiresAt: { $lt: now } }).catch(() => undefined);
           return { kind: 'claimed' };
         } catch (err) {
-          if (!(err instanceof MongoServerError) || err.code !== DUPLICATE_KEY) throw err;
+          if (!(err instanceof MongoServerError) || err.code !== DUPLICATE_KEY) {
+            // The insert may have landed although its answer was lost: a claim nobody runs.
+            abandon(id, token);
+            throw err;
+          }
         }
         const existing = await collection.findOne({ _id: id });
         if (existing === null) continue;
@@ -97,7 +114,8 @@ export function createIdempotencyStore(options: { collection: Collection<Idempot
         if (existing.hash !== hash) throw new AppError('IDEMPOTENCY_KEY_REUSED');
         if (existing.state === 'pending') {
           // Its request failed here, or outlived any request's time limit (it died): take it over.
-          if (abandoned.has(id) || (existing.pendingUntil !== undefined && existing.pendingUntil < now)) {
+          const failedHere = existing.token !== undefined && abandoned.get(id)?.token === existing.token;
+          if (failedHere || (existing.pendingUntil !== undefined && existing.pendingUntil < now)) {
             abandoned.delete(id);
             await collection.deleteOne({ _id: id, state: 'pending', createdAt: existing.createdAt });
             continue;
@@ -111,16 +129,20 @@ export function createIdempotencyStore(options: { collection: Collection<Idempot
 
     /** Keep the answer for replays. */
     async complete(id: string, answer: { status: number; contentType: string; body: string }): Promise<void> {
-      await collection.updateOne({ _id: id }, { $set: { state: 'done', ...answer } });
+      const token = own.get(id);
+      own.delete(id);
+      await collection.updateOne({ _id: id, token }, { $set: { state: 'done', ...answer } });
     },
 
     /** Forget a claim whose request failed on the server side, so a retry runs again. */
     async release(id: string): Promise<void> {
+      const token = own.get(id);
+      if (token === undefined) return;
       try {
-        await collection.deleteOne({ _id: id, state: 'pending' });
+        await collection.deleteOne({ _id: id, state: 'pending', token });
+        own.delete(id);
       } catch (err) {
-        abandoned.set(id, Date.now() + pendingMs);
-        scheduleReleases();
+        abandon(id, token);
         throw err;
       }
     },

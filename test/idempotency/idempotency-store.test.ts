@@ -70,3 +70,40 @@ t.test('a claim whose release could not reach MongoDB is taken over here at once
   t.same(await store.claim('k3', 'h'), { kind: 'claimed' }, 'the same instance reruns its own failed request');
   t.equal(await collection.countDocuments({ _id: 'k3', state: 'pending' }), 1, 'one claim, owned again');
 });
+
+t.test('a claim whose insert landed but whose answer was lost does not block the retry', async (t) => {
+  const collection = await realCollection(t);
+  let loseNextAnswer = false;
+  const lossy = new Proxy(collection, {
+    get(target, name, receiver) {
+      if (name === 'insertOne' && loseNextAnswer) {
+        loseNextAnswer = false;
+        return async (...args: Parameters<typeof collection.insertOne>) => {
+          await target.insertOne(...args);
+          throw new Error('connection closed before the answer');
+        };
+      }
+      const value = Reflect.get(target, name, receiver);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  const store = createIdempotencyStore({ collection: lossy, ttlMs: 60_000, pendingMs: 60_000 });
+  const other = createIdempotencyStore({ collection, ttlMs: 60_000, pendingMs: 60_000 });
+  t.teardown(() => store.close());
+
+  loseNextAnswer = true;
+  await t.rejects(store.claim('k4', 'h'), /before the answer/);
+  t.same(await store.claim('k4', 'h'), { kind: 'claimed' }, 'the same instance reruns the request at once');
+  await store.complete('k4', { status: 201, contentType: 'application/json', body: '{}' });
+  t.same(await other.claim('k4', 'h'), { kind: 'replay', status: 201, contentType: 'application/json', body: '{}' }, 'and its answer is kept');
+
+  // Another instance's live claim is never removed by this one's clean-up.
+  loseNextAnswer = true;
+  await t.rejects(store.claim('k5', 'h'), /before the answer/);
+  await collection.deleteOne({ _id: 'k5' }); // as if the lost insert had not landed after all
+  t.same(await other.claim('k5', 'h'), { kind: 'claimed' }, 'another instance claims the key');
+  await new Promise((resolve) => setTimeout(resolve, 1200)); // background clean-ups run meanwhile
+  t.equal(await collection.countDocuments({ _id: 'k5', state: 'pending' }), 1, "the other instance's claim is intact");
+  await t.rejects(store.claim('k5', 'h'), { code: 'IDEMPOTENCY_IN_PROGRESS' }, 'and this instance waits for it');
+});
+

@@ -35,6 +35,10 @@ t.test('Idempotency-Key: a retried request gets the first answer, not a second k
   );
   const statuses = concurrent.map((r) => r.statusCode).sort();
   t.ok(statuses.every((s) => s === 201 || s === 409), `concurrent retries: ${statuses}`);
+  for (const busy of concurrent.filter((r) => r.statusCode === 409)) {
+    t.equal(busy.json().code, 'IDEMPOTENCY_IN_PROGRESS');
+    t.equal(busy.headers['retry-after'], '1', 'a retry still running says when to try again');
+  }
   t.equal(await h.mongo.db(h.keyVaultDb).collection('employees').countDocuments({ name: 'race' }), 1, 'at most one insert happened');
 
   const other = await h.call('POST', '/clients', { name: 'other', grants: [{ scope: 'keys:write' }] });
