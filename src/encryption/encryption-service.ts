@@ -67,10 +67,15 @@ function count(metrics: Metrics, operation: 'encrypt' | 'decrypt', items: { algo
 }
 
 export function createEncryptionService({ keyVault, metrics = noMetrics }: { keyVault: KeyVault; metrics?: Metrics }) {
-  async function resolveKeyId(ref: KeyRef): Promise<UUID> {
-    if (ref.keyId !== undefined) return ref.keyId;
-    if (ref.keyAltName !== undefined) return keyVault.resolveAltName(ref.keyAltName);
-    throw new AppError('VALIDATION_FAILED', 'Name a data key with keyId or keyAltName.');
+  /** Every request's key id, or its error: alt names are resolved in one key-vault query. */
+  async function resolveKeyIds(refs: KeyRef[]): Promise<(UUID | AppError)[]> {
+    const names = refs.flatMap((ref) => (ref.keyId === undefined && ref.keyAltName !== undefined ? [ref.keyAltName] : []));
+    const byName = names.length > 0 ? await keyVault.resolveAltNames(names) : new Map<string, UUID>();
+    return refs.map((ref) => {
+      if (ref.keyId !== undefined) return ref.keyId;
+      if (ref.keyAltName === undefined) return new AppError('VALIDATION_FAILED', 'Name a data key with keyId or keyAltName.');
+      return byName.get(ref.keyAltName) ?? new AppError('KEY_NOT_FOUND');
+    });
   }
 
   const service = {
@@ -83,16 +88,11 @@ export function createEncryptionService({ keyVault, metrics = noMetrics }: { key
     /** Encrypt many values, answering item by item: one bad item does not fail the others. */
     async encryptMany(requests: EncryptRequest[], authorize?: KeyAuthorizer): Promise<ItemResult<Binary>[]> {
       const results: ItemResult<Binary>[] = new Array(requests.length);
-      const ids = await Promise.all(
-        requests.map(async (request, index) => {
-          try {
-            return await resolveKeyId(request);
-          } catch (err) {
-            results[index] = { ok: false, error: asEncryptError(err) };
-            return undefined;
-          }
-        }),
-      );
+      const ids = (await resolveKeyIds(requests)).map((id, index) => {
+        if (!(id instanceof AppError)) return id;
+        results[index] = { ok: false, error: asEncryptError(id) };
+        return undefined;
+      });
       const wanted = ids.flatMap((id) => (id === undefined ? [] : [keyIdToString(id.buffer)]));
       const allowed = authorize ? await authorize(wanted) : undefined;
       ids.forEach((id, index) => {

@@ -55,6 +55,15 @@ t.test('POST /encrypt and /decrypt over HTTP', async (t) => {
     t.same((await h.call('POST', '/decrypt', { ciphertext: small.json().ciphertext })).json().value, 42);
   });
 
+  t.test('a batch of 1000 values under 1000 different alt names answers each item', async (t) => {
+    const items = Array.from({ length: 1000 }, (_, i) => ({ value: `v${i}`, algorithm: 'random', keyAltName: i % 100 === 0 ? 'people' : `nobody-${i}` }));
+    const enc = await h.call('POST', '/encrypt', { items });
+    t.equal(enc.statusCode, 200);
+    const answers = enc.json().items as { ciphertext?: string; error?: { code: string } }[];
+    t.equal(answers.filter((a) => a.ciphertext !== undefined).length, 10, 'the ten items naming a real key are encrypted');
+    t.ok(answers.every((a, i) => (i % 100 === 0 ? a.ciphertext : a.error?.code === 'KEY_NOT_FOUND')), 'the rest are KEY_NOT_FOUND, each in its place');
+  });
+
   t.test('batches answer item by item with references', async (t) => {
     const enc = await h.call('POST', '/encrypt', {
       items: [
