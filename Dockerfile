@@ -6,6 +6,10 @@ COPY package.json package-lock.json ./
 # Fixes to dependencies, applied by the postinstall script (see patches/README.md).
 COPY patches patches
 RUN npm ci --no-audit --no-fund
+# The native AEAD addon (faster batch decryption) needs a compiler here only; the runtime has none.
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
+COPY native/binding.gyp native/aead_native.c native/build.mjs native/
+RUN npm run build:native
 COPY tsconfig.json tsconfig.build.json ./
 COPY src src
 COPY routes routes
@@ -18,6 +22,7 @@ ENV NODE_ENV=production HOST=0.0.0.0 PORT=8080
 WORKDIR /app
 COPY --from=build --chown=root:root /app/node_modules node_modules
 COPY --from=build --chown=root:root /app/dist dist
+COPY --from=build --chown=root:root /app/native/build/Release/aead_native.node native/build/Release/aead_native.node
 COPY --chown=root:root package.json openapi.yaml ./
 # Collection schemas: mount your own over this folder, or set SCHEMAS_DIR.
 COPY --chown=root:root schemas/collections schemas/collections
