@@ -1,0 +1,830 @@
+/**
+ * The performance harness of issue #5: W1, W2, W3, W5, memory and scale-out against the real server
+ * process (node dist/src/server.js), W2's pymongo baseline and W4's libmongocrypt side in Python.
+ * See bench/README.md. Typical runs:
+ *
+ *   node --import tsx bench/harness.ts                      # full run, writes bench/RESULTS.md (~13 min)
+ *   node --import tsx bench/harness.ts --duration 0.3 --warmup 0.2 --rounds 1 --memory-seconds 2 \
+ *     --python off --out /tmp/r.md --json /tmp/r.json       # the CI smoke setting
+ *
+ * Needs the stack (MongoDB/FerretDB + moto): uses MONGODB_URI, AWS_KMS_ENDPOINT, TEST_KMS_KEY_ARN,
+ * TEST_AWS_ACCESS_KEY_ID, TEST_AWS_SECRET_ACCESS_KEY from the environment, else runs `scripts/stack up`.
+ */
+import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import { MongoClient } from 'mongodb';
+import { startKmsProxy, startMongoCountingProxy, type KmsProxy, type MongoCountingProxy } from './proxies.js';
+
+const root = fileURLToPath(new URL('../', import.meta.url));
+const benchDir = join(root, 'bench');
+
+// ------------------------------------------------------------------------------------------ options
+
+const { values: args } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '5' },
+    warmup: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '3' },
+    connections: { type: 'string', default: '32' },
+    'memory-seconds': { type: 'string', default: '300' },
+    'w5-concurrency': { type: 'string', default: '200' },
+    python: { type: 'string', default: 'auto' }, // auto | on | off
+    only: { type: 'string', default: 'w1,w2,w3,w4,w5,memory,scale' },
+    out: { type: 'string', default: join(benchDir, 'RESULTS.md') },
+    json: { type: 'string' },
+    keep: { type: 'boolean', default: false },
+    profile: { type: 'string' }, // a directory: the server under test runs with --cpu-prof into it
+  },
+});
+const DURATION = Number(args.duration);
+const WARMUP = Number(args.warmup);
+const ROUNDS = Math.max(1, Number(args.rounds));
+const CONNECTIONS = Number(args.connections);
+const MEMORY_SECONDS = Number(args['memory-seconds']);
+const W5_CONCURRENCY = Number(args['w5-concurrency']);
+const only = new Set(String(args.only).split(','));
+const commandLine = `node --import tsx bench/harness.ts ${process.argv.slice(2).join(' ')}`.trim();
+
+const log = (...parts: unknown[]) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...parts);
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const median = (xs: number[]) => {
+  const s = [...xs].filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return Number.NaN;
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+// --------------------------------------------------------------------------------- cores, pinning
+
+const cores = os.cpus().length;
+const hasTaskset = spawnSync('taskset', ['-V']).status === 0;
+const SERVER_CPU = cores >= 2 ? '0' : undefined;
+const LOAD_CPU = cores >= 2 ? '1' : undefined;
+const ALL_CPUS = `0-${cores - 1}`;
+function pinSelf(cpus: string | undefined) {
+  if (hasTaskset && cpus !== undefined) spawnSync('taskset', ['-a', '-pc', cpus, String(process.pid)], { stdio: 'ignore' });
+}
+/** Spawn `cmd` pinned to `cpus` (children inherit the harness's own pinning otherwise). */
+function spawnPinned(cpus: string | undefined, cmd: string, cmdArgs: string[], options: Parameters<typeof spawn>[2]): ChildProcess {
+  if (hasTaskset && cpus !== undefined) return spawn('taskset', ['-c', cpus, cmd, ...cmdArgs], options);
+  return spawn(cmd, cmdArgs, options);
+}
+
+// ------------------------------------------------------------------------------------ build, stack
+
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) newest = Math.max(newest, newestMtime(path));
+    else if (entry.name.endsWith('.ts')) newest = Math.max(newest, statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+function ensureBuilt() {
+  const server = join(root, 'dist/src/server.js');
+  const sources = Math.max(...['src', 'routes', 'schemas'].map((d) => newestMtime(join(root, d))));
+  if (existsSync(server) && statSync(server).mtimeMs >= sources) return;
+  log('building dist/ (npm run build)');
+  const started = Date.now();
+  spawnSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'ignore', timeout: 180_000 });
+  if (!existsSync(server) || statSync(server).mtimeMs < started - 1000) throw new Error('the build did not produce dist/src/server.js');
+}
+
+function stackEnv(): Record<string, string> {
+  const need = ['MONGODB_URI', 'AWS_KMS_ENDPOINT', 'TEST_KMS_KEY_ARN', 'TEST_AWS_ACCESS_KEY_ID', 'TEST_AWS_SECRET_ACCESS_KEY'];
+  if (need.every((k) => process.env[k])) return Object.fromEntries(need.map((k) => [k, process.env[k]!]));
+  log('stack env not set: running scripts/stack up');
+  const out = execFileSync('bash', [join(root, 'scripts/stack'), 'up'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const env: Record<string, string> = {};
+  for (const line of out.split('\n')) {
+    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (m) env[m[1]!] = m[2]!.replace(/^'(.*)'$/, '$1').replace(/\\(.)/g, '$1');
+  }
+  for (const k of need) if (!env[k]) throw new Error(`scripts/stack up did not export ${k}`);
+  return env;
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+// --------------------------------------------------------------------------------------- processes
+
+interface Proc {
+  name: string;
+  child: ChildProcess;
+  base: string;
+  output(): string;
+  stop(): Promise<void>;
+}
+const running = new Set<Proc>();
+
+async function startProc(name: string, cpus: string | undefined, nodeArgs: string[], env: Record<string, string>, readyLine?: RegExp): Promise<Proc> {
+  const port = await freePort();
+  let output = '';
+  const child = spawnPinned(cpus, process.execPath, nodeArgs, {
+    cwd: root,
+    env: { PATH: process.env.PATH ?? '', ...env, HOST: '127.0.0.1', PORT: String(port) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const keep = (chunk: Buffer) => {
+    output += chunk.toString();
+    if (output.length > 200_000) output = output.slice(-100_000);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const base = `http://127.0.0.1:${port}`;
+  const proc: Proc = {
+    name,
+    child,
+    base,
+    output: () => output,
+    stop: async () => {
+      running.delete(proc);
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+  running.add(proc);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${name} exited during start-up:\n${output.slice(-3000)}`);
+    if (Date.now() > deadline) throw new Error(`${name} not ready within 30 s:\n${output.slice(-3000)}`);
+    const ready = readyLine
+      ? readyLine.test(output)
+      : await fetch(`${base}/health/ready`).then(
+          (r) => r.ok,
+          () => false,
+        );
+    if (ready) return proc;
+    await sleep(100);
+  }
+}
+
+function rssBytes(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+// ------------------------------------------------------------------------------------------ HTTP
+
+const ADMIN_TOKEN = `bench-${randomBytes(16).toString('hex')}`;
+const authHeaders = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+
+async function call(base: string, method: string, path: string, body?: unknown, timeoutMs = 60_000): Promise<{ status: number; json: any; text: string }> {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: authHeaders,
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const text = await res.text();
+  let json: any;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, json, text };
+}
+
+async function must(base: string, method: string, path: string, body: unknown, status: number) {
+  const r = await call(base, method, path, body);
+  if (r.status !== status) throw new Error(`${method} ${path}: ${r.status} ${r.text.slice(0, 500)}`);
+  return r.json;
+}
+
+/** Sums of the counters this harness watches, from the service's Prometheus /metrics. */
+async function counters(base: string) {
+  const r = await call(base, 'GET', '/metrics', undefined, 180_000);
+  const sum = (re: RegExp) =>
+    r.text
+      .split('\n')
+      .filter((l) => re.test(l))
+      .reduce((s, l) => s + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+  return {
+    kmsCalls: sum(/^kms_calls_total\{/),
+    kmsUnwraps: sum(/^kms_calls_total\{.*operation="unwrap"/),
+    cacheMisses: sum(/^data_key_cache_requests_total\{result="miss"\}/),
+    cacheHits: sum(/^data_key_cache_requests_total\{result="hit"\}/),
+  };
+}
+
+// ------------------------------------------------------------------------------------------- load
+
+/**
+ * Wait until the service answers an authenticated request (GET /metrics, audited like any other)
+ * within 300 ms: work it accepted during a run (e.g. queued audit appends) must not spill into the
+ * next measurement. Returns the seconds it took.
+ */
+const settleTimes: number[] = [];
+async function settle(base: string): Promise<number> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < 180_000) {
+    const s = Date.now();
+    const ok = await call(base, 'GET', '/metrics', undefined, 180_000).then(
+      (r) => r.status === 200,
+      () => false,
+    );
+    if (ok && Date.now() - s < 300) break;
+    await sleep(100);
+  }
+  const seconds = (Date.now() - t0) / 1000;
+  settleTimes.push(seconds);
+  return seconds;
+}
+
+interface Sample {
+  rps: number;
+  p50: number;
+  p99: number;
+  requests: number;
+  errors: number;
+}
+
+type Req = { method?: string; path: string; body?: string };
+
+async function load(base: string, seconds: number, requests: (() => Req)[], connections = CONNECTIONS): Promise<Sample> {
+  const result = await autocannon({
+    url: base,
+    connections,
+    duration: seconds,
+    headers: authHeaders,
+    requests: requests.map((make) => ({
+      setupRequest: (req: any) => {
+        const r = make();
+        return { ...req, method: r.method ?? 'POST', path: r.path, body: r.body };
+      },
+    })) as any,
+  });
+  const ok = result['2xx'];
+  return {
+    rps: ok / result.duration,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    requests: result.requests.total,
+    errors: result.non2xx + result.errors + result.timeouts,
+  };
+}
+
+// ---------------------------------------------------------------------------------- fixtures
+
+const DET = 'AEAD_AES_256_CBC_HMAC_SHA_512-Deterministic';
+const RND = 'AEAD_AES_256_CBC_HMAC_SHA_512-Random';
+
+/** 20 fields: d0–d4 deterministic and r0–r4 random (encrypted in `enc`), s0–s4 strings and n0–n4 ints. */
+function benchDoc(tag: string) {
+  const doc: Record<string, unknown> = {};
+  for (let i = 0; i < 5; i++) doc[`d${i}`] = `${tag}-det-${i}`;
+  for (let i = 0; i < 5; i++) doc[`r${i}`] = `secret-${i}-${tag}-abcdefghijklmnop`;
+  for (let i = 0; i < 5; i++) doc[`s${i}`] = `plain-${i}-${tag}`;
+  for (let i = 0; i < 5; i++) doc[`n${i}`] = 1000 * i + 7;
+  return doc;
+}
+
+function collectionSchema(encrypted: boolean) {
+  const properties: Record<string, unknown> = {};
+  for (let i = 0; i < 5; i++) properties[`d${i}`] = encrypted ? { encrypt: { bsonType: 'string', algorithm: DET, keyAltName: 'bench-det' } } : { bsonType: 'string' };
+  for (let i = 0; i < 5; i++) properties[`r${i}`] = encrypted ? { encrypt: { bsonType: 'string', algorithm: RND, keyAltName: 'bench-rnd' } } : { bsonType: 'string' };
+  for (let i = 0; i < 5; i++) properties[`s${i}`] = { bsonType: 'string' };
+  for (let i = 0; i < 5; i++) properties[`n${i}`] = { bsonType: 'int' };
+  return { bsonType: 'object', properties };
+}
+
+// ----------------------------------------------------------------------------------------- python
+
+function pythonOk(): boolean {
+  if (args.python === 'off') return false;
+  const ok = spawnSync('python3', ['-c', 'import pymongo, pymongocrypt'], { stdio: 'ignore' }).status === 0;
+  if (!ok && args.python === 'on') throw new Error('python3 with pymongo and pymongocrypt is needed (pip install pymongo pymongocrypt)');
+  return ok;
+}
+
+function runPython(cpus: string | undefined, pyArgs: string[], timeoutMs: number): Promise<any> {
+  return new Promise((resolve, reject) => {
+    const child = spawnPinned(cpus, 'python3', pyArgs, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      if (code !== 0) return reject(new Error(`python3 ${pyArgs.join(' ')} exited ${code}: ${err.slice(-2000)}`));
+      try {
+        resolve(JSON.parse(out.trim().split('\n').pop()!));
+      } catch (e) {
+        reject(e);
+      }
+    });
+  });
+}
+
+function versionOf(pkg: string): string {
+  try {
+    return JSON.parse(readFileSync(join(root, 'node_modules', pkg, 'package.json'), 'utf8')).version;
+  } catch {
+    return '?';
+  }
+}
+
+// ------------------------------------------------------------------------------------------- main
+
+interface Results {
+  meta: Record<string, unknown>;
+  workloads: Record<string, { rps: number[]; p99: number[]; p50: number[]; errors: number; valuesPerRequest: number }>;
+  python: { w2: any[]; w4?: any };
+  w3Calls?: Record<string, unknown>;
+  w5?: Record<string, unknown>;
+  memory?: Record<string, unknown>;
+  scale?: Record<string, { rps: number[]; p99: number[]; errors: number; valuesPerRequest: number }>;
+  notes: string[];
+}
+
+async function main() {
+  const started = Date.now();
+  pinSelf(LOAD_CPU);
+  ensureBuilt();
+  const stack = stackEnv();
+  const python = pythonOk();
+  const db = `bench_${randomBytes(5).toString('hex')}`;
+  const mongoUrl = new URL(stack.MONGODB_URI!.replace(/^mongodb:/, 'http:'));
+  const results: Results = { meta: {}, workloads: {}, python: { w2: [] }, notes: [] };
+  const mongo = new MongoClient(stack.MONGODB_URI!, { serverSelectionTimeoutMS: 10_000 });
+  const schemasDir = mkdtempSync(join(os.tmpdir(), 'bench-schemas-'));
+  const cleanups: (() => Promise<unknown> | unknown)[] = [];
+  cleanups.push(() => rmSync(schemasDir, { recursive: true, force: true }));
+  cleanups.push(() => mongo.close());
+  if (!args.keep) cleanups.push(() => mongo.db(db).dropDatabase().catch(() => undefined));
+
+  try {
+    // The key vault goes through a counting proxy, so every key-vault command is seen.
+    const kvProxy: MongoCountingProxy = await startMongoCountingProxy({ host: mongoUrl.hostname, port: Number(mongoUrl.port || 27017) });
+    cleanups.push(() => kvProxy.close());
+    const kmsProxy: KmsProxy = await startKmsProxy(stack.AWS_KMS_ENDPOINT!);
+    cleanups.push(() => kmsProxy.close());
+    writeFileSync(join(schemasDir, `${db}.enc.json`), JSON.stringify(collectionSchema(true)));
+    writeFileSync(join(schemasDir, `${db}.plain.json`), JSON.stringify(collectionSchema(false)));
+
+    const serverEnv: Record<string, string> = {
+      MONGODB_URI: stack.MONGODB_URI!,
+      KEY_VAULT_URI: `mongodb://127.0.0.1:${kvProxy.port}/?directConnection=true`,
+      KEY_VAULT_NAMESPACE: `${db}.__keyVault`,
+      CLIENTS_NAMESPACE: `${db}.__clients`,
+      AUDIT_NAMESPACE: `${db}.__audit`,
+      AUDIT_HMAC_KEY: randomBytes(32).toString('base64'),
+      ADMIN_TOKEN,
+      LOCAL_MASTER_KEY: randomBytes(96).toString('base64'),
+      KMS_PROVIDERS: 'local,aws',
+      AWS_KMS_ENDPOINT: kmsProxy.url,
+      AWS_REGION: 'us-east-1',
+      AWS_ACCESS_KEY_ID: stack.TEST_AWS_ACCESS_KEY_ID!,
+      AWS_SECRET_ACCESS_KEY: stack.TEST_AWS_SECRET_ACCESS_KEY!,
+      SCHEMAS_DIR: schemasDir,
+      LOG_LEVEL: 'warn',
+      RATE_LIMIT_PER_MINUTE: '1000000000',
+      MAX_EVENT_LOOP_DELAY_MS: '0',
+    };
+
+    const needMain = ['w1', 'w2', 'w3', 'memory'].some((w) => only.has(w));
+    log(`db ${db}; ${cores} cores; server on cpu ${SERVER_CPU ?? 'any'}, load on cpu ${LOAD_CPU ?? 'any'}`);
+    // Schemas name their keys by alt name, and the boot checks those exist: create the keys with a
+    // first process started without schemas, then start the one under test.
+    if (needMain) {
+      const emptyDir = mkdtempSync(join(os.tmpdir(), 'bench-noschemas-'));
+      cleanups.push(() => rmSync(emptyDir, { recursive: true, force: true }));
+      const setup = await startProc('setup', SERVER_CPU, ['dist/src/server.js'], { ...serverEnv, SCHEMAS_DIR: emptyDir });
+      await must(setup.base, 'POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['bench-det'] }, 201);
+      await must(setup.base, 'POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['bench-rnd'] }, 201);
+      await setup.stop();
+    }
+    const profileArgs = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : [];
+    const server = needMain ? await startProc('server', SERVER_CPU, [...profileArgs, 'dist/src/server.js'], serverEnv) : undefined;
+    const echo = only.has('w1') ? await startProc('echo', SERVER_CPU, ['--import', 'tsx', 'bench/echo-server.ts'], {}) : undefined;
+
+    // ---- fixtures through the service
+    type Workload = { name: string; base: string; requests: (() => Req)[]; valuesPerRequest: number };
+    const workloads: Workload[] = [];
+    let w3Ops = 0;
+    if (server) {
+      const single = { value: '4111-1111-1111-1111', algorithm: 'deterministic', keyAltName: 'bench-det' };
+      const ct = (await must(server.base, 'POST', '/encrypt', single, 200)).ciphertext as string;
+      const batchItems = Array.from({ length: 1000 }, (_, i) => ({ value: `value-${String(i).padStart(6, '0')}-abcdefgh`, algorithm: 'deterministic', keyAltName: 'bench-det' }));
+      const encBatch = JSON.stringify({ items: batchItems });
+      const encrypted = await must(server.base, 'POST', '/encrypt', { items: batchItems }, 200);
+      const decBatch = JSON.stringify({ items: encrypted.items.map((i: any) => ({ ciphertext: i.ciphertext })) });
+      const encOne = JSON.stringify(single);
+      const decOne = JSON.stringify({ ciphertext: ct });
+
+      if (only.has('w1') && echo) {
+        workloads.push(
+          { name: 'w1-echo-encrypt', base: echo.base, requests: [() => ({ path: '/encrypt', body: encOne })], valuesPerRequest: 1 },
+          { name: 'w1-encrypt', base: server.base, requests: [() => ({ path: '/encrypt', body: encOne })], valuesPerRequest: 1 },
+          { name: 'w1-echo-decrypt', base: echo.base, requests: [() => ({ path: '/decrypt', body: decOne })], valuesPerRequest: 1 },
+          { name: 'w1-decrypt', base: server.base, requests: [() => ({ path: '/decrypt', body: decOne })], valuesPerRequest: 1 },
+        );
+      }
+      if (only.has('w2') || only.has('memory')) {
+        const w2 = [
+          { name: 'w2-encrypt-batch', base: server.base, requests: [() => ({ path: '/encrypt', body: encBatch })], valuesPerRequest: 1000 },
+          { name: 'w2-decrypt-batch', base: server.base, requests: [() => ({ path: '/decrypt', body: decBatch })], valuesPerRequest: 1000 },
+        ];
+        if (only.has('w2')) workloads.push(...w2);
+      }
+      // W3: 200 seed documents per collection (d0 unique, indexed), then insert / get / find.
+      const ids: Record<string, string[]> = { enc: [], plain: [] };
+      const SEED = 200;
+      if (only.has('w3') || only.has('memory')) {
+        for (const coll of ['enc', 'plain']) {
+          const documents = Array.from({ length: SEED }, (_, i) => benchDoc(`seed-${i}`));
+          const r = await must(server.base, 'POST', `/documents/${db}.${coll}`, { documents }, 200).catch(async () => must(server.base, 'POST', `/documents/${db}.${coll}`, { documents }, 201));
+          ids[coll] = r.items.map((i: any) => i.insertedId.$oid as string);
+          await mongo.db(db).collection(coll).createIndex({ d0: 1 }).catch((e: Error) => results.notes.push(`createIndex d0 on ${coll} failed: ${e.message}`));
+        }
+        let n = 0;
+        const pick = (xs: string[]) => xs[Math.floor(Math.random() * xs.length)]!;
+        for (const coll of ['enc', 'plain'] as const) {
+          const ns = `${db}.${coll}`;
+          const insert = () => ({ path: `/documents/${ns}`, body: JSON.stringify({ document: benchDoc(`ins-${process.pid}-${n++}`) }) });
+          const get = () => ({ method: 'GET', path: `/documents/${ns}/${pick(ids[coll]!)}` });
+          const find = () => ({ path: `/documents/${ns}/find`, body: JSON.stringify({ filter: { d0: `seed-${Math.floor(Math.random() * SEED)}-det-0` }, limit: 10 }) });
+          if (only.has('w3')) {
+            workloads.push(
+              { name: `w3-insert-${coll}`, base: server.base, requests: [insert], valuesPerRequest: 1 },
+              { name: `w3-get-${coll}`, base: server.base, requests: [get], valuesPerRequest: 1 },
+              { name: `w3-find-${coll}`, base: server.base, requests: [find], valuesPerRequest: 1 },
+            );
+          }
+        }
+        // sanity: a find on the encrypted collection gives back exactly one decrypted document
+        const check = await must(server.base, 'POST', `/documents/${db}.enc/find`, { filter: { d0: 'seed-3-det-0' }, limit: 10 }, 200);
+        if (check.items?.length !== 1 || check.items[0].r0 !== 'secret-0-seed-3-abcdefghijklmnop') throw new Error(`W3 find check failed: ${JSON.stringify(check).slice(0, 300)}`);
+      }
+      for (const w of workloads) results.workloads[w.name] = { rps: [], p99: [], p50: [], errors: 0, valuesPerRequest: w.valuesPerRequest };
+
+      // ---- memory sampling for the whole W1–W3 run
+      const rss: number[] = [];
+      const sampler = setInterval(() => rss.push(rssBytes(server.child.pid!)), 1000);
+      cleanups.push(() => clearInterval(sampler));
+
+      // ---- warm-up
+      if (workloads.length > 0) {
+        log(`warm-up ${WARMUP} s per workload`);
+        for (const w of workloads) {
+          await load(w.base, WARMUP, w.requests);
+          if (w.base === server.base) await settle(server.base);
+        }
+      }
+      const before = await counters(server.base);
+      const kvBefore = { ...kvProxy.counts };
+      const measuredStart = Date.now();
+      let measuredRequests = 0;
+
+      // ---- rounds, interleaved (odd rounds in reverse order, to cancel drift)
+      for (let round = 0; round < ROUNDS; round++) {
+        const order = round % 2 === 0 ? workloads : [...workloads].reverse();
+        log(`round ${round + 1}/${ROUNDS}: ${order.length} workloads × ${DURATION} s`);
+        for (const w of order) {
+          const s = await load(w.base, DURATION, w.requests);
+          if (w.base === server.base) {
+            const settled = await settle(server.base);
+            if (settled > 2) log(`  ${w.name}: the server took ${settled.toFixed(1)} s to answer promptly again`);
+          }
+          const r = results.workloads[w.name]!;
+          r.rps.push(s.rps);
+          r.p99.push(s.p99);
+          r.p50.push(s.p50);
+          r.errors += s.errors;
+          if (w.base === server.base) measuredRequests += s.requests;
+          if (w.name.startsWith('w3-')) w3Ops += s.requests;
+        }
+        if (only.has('w2') && python) {
+          log('W2 baseline: pymongo ClientEncryption.encrypt loop (pinned to the server core)');
+          const py = await runPython(SERVER_CPU, ['bench/w2_pymongo.py', '--uri', stack.MONGODB_URI!, '--db', `${db}_py`, '--seconds', String(DURATION)], 120_000);
+          results.python.w2.push(py);
+        }
+      }
+      const after = await counters(server.base);
+      const kvAfter = { ...kvProxy.counts };
+      const kvDelta = Object.fromEntries(Object.keys(kvAfter).map((k) => [k, (kvAfter[k] ?? 0) - (kvBefore[k] ?? 0)]).filter(([, v]) => (v as number) > 0));
+      results.w3Calls = {
+        measuredSeconds: (Date.now() - measuredStart) / 1000,
+        measuredRequests,
+        w3Requests: w3Ops,
+        kmsCalls: after.kmsCalls - before.kmsCalls,
+        kmsUnwraps: after.kmsUnwraps - before.kmsUnwraps,
+        dataKeyCacheMisses: after.cacheMisses - before.cacheMisses,
+        dataKeyCacheHits: after.cacheHits - before.cacheHits,
+        keyVaultFinds: (kvAfter[`find __keyVault`] ?? 0) - (kvBefore[`find __keyVault`] ?? 0),
+        keyVaultCommands: kvDelta,
+        dataKeyCacheTtlMs: 60000,
+      };
+      clearInterval(sampler);
+      const runRss = rss.filter(Number.isFinite);
+      results.memory = { duringRoundsMaxMB: Math.max(...runRss) / 1048576, duringRoundsMedianMB: median(runRss) / 1048576 };
+
+      // ---- memory: a steady mixed W1–W3 load for MEMORY_SECONDS
+      if (only.has('memory') && MEMORY_SECONDS > 0) {
+        log(`memory: ${MEMORY_SECONDS} s of mixed W1–W3 load`);
+        const mix: (() => Req)[] = [
+          () => ({ path: '/encrypt', body: encOne }),
+          () => ({ path: '/decrypt', body: decOne }),
+          () => ({ path: '/encrypt', body: encBatch }),
+          () => ({ path: '/decrypt', body: decBatch }),
+          () => ({ path: `/documents/${db}.enc`, body: JSON.stringify({ document: benchDoc(`mem-${Math.random()}`) }) }),
+          () => ({ method: 'GET', path: `/documents/${db}.enc/${ids.enc![Math.floor(Math.random() * ids.enc!.length)]}` }),
+          () => ({ path: `/documents/${db}.enc/find`, body: JSON.stringify({ filter: { d0: `seed-${Math.floor(Math.random() * SEED)}-det-0` }, limit: 10 }) }),
+        ];
+        const samples: { t: number; rss: number }[] = [];
+        const t0 = Date.now();
+        const interval = Math.max(250, Math.min(2000, (MEMORY_SECONDS * 1000) / 60));
+        const memSampler = setInterval(() => samples.push({ t: (Date.now() - t0) / 1000, rss: rssBytes(server.child.pid!) }), interval);
+        const s = await load(server.base, MEMORY_SECONDS, mix);
+        const drained = await settle(server.base);
+        clearInterval(memSampler);
+        const vals = samples.map((x) => x.rss).filter(Number.isFinite);
+        const third = Math.max(1, Math.floor(vals.length / 3));
+        const firstThird = median(vals.slice(0, third));
+        const middleThird = median(vals.slice(third, 2 * third));
+        const lastThird = median(vals.slice(-third));
+        Object.assign(results.memory, {
+          seconds: MEMORY_SECONDS,
+          drainSeconds: drained,
+          requests: s.requests,
+          errors: s.errors,
+          rps: s.rps,
+          maxMB: Math.max(...vals) / 1048576,
+          firstThirdMedianMB: firstThird / 1048576,
+          middleThirdMedianMB: middleThird / 1048576,
+          lastThirdMedianMB: lastThird / 1048576,
+          samplesMB: samples.map((x) => [Math.round(x.t), Math.round((x.rss / 1048576) * 10) / 10]),
+        });
+      }
+    }
+    if (server) await server.stop();
+    if (echo) await echo.stop();
+
+    // ---- W4, the libmongocrypt side (Python)
+    if (only.has('w4') && python) {
+      const fixture = join(benchDir, 'fixtures/w4');
+      if (!existsSync(join(fixture, 'document.bson'))) {
+        log('W4: generating the fixture with pymongo explicit encryption');
+        await runPython(undefined, ['bench/w4_libmongocrypt.py', 'generate', '--uri', stack.MONGODB_URI!, '--out', fixture], 120_000);
+      }
+      log('W4: libmongocrypt whole-document decrypt (1 and 2 processes)');
+      results.python.w4 = await runPython(ALL_CPUS, ['bench/w4_libmongocrypt.py', 'bench', '--dir', fixture, '--seconds', String(Math.max(DURATION, 1)), '--procs', '2'], 180_000);
+    }
+
+    // ---- W5: cold AWS-wrapped key, N concurrent decrypts on a freshly started process
+    if (only.has('w5')) {
+      log(`W5: ${W5_CONCURRENCY} concurrent decrypts needing one uncached AWS-wrapped data key`);
+      const first = await startProc('w5-setup', SERVER_CPU, ['dist/src/server.js'], serverEnv);
+      await must(first.base, 'POST', '/keys', { masterKey: { provider: 'aws', key: stack.TEST_KMS_KEY_ARN }, keyAltNames: ['bench-aws'] }, 201);
+      const ct = (await must(first.base, 'POST', '/encrypt', { value: 'cold-key-value', algorithm: 'random', keyAltName: 'bench-aws' }, 200)).ciphertext as string;
+      await first.stop();
+      const cold = await startProc('w5', SERVER_CPU, ['dist/src/server.js'], serverEnv);
+      await sleep(300);
+      const kms0 = { ...kmsProxy.counts };
+      const kv0 = { ...kvProxy.counts };
+      const t0 = performance.now();
+      const answers = await Promise.all(
+        Array.from({ length: W5_CONCURRENCY }, () =>
+          call(cold.base, 'POST', '/decrypt', { ciphertext: ct }).then(
+            (r) => (r.status === 200 && r.json?.value === 'cold-key-value' ? 'ok' : `status ${r.status}`),
+            (e: Error) => `error ${e.message}`,
+          ),
+        ),
+      );
+      const ms = performance.now() - t0;
+      await sleep(300);
+      const kmsDelta = Object.fromEntries(Object.entries(kmsProxy.counts).map(([k, v]) => [k, v - (kms0[k] ?? 0)]).filter(([, v]) => (v as number) > 0));
+      const kvDelta = Object.fromEntries(Object.entries(kvProxy.counts).map(([k, v]) => [k, v - (kv0[k] ?? 0)]).filter(([, v]) => (v as number) > 0));
+      const tally: Record<string, number> = {};
+      for (const a of answers) tally[a] = (tally[a] ?? 0) + 1;
+      const c = await counters(cold.base);
+      await cold.stop();
+      results.w5 = {
+        concurrency: W5_CONCURRENCY,
+        answers: tally,
+        ms,
+        kmsDecrypt: kmsDelta['TrentService.Decrypt'] ?? 0,
+        kmsCalls: kmsDelta,
+        keyVaultFinds: kvDelta['find __keyVault'] ?? 0,
+        keyVaultCommands: kvDelta,
+        serverKmsUnwraps: c.kmsUnwraps,
+        serverCacheMisses: c.cacheMisses,
+      };
+    }
+
+    // ---- scale-out: 1 vs 2 processes (node:cluster) sharing one port, nothing pinned
+    if (only.has('scale')) {
+      log('scale-out: 1 vs 2 processes');
+      pinSelf(ALL_CPUS);
+      const clusterEnv = { ...serverEnv, KEY_VAULT_URI: stack.MONGODB_URI! };
+      const c1 = await startProc('cluster-1', ALL_CPUS, ['--import', 'tsx', 'bench/cluster.ts'], { ...clusterEnv, BENCH_WORKERS: '1' }, /ready 1/);
+      const c2 = await startProc('cluster-2', ALL_CPUS, ['--import', 'tsx', 'bench/cluster.ts'], { ...clusterEnv, BENCH_WORKERS: '2' }, /ready 2/);
+      await must(c1.base, 'POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['bench-scale'] }, 201);
+      const encOne = JSON.stringify({ value: '4111-1111-1111-1111', algorithm: 'deterministic', keyAltName: 'bench-scale' });
+      const encBatch = JSON.stringify({ items: Array.from({ length: 1000 }, (_, i) => ({ value: `value-${i}-abcdefgh`, algorithm: 'deterministic', keyAltName: 'bench-scale' })) });
+      const cases = [
+        { name: 'encrypt-single', body: encOne, values: 1 },
+        { name: 'encrypt-batch-1000', body: encBatch, values: 1000 },
+      ];
+      results.scale = {};
+      for (const proc of [c1, c2]) for (const k of cases) await load(proc.base, WARMUP, [() => ({ path: '/encrypt', body: k.body })]);
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const k of cases) {
+          for (const [label, proc] of round % 2 === 0 ? ([['1', c1], ['2', c2]] as const) : ([['2', c2], ['1', c1]] as const)) {
+            const key = `${k.name} x${label}`;
+            const r = (results.scale[key] ??= { rps: [], p99: [], errors: 0, valuesPerRequest: k.values });
+            const s = await load(proc.base, DURATION, [() => ({ path: '/encrypt', body: k.body })], CONNECTIONS * 2);
+            await settle(proc.base);
+            r.rps.push(s.rps);
+            r.p99.push(s.p99);
+            r.errors += s.errors;
+          }
+        }
+      }
+      await c1.stop();
+      await c2.stop();
+      pinSelf(LOAD_CPU);
+    }
+
+    // ---- metadata, output
+    const py = python
+      ? spawnSync('python3', ['-c', 'import sys,pymongo,pymongocrypt;print(sys.version.split()[0],pymongo.version,pymongocrypt.__version__,pymongocrypt.libmongocrypt_version())'], { encoding: 'utf8' }).stdout.trim().split(' ')
+      : [];
+    const cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.cpus()[0]?.model ?? '?';
+    let commit = '?';
+    try {
+      commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' }).trim();
+    } catch {}
+    results.meta = {
+      date: new Date().toISOString(),
+      cpu: cpuModel,
+      cores,
+      ramGB: Math.round((os.totalmem() / 1073741824) * 10) / 10,
+      kernel: os.release(),
+      node: process.version,
+      packages: { fastify: versionOf('fastify'), mongodb: versionOf('mongodb'), bson: versionOf('bson'), autocannon: versionOf('autocannon'), '@aws-sdk/client-kms': versionOf('@aws-sdk/client-kms') },
+      python: py.length ? { python: py[0], pymongo: py[1], pymongocrypt: py[2], libmongocrypt: py[3] } : 'not run',
+      commit,
+      command: commandLine,
+      settings: { duration: DURATION, warmup: WARMUP, rounds: ROUNDS, connections: CONNECTIONS, memorySeconds: MEMORY_SECONDS, w5Concurrency: W5_CONCURRENCY },
+      pinning: hasTaskset && cores >= 2 ? 'server on cpu 0 (taskset -c 0), load generator (this harness, autocannon) on cpu 1; FerretDB and moto unpinned' : 'no pinning',
+      database: 'FerretDB (SQLite backend) from scripts/stack',
+      wallSeconds: (Date.now() - started) / 1000,
+      settle: { count: settleTimes.length, maxSeconds: Math.max(0, ...settleTimes), totalSeconds: settleTimes.reduce((a, b) => a + b, 0) },
+    };
+    if (args.json) writeFileSync(args.json, JSON.stringify(results, null, 2));
+    mkdirSync(dirname(args.out!), { recursive: true });
+    writeFileSync(args.out!, render(results));
+    log(`wrote ${args.out}${args.json ? ` and ${args.json}` : ''} in ${Math.round((Date.now() - started) / 1000)} s`);
+  } finally {
+    for (const p of [...running]) await p.stop();
+    for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
+  }
+}
+
+// ------------------------------------------------------------------------------------------ report
+
+const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a');
+
+function render(r: Results): string {
+  const m = r.meta as any;
+  const w = (name: string) => r.workloads[name];
+  const rps = (name: string) => median(w(name)?.rps ?? []);
+  const vps = (name: string) => rps(name) * (w(name)?.valuesPerRequest ?? 1);
+  const p99 = (name: string) => median(w(name)?.p99 ?? []);
+  const lines: string[] = [];
+  const targets: string[][] = [];
+  /** `ratio` is the measured ratio for relative targets (vs echo, vs plain, vs pymongo) and measured ÷ target for absolute ones. */
+  const target = (what: string, value: string, tgt: string, ratio: number, min: number) =>
+    targets.push([what, value, tgt, Number.isFinite(ratio) ? `${fmt(ratio, 2)}×` : 'n/a', Number.isFinite(ratio) ? (ratio >= min ? 'met' : '**not met**') : 'n/a']);
+
+  if (w('w1-encrypt')) {
+    target('W1 encrypt, one value (vs echo)', `${fmt(rps('w1-encrypt'))} req/s, p99 ${fmt(p99('w1-encrypt'), 1)} ms (echo ${fmt(rps('w1-echo-encrypt'))} req/s, p99 ${fmt(p99('w1-echo-encrypt'), 1)} ms)`, '≥ 0.75× echo', rps('w1-encrypt') / rps('w1-echo-encrypt'), 0.75);
+    target('W1 decrypt, one value (vs echo)', `${fmt(rps('w1-decrypt'))} req/s, p99 ${fmt(p99('w1-decrypt'), 1)} ms (echo ${fmt(rps('w1-echo-decrypt'))} req/s, p99 ${fmt(p99('w1-echo-decrypt'), 1)} ms)`, '≥ 0.75× echo', rps('w1-decrypt') / rps('w1-echo-decrypt'), 0.75);
+  }
+  const pyEnc = median(r.python.w2.map((p) => p.encryptValuesPerSec));
+  const pyDec = median(r.python.w2.map((p) => p.decryptValuesPerSec));
+  if (w('w2-encrypt-batch')) {
+    target('W2 batch encrypt, 1000 values/request (1 core)', `${fmt(vps('w2-encrypt-batch'))} values/s, p99 ${fmt(p99('w2-encrypt-batch'), 1)} ms`, '≥ 120,000 values/s', vps('w2-encrypt-batch') / 120000, 1);
+    target('W2 batch decrypt, 1000 values/request (1 core)', `${fmt(vps('w2-decrypt-batch'))} values/s, p99 ${fmt(p99('w2-decrypt-batch'), 1)} ms`, '≥ 200,000 values/s', vps('w2-decrypt-batch') / 200000, 1);
+    target('W2 batch encrypt vs pymongo encrypt loop', `${fmt(vps('w2-encrypt-batch'))} vs ${fmt(pyEnc)} values/s`, '≥ 3× pymongo', vps('w2-encrypt-batch') / pyEnc, 3);
+  }
+  for (const op of ['insert', 'get', 'find']) {
+    if (w(`w3-${op}-enc`))
+      target(`W3 ${op} (10 of 20 fields encrypted vs none)`, `${fmt(rps(`w3-${op}-enc`))} vs ${fmt(rps(`w3-${op}-plain`))} req/s; p99 ${fmt(p99(`w3-${op}-enc`), 1)} vs ${fmt(p99(`w3-${op}-plain`), 1)} ms`, '≥ 0.8× plain', rps(`w3-${op}-enc`) / rps(`w3-${op}-plain`), 0.8);
+  }
+
+  lines.push('# Benchmark results (issue #5)', '');
+  lines.push(`- Date: ${m.date}; wall time ${fmt(m.wallSeconds)} s; commit ${m.commit}`);
+  lines.push(`- Machine: ${m.cpu}, ${m.cores} cores, ${m.ramGB} GB RAM, Linux ${m.kernel}`);
+  lines.push(`- Node ${m.node}; ${Object.entries(m.packages).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  lines.push(`- Python: ${typeof m.python === 'string' ? m.python : Object.entries(m.python).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  lines.push(`- Pinning: ${m.pinning}`);
+  lines.push(`- Database: ${m.database}. FerretDB on SQLite is much slower than a real MongoDB; every request also appends to the audit trail in it, so W1/W3 numbers are bounded by it.`);
+  lines.push(`- Settings: ${m.settings.duration} s per measured run, ${m.settings.warmup} s warm-up per workload, ${m.settings.rounds} interleaved rounds (odd rounds in reverse order), ${m.settings.connections} connections; numbers are medians over rounds, p99 is the median of the rounds' p99`);
+  lines.push(`- After every run against the service the harness waits until it answers an audited request within 300 ms again (backlog drained): ${m.settle.count} waits, ${fmt(m.settle.totalSeconds, 1)} s in all, longest ${fmt(m.settle.maxSeconds, 1)} s`);
+  lines.push(`- Reproduce: \`cd /work/main && eval "$(scripts/stack up)" && npm run build && ${m.command}\``, '');
+
+  lines.push('## Targets', '', '| Workload | Measured | Target | Ratio | Verdict |', '| --- | --- | --- | --- | --- |');
+  for (const t of targets) lines.push(`| ${t.join(' | ')} |`);
+  if (r.w5) {
+    const ok = r.w5.kmsDecrypt === 1 && r.w5.keyVaultFinds === 1;
+    lines.push(`| W5 cold key, ${r.w5.concurrency} concurrent decrypts | ${r.w5.kmsDecrypt} KMS Decrypt, ${r.w5.keyVaultFinds} key-vault find | exactly 1 and 1 | – | ${ok ? 'met' : '**not met**'} |`);
+  }
+  const mem = r.memory as any;
+  if (mem?.maxMB !== undefined) {
+    const growth = mem.lastThirdMedianMB - mem.middleThirdMedianMB;
+    const ok = mem.maxMB < 200 && growth <= Math.max(8, 0.1 * mem.middleThirdMedianMB);
+    lines.push(`| Memory, ${mem.seconds} s mixed W1–W3 load | max RSS ${fmt(mem.maxMB, 1)} MB; median ${fmt(mem.middleThirdMedianMB, 1)} → ${fmt(mem.lastThirdMedianMB, 1)} MB (middle → last third) | < 200 MB, no growth | ${fmt(mem.maxMB / 200, 2)}× of the cap | ${ok ? 'met' : '**not met**'} |`);
+  }
+  lines.push('', 'Ratio: the measured ratio for relative targets (vs echo, vs plain, vs pymongo), measured ÷ target for absolute ones.', '');
+
+  lines.push('## All workloads', '', '| Workload | req/s (median) | values/s | p50 ms | p99 ms | rounds (req/s) | errors |', '| --- | --- | --- | --- | --- | --- | --- |');
+  for (const [name, x] of Object.entries(r.workloads)) {
+    lines.push(`| ${name} | ${fmt(median(x.rps))} | ${fmt(median(x.rps) * x.valuesPerRequest)} | ${fmt(median(x.p50), 1)} | ${fmt(p99(name), 1)} | ${x.rps.map((v) => fmt(v)).join(', ')} | ${x.errors} |`);
+  }
+  lines.push('');
+  if (r.python.w2.length) {
+    lines.push('## W2 baseline: pymongo explicit encryption, one value per call', '');
+    lines.push(`ClientEncryption.encrypt / decrypt in a Python loop (deterministic, same 20-byte strings, local master key, same FerretDB key vault, key cached after warm-up), pinned to the server's core: encrypt ${fmt(pyEnc)} values/s, decrypt ${fmt(pyDec)} values/s (rounds: ${r.python.w2.map((p) => fmt(p.encryptValuesPerSec)).join(', ')} / ${r.python.w2.map((p) => fmt(p.decryptValuesPerSec)).join(', ')}).`);
+    if (w('w2-decrypt-batch')) lines.push(`Service batch decrypt vs the pymongo decrypt loop: ${fmt(vps('w2-decrypt-batch') / pyDec, 2)}×.`);
+    lines.push('');
+  }
+  if (r.w3Calls) {
+    const c = r.w3Calls as any;
+    lines.push('## KMS and key-vault calls after warm-up (W1–W3 measured rounds)', '');
+    lines.push(`Over ${fmt(c.measuredSeconds)} s and ${fmt(c.measuredRequests)} requests to the service (${fmt(c.w3Requests)} of them W3): ${c.kmsCalls} KMS calls (${c.kmsUnwraps} unwraps), ${c.keyVaultFinds} key-vault finds, ${c.dataKeyCacheMisses} data-key cache misses (${fmt(c.dataKeyCacheHits)} hits). Key-vault commands seen by the counting proxy: \`${JSON.stringify(c.keyVaultCommands)}\`. The data-key cache TTL is ${c.dataKeyCacheTtlMs / 1000} s (DATA_KEY_CACHE_TTL_MS), so a handful of refreshes per key over a long run is expected; what matters is that the count does not scale with requests.`, '');
+  }
+  if (r.w5) {
+    lines.push('## W5 cold key under load', '');
+    lines.push(`A fresh server process (empty cache), then ${r.w5.concurrency} concurrent \`POST /decrypt\` of a ciphertext under one AWS-KMS-wrapped data key (moto behind a counting HTTP proxy; the key vault behind a counting MongoDB wire proxy). Answers: \`${JSON.stringify(r.w5.answers)}\` in ${fmt(r.w5.ms as number)} ms. KMS requests: \`${JSON.stringify(r.w5.kmsCalls)}\`. Key-vault commands: \`${JSON.stringify(r.w5.keyVaultCommands)}\`. The server's own metrics: ${r.w5.serverKmsUnwraps} KMS unwraps, ${r.w5.serverCacheMisses} cache misses.`, '');
+  }
+  if (mem) {
+    lines.push('## Memory', '');
+    lines.push(`RSS of the server process during the measured rounds: max ${fmt(mem.duringRoundsMaxMB, 1)} MB, median ${fmt(mem.duringRoundsMedianMB, 1)} MB.`);
+    if (mem.maxMB !== undefined) {
+      lines.push(`Dedicated run: ${mem.seconds} s of a mixed load (single encrypt, single decrypt, 1000-value batch encrypt and decrypt, document insert, get, find; ${CONNECTIONS} connections): ${fmt(mem.rps)} req/s, ${mem.errors} errors. RSS medians by third: ${fmt(mem.firstThirdMedianMB, 1)} / ${fmt(mem.middleThirdMedianMB, 1)} / ${fmt(mem.lastThirdMedianMB, 1)} MB, max ${fmt(mem.maxMB, 1)} MB.`);
+      lines.push('', `Samples (s, MB): ${mem.samplesMB.map((s: number[]) => `${s[0]}:${s[1]}`).join(' ')}`);
+    }
+    lines.push('');
+  }
+  if (r.python.w4) {
+    const w4 = r.python.w4;
+    lines.push('## W4, the libmongocrypt side', '');
+    lines.push(`\`bench/w4_libmongocrypt.py\`: pymongocrypt ${w4.pymongocrypt} (libmongocrypt ${w4.libmongocrypt}) \`AutoEncrypter.decrypt\` (libmongocrypt's decryption context, what pymongo runs on each auto-decrypted reply) of one BSON document with ${w4.fields} random-encrypted string fields under one cached data key (fixture in bench/fixtures/w4, written by pymongo's ClientEncryption.encrypt): 1 process ${fmt(w4.results['1proc'].docsPerSec, 1)} docs/s (p50 ${fmt(w4.results['1proc'].workers[0].p50Ms, 1)} ms, p99 ${fmt(w4.results['1proc'].workers[0].p99Ms, 1)} ms)${w4.results['2proc'] ? `, 2 processes ${fmt(w4.results['2proc'].docsPerSec, 1)} docs/s` : ''}. The service side is measured by bench/w4-decrypt.ts on the same fixture.`, '');
+  }
+  if (r.scale) {
+    lines.push('## Scale-out: 1 vs 2 processes on this machine', '');
+    lines.push('`bench/cluster.ts` (node:cluster, workers share one port, round-robin), nothing pinned: the load generator shares the two cores with the workers, so 2× is not reachable here.', '');
+    lines.push('| Workload | req/s (median) | values/s | p99 ms | rounds | errors |', '| --- | --- | --- | --- | --- | --- |');
+    for (const [name, x] of Object.entries(r.scale)) lines.push(`| ${name} | ${fmt(median(x.rps))} | ${fmt(median(x.rps) * x.valuesPerRequest)} | ${fmt(median(x.p99), 1)} | ${x.rps.map((v) => fmt(v)).join(', ')} | ${x.errors} |`);
+    for (const k of ['encrypt-single', 'encrypt-batch-1000']) {
+      const a = median(r.scale[`${k} x1`]?.rps ?? []);
+      const b = median(r.scale[`${k} x2`]?.rps ?? []);
+      lines.push(`\n${k}: 2 processes / 1 process = ${fmt(b / a, 2)}×`);
+    }
+    lines.push('');
+  }
+  if (r.notes.length) lines.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
+  return lines.join('\n');
+}
+
+const stopAll = async () => {
+  for (const p of [...running]) await p.stop();
+  process.exit(130);
+};
+process.on('SIGINT', stopAll);
+process.on('SIGTERM', stopAll);
+
+main().then(
+  () => process.exit(0),
+  (err: Error) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

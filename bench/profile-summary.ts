@@ -1,0 +1,28 @@
+/**
+ * Top functions by self time in a V8 .cpuprofile (from `harness.ts --profile DIR`).
+ *
+ *   node --import tsx bench/profile-summary.ts DIR/CPU.*.cpuprofile [top=25]
+ */
+import { readFileSync } from 'node:fs';
+
+interface Node {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+}
+const [file, topArg] = process.argv.slice(2);
+if (!file) throw new Error('usage: profile-summary.ts FILE.cpuprofile [top]');
+const profile = JSON.parse(readFileSync(file, 'utf8')) as { nodes: Node[]; samples: number[]; timeDeltas: number[] };
+const self = new Map<number, number>();
+profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+const byFn = new Map<string, number>();
+let total = 0;
+for (const node of profile.nodes) {
+  const us = self.get(node.id) ?? 0;
+  total += us;
+  const url = node.callFrame.url.replace(/^file:\/\/.*?\/(node_modules|dist)\//, '$1/');
+  const key = `${node.callFrame.functionName || '(anonymous)'} ${url}:${node.callFrame.lineNumber + 1}`;
+  byFn.set(key, (byFn.get(key) ?? 0) + us);
+}
+const top = [...byFn.entries()].sort((a, b) => b[1] - a[1]).slice(0, Number(topArg ?? 25));
+for (const [fn, us] of top) console.log(`${((100 * us) / total).toFixed(1).padStart(5)}%  ${fn}`);
