@@ -411,9 +411,9 @@ async function main() {
     log(`db ${db}; ${cores} cores; server on cpu ${SERVER_CPU ?? 'any'}, load on cpu ${LOAD_CPU ?? 'any'}`);
     // Schemas name their keys by alt name, and the boot checks those exist: create the keys with a
     // first process started without schemas, then start the one under test.
+    const emptyDir = mkdtempSync(join(os.tmpdir(), 'bench-noschemas-'));
+    cleanups.push(() => rmSync(emptyDir, { recursive: true, force: true }));
     if (needMain) {
-      const emptyDir = mkdtempSync(join(os.tmpdir(), 'bench-noschemas-'));
-      cleanups.push(() => rmSync(emptyDir, { recursive: true, force: true }));
       const setup = await startProc('setup', SERVER_CPU, ['dist/src/server.js'], { ...serverEnv, SCHEMAS_DIR: emptyDir });
       await must(setup.base, 'POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['bench-det'] }, 201);
       await must(setup.base, 'POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['bench-rnd'] }, 201);
@@ -641,9 +641,9 @@ async function main() {
     if (only.has('scale')) {
       log('scale-out: 1 vs 2 processes');
       pinSelf(ALL_CPUS);
-      const clusterEnv = { ...serverEnv, KEY_VAULT_URI: stack.MONGODB_URI! };
-      const c1 = await startProc('cluster-1', ALL_CPUS, ['--import', 'tsx', 'bench/cluster.ts'], { ...clusterEnv, BENCH_WORKERS: '1' }, /ready 1/);
-      const c2 = await startProc('cluster-2', ALL_CPUS, ['--import', 'tsx', 'bench/cluster.ts'], { ...clusterEnv, BENCH_WORKERS: '2' }, /ready 2/);
+      const clusterEnv = { ...serverEnv, KEY_VAULT_URI: stack.MONGODB_URI!, SCHEMAS_DIR: emptyDir };
+      const c1 = await startProc('cluster-1', ALL_CPUS, ['--import', 'tsx', 'bench/cluster.ts'], { ...clusterEnv, BENCH_WORKERS: '1', AUDIT_CHAIN_ID: 'scale1' }, /ready 1/);
+      const c2 = await startProc('cluster-2', ALL_CPUS, ['--import', 'tsx', 'bench/cluster.ts'], { ...clusterEnv, BENCH_WORKERS: '2', AUDIT_CHAIN_ID: 'scale2' }, /ready 2/);
       await must(c1.base, 'POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['bench-scale'] }, 201);
       const encOne = JSON.stringify({ value: '4111-1111-1111-1111', algorithm: 'deterministic', keyAltName: 'bench-scale' });
       const encBatch = JSON.stringify({ items: Array.from({ length: 1000 }, (_, i) => ({ value: `value-${i}-abcdefgh`, algorithm: 'deterministic', keyAltName: 'bench-scale' })) });
@@ -658,7 +658,7 @@ async function main() {
           for (const [label, proc] of round % 2 === 0 ? ([['1', c1], ['2', c2]] as const) : ([['2', c2], ['1', c1]] as const)) {
             const key = `${k.name} x${label}`;
             const r = (results.scale[key] ??= { rps: [], p99: [], errors: 0, valuesPerRequest: k.values });
-            const s = await load(proc.base, DURATION, [() => ({ path: '/encrypt', body: k.body })], CONNECTIONS * 2);
+            const s = await load(proc.base, DURATION, [() => ({ path: '/encrypt', body: k.body })]);
             await settle(proc.base);
             r.rps.push(s.rps);
             r.p99.push(s.p99);
