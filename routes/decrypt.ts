@@ -3,6 +3,7 @@ import { decryptBodySchema, decryptResponseSchema, formatQuerySchema } from '../
 import { commonErrors, errorResponses } from '../schemas/http/common.js';
 import { toEjson, type EjsonFormat } from '../src/ejson.js';
 import { batchItems, keyIdsOf } from './item-results.js';
+import { firstOfKeyIdRuns } from '../src/encryption/key-id-runs.js';
 
 type DecryptBody = { ciphertext: string } | { items: { ciphertext: string; reference?: string }[] };
 
@@ -30,7 +31,7 @@ export default async function decryptRoutes(app: FastifyInstance) {
         return { value: toEjson(await app.encryption.decrypt(payload, authorize), format) };
       }
       const payloads = body.items.map((i) => Buffer.from(i.ciphertext, 'base64'));
-      request.auditDetails = { keyIds: keyIdsOf(payloads) };
+      request.auditDetails = { keyIds: keyIdsOf(firstOfKeyIdRuns(payloads)) };
       const results = await app.encryption.decryptMany(payloads, authorize);
       return {
         items: batchItems(

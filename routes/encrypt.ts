@@ -6,6 +6,7 @@ import type { EncryptRequest, ItemResult } from '../src/encryption/encryption-se
 import { fromEjson } from '../src/ejson.js';
 import { AppError, isAppError } from '../src/errors.js';
 import { parseKeyId } from '../src/key-vault/key-document.js';
+import { firstOfKeyIdRuns } from '../src/encryption/key-id-runs.js';
 import { batchItems, keyIdsOf } from './item-results.js';
 
 interface EncryptItem {
@@ -19,6 +20,11 @@ type EncryptBody = EncryptItem | { items: EncryptItem[] };
 
 function algorithmOf(name: string): AlgorithmName {
   return name === 'deterministic' || name.endsWith('-Deterministic') ? 'deterministic' : 'random';
+}
+
+/** Base64 of a payload without copying it first (the driver's Binary already holds a Buffer). */
+function base64Of(bytes: Uint8Array): string {
+  return (Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).toString('base64');
 }
 
 function toRequest(item: EncryptItem): EncryptRequest {
@@ -47,7 +53,7 @@ export default async function encryptRoutes(app: FastifyInstance) {
       if (!('items' in body)) {
         const ciphertext = await app.encryption.encrypt(toRequest(body), authorize);
         request.auditDetails = { keyIds: keyIdsOf([ciphertext.buffer]) };
-        return { ciphertext: Buffer.from(ciphertext.buffer).toString('base64') };
+        return { ciphertext: base64Of(ciphertext.buffer) };
       }
       // A value that is not valid Extended JSON fails its own item, not the batch.
       const parsed = body.items.map((item): ItemResult<EncryptRequest> => {
@@ -60,7 +66,7 @@ export default async function encryptRoutes(app: FastifyInstance) {
       });
       const valid = parsed.flatMap((p) => (p.ok ? [p.value] : []));
       const encrypted = await app.encryption.encryptMany(valid, authorize);
-      request.auditDetails = { keyIds: keyIdsOf(encrypted.flatMap((r) => (r.ok ? [r.value.buffer] : []))) };
+      request.auditDetails = { keyIds: keyIdsOf(firstOfKeyIdRuns(encrypted.flatMap((r) => (r.ok ? [r.value.buffer] : [])))) };
       let next = 0;
       const results = parsed.map((p) => (p.ok ? encrypted[next++]! : (p as { ok: false; error: AppError })));
       return {
@@ -68,7 +74,7 @@ export default async function encryptRoutes(app: FastifyInstance) {
           results,
           body.items.map((i) => i.reference),
           'ciphertext',
-          (b) => Buffer.from(b.buffer).toString('base64'),
+          (b) => base64Of(b.buffer),
         ),
       };
     },

@@ -2,7 +2,7 @@
  * Values cross the HTTP boundary as MongoDB Extended JSON v2. Input may be relaxed or canonical;
  * plain JSON numbers keep the type a driver would give them (int32, int64, else double).
  */
-import { BSON, Double, EJSON, Long } from 'bson';
+import { BSON, Double, EJSON, Int32, Long } from 'bson';
 import { AppError } from './errors.js';
 
 export type EjsonFormat = 'relaxed' | 'canonical';
@@ -109,8 +109,26 @@ function checkStrict(json: unknown, depth = 0): void {
   for (const value of Object.values(obj)) checkStrict(value, depth + 1);
 }
 
+/** Below this many UTF-16 units a string's UTF-8 (at most 3 bytes a unit) fits any BSON document. */
+const DIRECT_STRING_LIMIT = 4 * 1024 * 1024;
+
+/**
+ * The common scalars, converted as EJSON.deserialize would without its JSON.stringify/parse round
+ * trip (most of the per-value cost of a batch); undefined for anything else. -0 is left to the
+ * general path, which turns it into Int32 0 through that round trip.
+ */
+function scalarFromJson(json: unknown): { value: unknown } | undefined {
+  if ((typeof json === 'string' && json.length < DIRECT_STRING_LIMIT) || typeof json === 'boolean' || json === null) return { value: json };
+  if (typeof json === 'number' && Number.isInteger(json) && json >= -2147483648 && json <= 2147483647 && !Object.is(json, -0)) {
+    return { value: new Int32(json) };
+  }
+  return undefined;
+}
+
 /** Parse one Extended JSON value (already JSON-parsed) into a BSON value. */
 export function fromEjson(json: unknown): unknown {
+  const scalar = scalarFromJson(json);
+  if (scalar !== undefined) return scalar.value;
   checkStrict(json);
   try {
     const value = EJSON.deserialize({ v: json } as never, { relaxed: false }).v;
@@ -149,6 +167,9 @@ function keepLargeLongs(value: unknown): unknown {
 
 /** Serialize a BSON value to Extended JSON in the requested format. */
 export function toEjson(value: unknown, format: EjsonFormat = 'relaxed'): unknown {
+  // The common scalars directly, as EJSON.serialize writes them, without its JSON round trip.
+  if (typeof value === 'string' || typeof value === 'boolean' || value === null) return value;
+  if (value instanceof Int32) return format === 'relaxed' ? value.value : { $numberInt: String(value.value) };
   const input = format === 'relaxed' ? keepLargeLongs(value) : value;
   return (EJSON.serialize({ v: input }, { relaxed: format === 'relaxed' }) as { v: unknown }).v;
 }

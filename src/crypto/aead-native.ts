@@ -1,5 +1,6 @@
 /**
- * The optional native batch decryptor (native/aead_native.c, built by `npm run build:native`).
+ * The optional native batch decryptor and encryptor (native/aead_native.c and aead_encrypt.c,
+ * built by `npm run build:native`).
  * Loading never throws: without a build, or with one this node cannot load, `nativeAead.loaded` is
  * false and callers use the pure-JS path, which gives exactly the same results.
  */
@@ -9,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 interface Addon {
   decryptMany(key: Uint8Array, input: Uint8Array, layout: Int32Array, out: Uint8Array, results: Int32Array): void;
+  encryptMany(key: Uint8Array, input: Uint8Array, layout: Int32Array, ivs: Uint8Array, out: Uint8Array): void;
 }
 
 export interface NativeAeadStatus {
@@ -29,7 +31,10 @@ function load(): { addon: Addon | undefined; status: NativeAeadStatus } {
   if (path === undefined) return { addon: undefined, status: { loaded: false, path, error: undefined } };
   try {
     const addon = createRequire(import.meta.url)(path) as Addon;
-    if (typeof addon.decryptMany !== 'function') throw new Error('the addon exports no decryptMany');
+    // A stale build without one of them is not used at all: both directions share the fallback.
+    for (const fn of ['decryptMany', 'encryptMany'] as const) {
+      if (typeof addon[fn] !== 'function') throw new Error(`the addon exports no ${fn} (rebuild it: npm run build:native)`);
+    }
     return { addon, status: { loaded: true, path, error: undefined } };
   } catch (err) {
     return { addon: undefined, status: { loaded: false, path, error: err as Error } };
@@ -76,4 +81,56 @@ export function nativeDecryptMany(key: Uint8Array, items: readonly NativeItem[])
     plaintexts[i] = length < 0 ? null : out.subarray(start, start + length);
   }
   return plaintexts;
+}
+
+export interface NativeEncryptItem {
+  plaintext: Uint8Array;
+  ad: Uint8Array;
+  deterministic: boolean;
+}
+
+const IV_LENGTH = 16;
+const TAG_LENGTH = 32;
+const BLOCK = 16;
+
+/**
+ * Encrypt every item under one 96-byte key in one native call. `ivs` holds 16 bytes per item, the
+ * IV of each random one. Each result is AD ‖ IV ‖ S ‖ tag, a view into one buffer shared by the
+ * batch. Undefined when the addon is not loaded.
+ */
+export function nativeEncryptMany(key: Uint8Array, items: readonly NativeEncryptItem[], ivs: Uint8Array): Buffer[] | undefined {
+  if (addon === undefined) return undefined;
+  const layout = new Int32Array(items.length * 3);
+  let inTotal = 0;
+  let outTotal = 0;
+  for (let i = 0; i < items.length; i++) {
+    const { plaintext, ad, deterministic } = items[i]!;
+    layout[3 * i] = ad.length;
+    layout[3 * i + 1] = plaintext.length;
+    layout[3 * i + 2] = deterministic ? 1 : 0;
+    inTotal += ad.length + plaintext.length;
+    outTotal += ad.length + IV_LENGTH + (Math.floor(plaintext.length / BLOCK) + 1) * BLOCK + TAG_LENGTH;
+  }
+  const input = Buffer.allocUnsafeSlow(inTotal);
+  let at = 0;
+  for (const { plaintext, ad } of items) {
+    input.set(ad, at);
+    input.set(plaintext, at + ad.length);
+    at += ad.length + plaintext.length;
+  }
+  const out = Buffer.allocUnsafeSlow(outTotal);
+  try {
+    addon.encryptMany(key, input, layout, ivs, out);
+  } finally {
+    // The input is every plaintext of the batch.
+    input.fill(0);
+  }
+  const payloads: Buffer[] = new Array(items.length);
+  at = 0;
+  for (let i = 0; i < items.length; i++) {
+    const length = layout[3 * i]! + IV_LENGTH + (Math.floor(layout[3 * i + 1]! / BLOCK) + 1) * BLOCK + TAG_LENGTH;
+    payloads[i] = out.subarray(at, at + length);
+    at += length;
+  }
+  return payloads;
 }

@@ -44,8 +44,23 @@ export interface EncodedValue {
   bytes: Buffer;
 }
 
+/** Below this many UTF-16 units a string's UTF-8 (at most 3 bytes a unit) fits any BSON document. */
+const DIRECT_STRING_LIMIT = 4 * 1024 * 1024;
+
 /** Serialize one value to its BSON type byte and bare value bytes. */
 export function encodeValue(value: unknown): EncodedValue {
+  // Strings are most encrypted values: write int32 length, UTF-8, NUL directly instead of framing
+  // and serializing a document per value. Buffer#write is the encoder bson itself uses, so lone
+  // surrogates become U+FFFD here exactly as there; longer strings take the general path, which
+  // keeps its size limit.
+  if (typeof value === 'string' && value.length < DIRECT_STRING_LIMIT) {
+    const length = Buffer.byteLength(value, 'utf8');
+    const bytes = Buffer.allocUnsafe(length + 5);
+    bytes.writeInt32LE(length + 1, 0);
+    bytes.write(value, 4, 'utf8');
+    bytes[length + 4] = 0;
+    return { type: BsonType.string, bytes };
+  }
   const doc = Buffer.from(BSON.serialize({ '': value }, { ignoreUndefined: false }));
   // int32 length, type byte, empty name (one NUL), value bytes, trailing NUL.
   return { type: doc[4]!, bytes: doc.subarray(6, doc.length - 1) };

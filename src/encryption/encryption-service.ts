@@ -4,7 +4,7 @@
  */
 import type { Binary, UUID } from 'bson';
 import { AeadError } from '../crypto/aead.js';
-import { decryptAll, encryptValue, parsePayload, UnsupportedTypeError, type AlgorithmName, type ParsedPayload } from '../crypto/fle-payload.js';
+import { decryptAll, encryptValues, parsePayload, UnsupportedTypeError, type AlgorithmName, type ParsedPayload } from '../crypto/fle-payload.js';
 import { AppError, isAppError, type ErrorCode } from '../errors.js';
 import { keyIdToString } from '../key-vault/key-document.js';
 import type { KeyVault } from '../key-vault/key-vault.js';
@@ -66,6 +66,27 @@ function count(metrics: Metrics, operation: 'encrypt' | 'decrypt', items: { algo
   }
 }
 
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * keyIdToString that remembers the last id it saw: a batch mostly names one key, and comparing 16
+ * bytes is much cheaper than formatting them.
+ */
+function keyIdText(): (id: Uint8Array) => string {
+  let last: Uint8Array | undefined;
+  let lastText = '';
+  return (id) => {
+    if (last !== undefined && sameBytes(last, id)) return lastText;
+    lastText = keyIdToString(id);
+    last = Uint8Array.from(id);
+    return lastText;
+  };
+}
+
 export function createEncryptionService({ keyVault, metrics = noMetrics }: { keyVault: KeyVault; metrics?: Metrics }) {
   /** Every request's key id, or its error: alt names are resolved in one key-vault query. */
   async function resolveKeyIds(refs: KeyRef[]): Promise<(UUID | AppError)[]> {
@@ -88,34 +109,50 @@ export function createEncryptionService({ keyVault, metrics = noMetrics }: { key
     /** Encrypt many values, answering item by item: one bad item does not fail the others. */
     async encryptMany(requests: EncryptRequest[], authorize?: KeyAuthorizer): Promise<ItemResult<Binary>[]> {
       const results: ItemResult<Binary>[] = new Array(requests.length);
+      const idText = keyIdText();
+      // Each request's key id as text (undefined once the item has its error), computed once.
+      const idTexts: (string | undefined)[] = new Array(requests.length);
       const ids = (await resolveKeyIds(requests)).map((id, index) => {
-        if (!(id instanceof AppError)) return id;
+        if (!(id instanceof AppError)) {
+          idTexts[index] = idText(id.buffer);
+          return id;
+        }
         results[index] = { ok: false, error: asEncryptError(id) };
         return undefined;
       });
-      const wanted = ids.flatMap((id) => (id === undefined ? [] : [keyIdToString(id.buffer)]));
+      const wanted = idTexts.filter((id): id is string => id !== undefined);
       const allowed = authorize ? await authorize(wanted) : undefined;
-      ids.forEach((id, index) => {
-        if (id !== undefined && allowed !== undefined && !allowed.has(keyIdToString(id.buffer))) {
+      idTexts.forEach((id, index) => {
+        if (id !== undefined && allowed !== undefined && !allowed.has(id)) {
           results[index] = { ok: false, error: new AppError('FORBIDDEN', 'Your grants do not cover that data key.') };
-          ids[index] = undefined;
+          idTexts[index] = undefined;
         }
       });
-      await keyVault.withDataKeys(wanted.filter((id) => allowed === undefined || allowed.has(id)), (keys) => {
-        requests.forEach((request, index) => {
-          const id = ids[index];
-          if (id === undefined) return;
-          const key = keys.get(keyIdToString(id.buffer));
+      // One batch per data key: the crypto's per-call setup is paid per key, not per value.
+      const byKey = new Map<string, number[]>();
+      idTexts.forEach((id, index) => {
+        if (id === undefined) return;
+        let group = byKey.get(id);
+        if (group === undefined) byKey.set(id, (group = []));
+        group.push(index);
+      });
+      await keyVault.withDataKeys(byKey.keys(), (keys) => {
+        for (const [id, indexes] of byKey) {
+          const key = keys.get(id);
           if (!(key instanceof Buffer)) {
-            results[index] = { ok: false, error: asEncryptError(key) };
-            return;
+            for (const index of indexes) results[index] = { ok: false, error: asEncryptError(key) };
+            continue;
           }
-          try {
-            results[index] = { ok: true, value: encryptValue(request.value, id.buffer, key, request.algorithm) };
-          } catch (err) {
-            results[index] = { ok: false, error: asEncryptError(err) };
-          }
-        });
+          const encrypted = encryptValues(
+            indexes.map((index) => requests[index]!),
+            ids[indexes[0]!]!.buffer,
+            key,
+          );
+          indexes.forEach((index, j) => {
+            const value = encrypted[j]!;
+            results[index] = value instanceof Error ? { ok: false, error: asEncryptError(value) } : { ok: true, value };
+          });
+        }
       });
       count(metrics, 'encrypt', requests.map((r, i) => ({ algorithm: r.algorithm, ok: results[i]?.ok === true })));
       return results;
@@ -140,12 +177,14 @@ export function createEncryptionService({ keyVault, metrics = noMetrics }: { key
         }
       });
       parsed.forEach((p, i) => (algorithms[i] = p?.algorithm));
-      const wanted = parsed.flatMap((p) => (p === undefined ? [] : [keyIdToString(p.keyId)]));
+      const idText = keyIdText();
+      const idTexts = parsed.map((p) => (p === undefined ? undefined : idText(p.keyId)));
+      const wanted = idTexts.filter((id): id is string => id !== undefined);
       // The right to the data key named inside the ciphertext, not just a login, decides: a valid
       // token must not make the service a decryption oracle for every key.
       const allowed = authorize ? await authorize(wanted) : undefined;
       parsed.forEach((p, index) => {
-        if (p !== undefined && allowed !== undefined && !allowed.has(keyIdToString(p.keyId))) {
+        if (p !== undefined && allowed !== undefined && !allowed.has(idTexts[index]!)) {
           results[index] = { ok: false, error: new AppError('FORBIDDEN', 'Your grants do not cover the data key of this ciphertext.') };
           parsed[index] = undefined;
         }
@@ -159,8 +198,8 @@ export function createEncryptionService({ keyVault, metrics = noMetrics }: { key
             return key instanceof Buffer ? key : undefined;
           },
         );
-        present.forEach(({ p, index }, j) => {
-          const key = keys.get(keyIdToString(p.keyId));
+        present.forEach(({ index }, j) => {
+          const key = keys.get(idTexts[index]!);
           const value = values[j];
           if (!(key instanceof Buffer)) results[index] = { ok: false, error: asDecryptError(key) };
           else if (value instanceof AeadError) results[index] = { ok: false, error: asDecryptError(value) };

@@ -4,7 +4,10 @@
  */
 import t from 'tap';
 import fc from 'fast-check';
-import { aeadDecrypt, aeadEncrypt, AeadError } from '../../src/crypto/aead.js';
+import { aeadDecrypt, aeadDecryptMany, aeadEncrypt, aeadEncryptManyJs, aeadEncryptManyNative, AeadError } from '../../src/crypto/aead.js';
+import { nativeAead } from '../../src/crypto/aead-native.js';
+import { encodeValue } from '../../src/crypto/bson-value.js';
+import { BSON } from 'bson';
 import { toEjson } from '../../src/ejson.js';
 import { decryptPayload, encryptValue, parsePayload, UnsupportedTypeError } from '../../src/crypto/fle-payload.js';
 import { canonical, decimalArb, deterministicValueArb, doubleArb, randomValueArb, seed } from './arbitraries.js';
@@ -30,6 +33,60 @@ t.test('AEAD round-trips, random and deterministic', async (t) => {
     fc.property(key, ad, plaintext, fc.boolean(), (k, a, p, deterministic) => {
       const ct = aeadEncrypt(k, p, a, deterministic);
       return ct.length === 16 + (Math.floor(p.length / 16) + 1) * 16 + 32 && aeadDecrypt(k, ct, a).equals(p);
+    }),
+    params,
+  );
+  t.pass('holds');
+});
+
+const batch = fc.array(fc.record({ ad, plaintext, deterministic: fc.boolean() }), { maxLength: 20 });
+const encryptManyImpls = nativeAead.loaded ? [aeadEncryptManyJs, aeadEncryptManyNative] : [aeadEncryptManyJs];
+
+t.test('batch encryption (JS and native) is AD ‖ what aeadEncrypt gives, and decrypts item by item', async (t) => {
+  fc.assert(
+    fc.property(key, batch, (k, items) => {
+      const ivs = Buffer.alloc(16 * items.length, 7);
+      const outputs = encryptManyImpls.map((encryptMany) => encryptMany(k, items, ivs));
+      return outputs.every((payloads) =>
+        items.every(({ ad: a, plaintext: p, deterministic }, i) => {
+          const payload = payloads[i]!;
+          const ct = payload.subarray(a.length);
+          const sameAsJs = payload.equals(outputs[0]![i]!);
+          const detOk = !deterministic || ct.equals(aeadEncrypt(k, p, a, true));
+          const randomOk = deterministic || ct.subarray(0, 16).equals(ivs.subarray(16 * i, 16 * i + 16));
+          return sameAsJs && detOk && randomOk && payload.subarray(0, a.length).equals(a) && aeadDecrypt(k, ct, a).equals(p);
+        }),
+      );
+    }),
+    params,
+  );
+  t.pass('holds');
+});
+
+t.test('batch-encrypted output with any byte flipped fails alone in batch decryption', async (t) => {
+  fc.assert(
+    fc.property(key, batch.filter((b) => b.length > 0), fc.nat(), fc.nat(), fc.integer({ min: 1, max: 255 }), (k, items, which, at, x) => {
+      return encryptManyImpls.every((encryptMany) => {
+        const victim = which % items.length;
+        const cts = encryptMany(k, items).map((payload, i) => ({ ad: items[i]!.ad, ciphertext: Buffer.from(payload.subarray(items[i]!.ad.length)) }));
+        const target = cts[victim]!;
+        target.ciphertext[at % target.ciphertext.length]! ^= x;
+        const results = aeadDecryptMany(k, cts);
+        return results.every((r, i) => (i === victim ? r instanceof AeadError : !(r instanceof AeadError) && r.equals(items[i]!.plaintext)));
+      });
+    }),
+    params,
+  );
+  t.pass('holds');
+});
+
+t.test('a string encodes to the bytes the BSON serializer gives it (lone surrogates included)', async (t) => {
+  const text = fc.oneof(fc.string({ unit: 'binary' }), fc.string({ unit: 'grapheme' }), fc.string());
+  fc.assert(
+    fc.property(text, (s) => {
+      const doc = Buffer.from(BSON.serialize({ '': s }));
+      const { type, bytes } = encodeValue(s);
+      return type === doc[4] && bytes.equals(doc.subarray(6, doc.length - 1));
     }),
     params,
   );

@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import fc from 'fast-check';
-import { BSON, Long, MaxKey, MinKey, Timestamp } from 'bson';
+import { BSON, EJSON, Int32, Long, MaxKey, MinKey, Timestamp } from 'bson';
 import { fromEjson, toEjson } from '../../src/ejson.js';
 import { AppError } from '../../src/errors.js';
 import { encodeValue } from '../../src/crypto/bson-value.js';
@@ -26,6 +26,36 @@ function sameAfter(value: unknown, back: unknown): true {
 
 /** What an HTTP client sends back: the JSON text of the output, parsed again. */
 const overJson = (json: unknown) => JSON.parse(JSON.stringify(json)) as unknown;
+
+t.test('strings, booleans, null and int32 take a shortcut that gives exactly what the general path gives', async (t) => {
+  const scalar = fc.oneof(
+    fc.string({ unit: 'binary' }),
+    fc.string(),
+    fc.boolean(),
+    fc.constant(null),
+    fc.integer(),
+    fc.constantFrom(-0, 2147483647, -2147483648, 2147483648, -2147483649, 0.5, 1e300),
+  );
+  fc.assert(
+    fc.property(scalar, (json) => {
+      const general = EJSON.deserialize({ v: json } as never, { relaxed: false }).v;
+      const ours = fromEjson(json);
+      const bsonOf = (v: unknown) => Buffer.from(BSON.serialize({ v })).toString('hex');
+      if (bsonOf(ours) !== bsonOf(general)) throw new Error(`${JSON.stringify(json)}: ${bsonOf(ours)} vs ${bsonOf(general)}`);
+      // toEjson's shortcut covers these; keepLargeLongs leaves them alone on the general path.
+      const shortcut = typeof general === 'string' || typeof general === 'boolean' || general === null || general instanceof Int32;
+      for (const format of shortcut ? (['relaxed', 'canonical'] as const) : []) {
+        const expected = JSON.stringify(EJSON.serialize({ v: general }, { relaxed: format === 'relaxed' }).v);
+        if (JSON.stringify(toEjson(ours, format)) !== expected) throw new Error(`${JSON.stringify(json)} ${format}: ${JSON.stringify(toEjson(ours, format))} vs ${expected}`);
+      }
+      return true;
+    }),
+    params,
+  );
+  t.equal(fromEjson(7) instanceof Int32, true);
+  t.same(toEjson(new Int32(7), 'canonical'), { $numberInt: '7' });
+  t.pass('holds');
+});
 
 t.test('canonical output parses back to the same value, for every value', async (t) => {
   const anyValue = fc.oneof(randomValueArb, fc.constantFrom(null, new MinKey(), new MaxKey()));
