@@ -1,5 +1,5 @@
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
-import { MongoError, MongoServerError, type Collection, type Filter } from 'mongodb';
+import { MongoBulkWriteError, MongoError, MongoServerError, type Collection, type Filter } from 'mongodb';
 import { AppError } from '../errors.js';
 
 export type AuditOutcome = 'started' | 'succeeded' | 'failed' | 'denied';
@@ -39,6 +39,9 @@ export interface AuditRecord
   /** HMAC-SHA-256 (hex) over the canonical serialisation of every other field but _id. */
   hmac: string;
 }
+
+/** What an event contributes to its record: everything but the chain fields and the hmac. */
+type EventFields = Omit<AuditRecord, '_id' | 'hmac' | 'chainId' | 'seq' | 'prev'>;
 
 export interface AuditLogOptions {
   collection: Collection<AuditRecord>;
@@ -92,6 +95,12 @@ const DEFAULT_TIMEOUT_MS = 5000;
 const MAX_ATTEMPTS = 50;
 /** Duplicate keys after which a reloaded head still lies below the seq we lost: not a peer, a fault. */
 const MAX_STALLED = 3;
+/**
+ * Records per insertMany. Not more: FerretDB (1.24) inserts in chunks of 100 and, when an ordered
+ * insert meets a duplicate key, skips the rest of that chunk but goes on with the next one, which
+ * would store records chained to ones that were never written.
+ */
+const MAX_BATCH = 100;
 const MAX_LIST_LIMIT = 1000;
 const MAX_PROBLEMS = 1000;
 const READ_MAX_TIME_MS = 5000;
@@ -141,11 +150,11 @@ function storableList(value: unknown, name: string): string[] {
  * Copy only the fields an audit event has, checked: whatever else a caller's object carries (a
  * document, a value) never reaches the trail.
  */
-function readEvent(event: AuditEvent): Omit<AuditRecord, '_id' | 'hmac' | 'chainId' | 'seq' | 'prev'> {
+function readEvent(event: AuditEvent): EventFields {
   const time = event.time ?? new Date();
   if (!(time instanceof Date) || Number.isNaN(time.getTime())) throw new AppError('INTERNAL_ERROR', 'audit event: invalid time');
   if (!OUTCOMES.has(event.outcome)) throw new AppError('INTERNAL_ERROR', 'audit event: invalid outcome');
-  const fields: Omit<AuditRecord, '_id' | 'hmac' | 'chainId' | 'seq' | 'prev'> = {
+  const fields: EventFields = {
     time: new Date(time.getTime()),
     clientId: storable(event.clientId, 'clientId'),
     action: storable(event.action, 'action'),
@@ -209,10 +218,69 @@ function decodeCursor(cursor: string): { time: Date; id: string } {
   throw new AppError('INVALID_QUERY', 'The audit cursor is not valid.');
 }
 
+/**
+ * What a failed ordered insertMany of `size` records is known to have written: its first `written`
+ * records (acknowledged with the requested write concern), and whether it stopped because the next
+ * one's _id existed. Undefined when that cannot be told: a write concern error (nothing is known
+ * durable), a network error or timeout, or a report that does not add up. The driver reports the
+ * stop as writeErrors[0].index, and insertedCount must agree with it.
+ */
+function writtenPrefix(err: unknown, size: number): { written: number; duplicate: boolean } | undefined {
+  if (!(err instanceof MongoBulkWriteError)) return undefined;
+  try {
+    if (err.result.getWriteConcernError() !== undefined) return undefined;
+    const writeErrors = Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors];
+    const first = writeErrors.reduce<(typeof writeErrors)[number] | undefined>(
+      (lowest, e) => (e !== undefined && (lowest === undefined || e.index < lowest.index) ? e : lowest),
+      undefined,
+    );
+    if (first === undefined || !Number.isSafeInteger(first.index) || first.index < 0 || first.index >= size) return undefined;
+    if (err.insertedCount !== first.index) return undefined;
+    return { written: first.index, duplicate: first.code === DUPLICATE_KEY };
+  } catch {
+    return undefined;
+  }
+}
+
 /** Reads that fail on the database side are outages of the audit store, not bugs of the caller. */
 function readFailure(err: unknown): never {
   if (err instanceof MongoError) throw new AppError('DATABASE_UNAVAILABLE', undefined, { cause: err });
   throw err;
+}
+
+/** One append waiting for its answer. */
+interface Pending {
+  fields: EventFields;
+  /** When its caller stops waiting: the time of the call plus timeoutMs. */
+  deadline: number;
+  /** Once true the caller has its answer, and the event is no longer written (again). */
+  settled: boolean;
+  timer?: NodeJS.Timeout;
+  resolve(record: AuditRecord): void;
+  reject(err: AppError): void;
+}
+
+function unavailable(cause: unknown): AppError {
+  return new AppError('AUDIT_UNAVAILABLE', undefined, { cause });
+}
+
+function succeed(entry: Pending, record: AuditRecord): void {
+  if (entry.settled) return;
+  entry.settled = true;
+  clearTimeout(entry.timer);
+  // A copy per caller: the array handed to the driver is not theirs to see changed.
+  entry.resolve({ ...record });
+}
+
+function fail(entry: Pending, err: AppError): void {
+  if (entry.settled) return;
+  entry.settled = true;
+  clearTimeout(entry.timer);
+  entry.reject(err);
+}
+
+function failAll(entries: Pending[], cause: unknown): void {
+  for (const entry of entries) if (!entry.settled) fail(entry, unavailable(cause));
 }
 
 /**
@@ -223,6 +291,10 @@ function readFailure(err: unknown): never {
  * removing a record therefore shows in verify(), unless the HMAC key is known. Several instances
  * may share one chain: `_id` is derived from (chainId, seq), so the unique _id index admits one
  * record per seq, and the loser of a race reloads the chain head and tries the next seq.
+ *
+ * Appends are group-committed: while one insertMany is in flight, the appends that arrive queue up
+ * and go out together in the next one (at most MAX_BATCH records), so throughput is not one
+ * durable round trip per event.
  *
  * Records hold only what an AuditEvent carries: who, what, outcome, field paths and key ids,
  * never a value or a hash of one.
@@ -239,13 +311,14 @@ export function createAuditLog({ collection, hmacKey, chainId, timeoutMs = DEFAU
   /** Seq and hmac of the last record of our chain as we believe it; undefined means "reload". */
   let head: { seq: number; hmac: string } | undefined;
 
-  // Appends run one at a time in this process: each needs the head the previous one made.
-  let queue: Promise<unknown> = Promise.resolve();
-  function serialised<T>(fn: () => Promise<T>): Promise<T> {
-    const run = queue.then(fn, fn);
-    queue = run.catch(() => undefined);
-    return run;
-  }
+  /** Appends waiting for a write, oldest first. */
+  const pending: Pending[] = [];
+  /** Every append not yet settled, for flush(). */
+  const outstanding = new Set<Promise<AuditRecord>>();
+  /** Whether the loop that writes batches runs: at most one, since each batch needs the head the last one made. */
+  let draining = false;
+
+  const timedOut = () => unavailable(new Error(`audit append timed out after ${timeoutMs} ms`));
 
   /**
    * Settle with `promise`, or reject once `deadline` passes. The operation may still complete later:
@@ -298,46 +371,112 @@ export function createAuditLog({ collection, hmacKey, chainId, timeoutMs = DEFAU
     return { seq: last.seq, hmac: last.hmac };
   }
 
-  async function appendNow(event: AuditEvent, deadline: number): Promise<AuditRecord> {
-    const fields = readEvent(event);
-    // Time spent queued behind other appends counts: in an outage a burst fails together, in about
-    // timeoutMs, instead of each request waiting for the timeouts of all the appends before it.
-    if (Date.now() >= deadline) throw new AppError('AUDIT_UNAVAILABLE', undefined, { cause: new Error(`audit append timed out in its queue after ${timeoutMs} ms`) });
+  function enqueue(fields: EventFields): Promise<AuditRecord> {
+    const deadline = Date.now() + timeoutMs;
+    const promise = new Promise<AuditRecord>((resolve, reject) => {
+      const entry: Pending = { fields, deadline, settled: false, resolve, reject };
+      // Each append answers by its own deadline, whatever the batch it is in is doing: queueing
+      // counts, so in an outage a burst fails together in about timeoutMs.
+      entry.timer = setTimeout(() => fail(entry, timedOut()), timeoutMs);
+      pending.push(entry);
+    });
+    outstanding.add(promise);
+    const forget = () => outstanding.delete(promise);
+    promise.then(forget, forget);
+    if (!draining) {
+      draining = true;
+      // A microtask later, so the appends made in this same tick go out in one batch.
+      queueMicrotask(() => void drain());
+    }
+    return promise;
+  }
+
+  /** Write batches until nothing is pending. Appends queued meanwhile make up the next batch: group commit. */
+  async function drain(): Promise<void> {
+    try {
+      for (let batch = takeBatch(); batch.length > 0; batch = takeBatch()) {
+        await writeBatch(batch).catch((err: unknown) => failAll(batch, err));
+      }
+    } finally {
+      draining = false;
+    }
+  }
+
+  /** Up to MAX_BATCH of the oldest pending appends still worth writing. */
+  function takeBatch(): Pending[] {
+    const batch: Pending[] = [];
+    while (pending.length > 0 && batch.length === 0) batch.push(...live(pending.splice(0, MAX_BATCH)));
+    return batch;
+  }
+
+  /** The entries still waiting for an answer; those past their deadline are failed, not written. */
+  function live(entries: Pending[]): Pending[] {
+    const now = Date.now();
+    return entries.filter((entry) => {
+      if (!entry.settled && now >= entry.deadline) fail(entry, timedOut());
+      return !entry.settled;
+    });
+  }
+
+  /** Records for `entries` at the end of the chain after `after`, each linked to the one before. */
+  function chainAfter(after: { seq: number; hmac: string }, entries: Pending[]): AuditRecord[] {
+    let prev = after;
+    return entries.map(({ fields }) => {
+      const seq = prev.seq + 1;
+      const unsigned = { chainId, seq, ...fields, prev: prev.hmac };
+      const record: AuditRecord = { _id: auditRecordId(chainId, seq), ...unsigned, hmac: mac(unsigned) };
+      prev = record;
+      return record;
+    });
+  }
+
+  /**
+   * Write the appends of `batch` (oldest first) at the end of the chain in one ordered insertMany,
+   * and answer each. The write is bounded by the latest deadline in the batch; each caller already
+   * has its answer by its own deadline, so one whose record lands after that was told it failed.
+   * A duplicate key at record k means another instance took that seq: records before k are written
+   * and answered, the rest are chained again on the reloaded head and retried.
+   */
+  async function writeBatch(batch: Pending[]): Promise<void> {
     let stalled = 0;
+    let rest = batch;
     for (let attempt = 1; ; attempt++) {
-      let seq = 0;
+      rest = live(rest);
+      if (rest.length === 0) return;
+      const deadline = Math.max(...rest.map((entry) => entry.deadline));
+      let records: AuditRecord[] = [];
       try {
         await beforeDeadline(ensureIndexes(), deadline);
         head ??= await beforeDeadline(loadHead(), deadline);
-        seq = head.seq + 1;
-        const unsigned = { chainId, seq, ...fields, prev: head.hmac };
-        const record: AuditRecord = { _id: auditRecordId(chainId, seq), ...unsigned, hmac: mac(unsigned) };
+        records = chainAfter(head, rest);
         await beforeDeadline(
-          collection.insertOne(record, { writeConcern: { w: 'majority', journal: true, wtimeoutMS: timeoutMs } }),
+          collection.insertMany(records, { ordered: true, writeConcern: { w: 'majority', journal: true, wtimeoutMS: timeoutMs } }),
           deadline,
         );
-        head = { seq, hmac: record.hmac };
-        return { ...record };
+        const last = records[records.length - 1]!;
+        head = { seq: last.seq, hmac: last.hmac };
+        rest.forEach((entry, i) => succeed(entry, records[i]!));
+        return;
       } catch (err) {
         // After any failure the head is unknown: a write that timed out may still have landed.
         head = undefined;
-        const lostRace = err instanceof MongoServerError && err.code === DUPLICATE_KEY;
-        if (lostRace) {
-          // Another instance wrote this seq. If the reloaded head does not even reach it, the record
-          // holding its _id is not where the head query looks (damaged): stop before spinning.
-          try {
-            head = await beforeDeadline(loadHead(), deadline);
-          } catch (reloadErr) {
-            throw new AppError('AUDIT_UNAVAILABLE', undefined, { cause: reloadErr });
-          }
-          if (head.seq < seq) stalled++;
-          if (attempt < MAX_ATTEMPTS && stalled < MAX_STALLED && Date.now() < deadline) {
-            // A little jitter, so two instances do not keep colliding in step.
-            await sleep(Math.random() * Math.min(20, attempt * 2));
-            continue;
-          }
+        const outcome = records.length > 0 ? writtenPrefix(err, records.length) : undefined;
+        if (outcome === undefined) return failAll(rest, err);
+        rest.slice(0, outcome.written).forEach((entry, i) => succeed(entry, records[i]!));
+        rest = rest.slice(outcome.written);
+        if (!outcome.duplicate) return failAll(rest, err);
+        // Another instance wrote this seq. If the reloaded head does not even reach it, the record
+        // holding its _id is not where the head query looks (damaged): stop before spinning.
+        const lost = records[outcome.written]!.seq;
+        try {
+          head = await beforeDeadline(loadHead(), deadline);
+        } catch (reloadErr) {
+          return failAll(rest, reloadErr);
         }
-        throw new AppError('AUDIT_UNAVAILABLE', undefined, { cause: err });
+        if (head.seq < lost) stalled++;
+        if (attempt >= MAX_ATTEMPTS || stalled >= MAX_STALLED || Date.now() >= deadline) return failAll(rest, err);
+        // A little jitter, so two instances do not keep colliding in step.
+        await sleep(Math.random() * Math.min(20, attempt * 2));
       }
     }
   }
@@ -347,16 +486,19 @@ export function createAuditLog({ collection, hmacKey, chainId, timeoutMs = DEFAU
      * Write one event at the end of the chain, with majority and journal write concern. Rejects with
      * AUDIT_UNAVAILABLE when it cannot be written within `timeoutMs` (callers must then not do the
      * audited operation). A timed-out write may still land; the trail then holds an event for an
-     * operation that did not happen, never the reverse.
+     * operation that did not happen, never the reverse. Records take seqs in the order of the calls.
      */
     append(event: AuditEvent): Promise<AuditRecord> {
-      const deadline = Date.now() + timeoutMs;
-      return serialised(() => appendNow(event, deadline));
+      try {
+        return enqueue(readEvent(event));
+      } catch (err) {
+        return Promise.reject(err as Error);
+      }
     },
 
     /** Wait until every append queued so far has settled (before the clients close, on shutdown). */
     async flush(): Promise<void> {
-      await queue;
+      await Promise.allSettled([...outstanding]);
     },
 
     /**
