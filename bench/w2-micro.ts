@@ -3,6 +3,8 @@
  *   service  encryptMany / decryptMany on an in-memory key vault (crypto, BSON, result shaping)
  *   route    POST /encrypt and /decrypt through app.inject() (adds JSON, schemas, EJSON, audit);
  *            needs MONGODB_URI (eval "$(scripts/stack up)")
+ *   serve    the same app listening on a port, for a load generator on another core: writes the
+ *            W2 bodies to DIR (--dir, default /tmp/w2-micro) and prints "ready PORT TOKEN"
  * Prints the median values/s over rounds. Run pinned to one core, e.g.
  *   taskset -c 1 node --import tsx bench/w2-micro.ts service [--js] [--rounds 7] [--seconds 1]
  * --js forces the pure-JS AEAD path. Wrap with node --cpu-prof to profile.
@@ -106,6 +108,30 @@ async function route(): Promise<void> {
     if (res.statusCode !== status) throw new Error(`${url}: ${res.statusCode} ${res.body.slice(0, 300)}`);
     return res;
   };
+  if (mode === 'serve') {
+    const { mkdirSync, writeFileSync } = await import('node:fs');
+    const dir = args.includes('--dir') ? args[args.indexOf('--dir') + 1]! : '/tmp/w2-micro';
+    mkdirSync(dir, { recursive: true });
+    await call('/keys', JSON.stringify({ masterKey: { provider: 'local' }, keyAltNames: ['w2'] }), 201);
+    for (const algorithm of ['deterministic', 'random'] as const) {
+      const encBody = JSON.stringify({ items: strings.map((value) => ({ value, algorithm, keyAltName: 'w2' })) });
+      const encrypted = (await call('/encrypt', encBody)).json() as { items: { ciphertext: string }[] };
+      writeFileSync(`${dir}/enc-${algorithm}.json`, encBody);
+      writeFileSync(`${dir}/dec-${algorithm}.json`, JSON.stringify({ items: encrypted.items.map((i) => ({ ciphertext: i.ciphertext })) }));
+    }
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    console.log(`ready ${(app.server.address() as { port: number }).port} ${token}`);
+    const stop = async () => {
+      await app.close();
+      const mongo = new MongoClient(process.env.MONGODB_URI!);
+      await mongo.db(db).dropDatabase();
+      await mongo.close();
+      process.exit(0);
+    };
+    process.once('SIGTERM', () => void stop());
+    process.once('SIGINT', () => void stop());
+    return;
+  }
   try {
     await call('/keys', JSON.stringify({ masterKey: { provider: 'local' }, keyAltNames: ['w2'] }), 201);
     for (const algorithm of ['deterministic', 'random'] as const) {
@@ -124,4 +150,4 @@ async function route(): Promise<void> {
   }
 }
 
-await (mode === 'route' ? route() : service());
+await (mode === 'route' || mode === 'serve' ? route() : service());

@@ -53,16 +53,19 @@ function asDecryptError(err: unknown): AppError {
   throw err;
 }
 
-/** Count finished items by algorithm and outcome. */
-function count(metrics: Metrics, operation: 'encrypt' | 'decrypt', items: { algorithm?: string; ok: boolean }[]): void {
-  const tally = new Map<string, number>();
-  for (const { algorithm = 'unknown', ok } of items) {
-    const label = `${algorithm}|${ok ? 'ok' : 'error'}`;
-    tally.set(label, (tally.get(label) ?? 0) + 1);
+/** Count finished items by algorithm and outcome (an item without a result counts as an error). */
+function count(metrics: Metrics, operation: 'encrypt' | 'decrypt', algorithms: (string | undefined)[], results: ItemResult<unknown>[]): void {
+  const tally = new Map<string, { ok: number; error: number }>();
+  for (let i = 0; i < results.length; i++) {
+    const algorithm = algorithms[i] ?? 'unknown';
+    let counts = tally.get(algorithm);
+    if (counts === undefined) tally.set(algorithm, (counts = { ok: 0, error: 0 }));
+    if (results[i]?.ok === true) counts.ok++;
+    else counts.error++;
   }
-  for (const [label, n] of tally) {
-    const [algorithm, outcome] = label.split('|') as [string, 'ok' | 'error'];
-    metrics.cryptoOperation(operation, algorithm, outcome, n);
+  for (const [algorithm, { ok, error }] of tally) {
+    if (ok > 0) metrics.cryptoOperation(operation, algorithm, 'ok', ok);
+    if (error > 0) metrics.cryptoOperation(operation, algorithm, 'error', error);
   }
 }
 
@@ -154,7 +157,7 @@ export function createEncryptionService({ keyVault, metrics = noMetrics }: { key
           });
         }
       });
-      count(metrics, 'encrypt', requests.map((r, i) => ({ algorithm: r.algorithm, ok: results[i]?.ok === true })));
+      count(metrics, 'encrypt', requests.map((r) => r.algorithm), results);
       return results;
     },
 
@@ -167,7 +170,6 @@ export function createEncryptionService({ keyVault, metrics = noMetrics }: { key
     /** Decrypt many payloads, answering item by item with the one generic error for failures. */
     async decryptMany(payloads: Uint8Array[], authorize?: KeyAuthorizer): Promise<ItemResult<unknown>[]> {
       const results: ItemResult<unknown>[] = new Array(payloads.length);
-      const algorithms: (string | undefined)[] = [];
       const parsed: (ParsedPayload | undefined)[] = payloads.map((payload, index) => {
         try {
           return parsePayload(payload);
@@ -176,7 +178,7 @@ export function createEncryptionService({ keyVault, metrics = noMetrics }: { key
           return undefined;
         }
       });
-      parsed.forEach((p, i) => (algorithms[i] = p?.algorithm));
+      const algorithms = parsed.map((p) => p?.algorithm);
       const idText = keyIdText();
       const idTexts = parsed.map((p) => (p === undefined ? undefined : idText(p.keyId)));
       const wanted = idTexts.filter((id): id is string => id !== undefined);
@@ -190,15 +192,18 @@ export function createEncryptionService({ keyVault, metrics = noMetrics }: { key
         }
       });
       await keyVault.withDataKeys(wanted.filter((id) => allowed === undefined || allowed.has(id)), (keys) => {
-        const present = parsed.flatMap((p, index) => (p === undefined ? [] : [{ p, index }]));
-        const values = decryptAll(
-          present.map(({ p }) => p),
-          (keyId) => {
-            const key = keys.get(keyIdToString(keyId));
-            return key instanceof Buffer ? key : undefined;
-          },
-        );
-        present.forEach(({ index }, j) => {
+        const present: number[] = [];
+        const toDecrypt: ParsedPayload[] = [];
+        parsed.forEach((p, index) => {
+          if (p === undefined) return;
+          present.push(index);
+          toDecrypt.push(p);
+        });
+        const values = decryptAll(toDecrypt, (keyId) => {
+          const key = keys.get(keyIdToString(keyId));
+          return key instanceof Buffer ? key : undefined;
+        });
+        present.forEach((index, j) => {
           const key = keys.get(idTexts[index]!);
           const value = values[j];
           if (!(key instanceof Buffer)) results[index] = { ok: false, error: asDecryptError(key) };
@@ -206,7 +211,7 @@ export function createEncryptionService({ keyVault, metrics = noMetrics }: { key
           else results[index] = { ok: true, value };
         });
       });
-      count(metrics, 'decrypt', payloads.map((_, i) => ({ algorithm: algorithms[i], ok: results[i]?.ok === true })));
+      count(metrics, 'decrypt', algorithms, results);
       return results;
     },
   };
