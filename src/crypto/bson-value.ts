@@ -77,7 +77,8 @@ export function decodeValue(type: number, bytes: Uint8Array): unknown {
     // int32 LE read by hand: wrapping the bytes in a Buffer to read it costs more than the decode.
     const length = bytes.length >= 5 ? bytes[0]! | (bytes[1]! << 8) | (bytes[2]! << 16) | (bytes[3]! << 24) : -1;
     if (length !== bytes.length - 4 || bytes[bytes.length - 1] !== 0) throw new Error('not a BSON string');
-    return strictUtf8.decode(bytes.subarray(4, bytes.length - 1));
+    // A plain Uint8Array view: Buffer#subarray costs more than the decode of a short string.
+    return strictUtf8.decode(new Uint8Array(bytes.buffer, bytes.byteOffset + 4, bytes.length - 5));
   }
   const doc = Buffer.alloc(bytes.length + 7);
   doc.writeInt32LE(doc.length, 0);

@@ -93,8 +93,10 @@ function keyIdText(): (id: Uint8Array) => string {
 export function createEncryptionService({ keyVault, metrics = noMetrics }: { keyVault: KeyVault; metrics?: Metrics }) {
   /** Every request's key id, or its error: alt names are resolved in one key-vault query. */
   async function resolveKeyIds(refs: KeyRef[]): Promise<(UUID | AppError)[]> {
-    const names = refs.flatMap((ref) => (ref.keyId === undefined && ref.keyAltName !== undefined ? [ref.keyAltName] : []));
-    const byName = names.length > 0 ? await keyVault.resolveAltNames(names) : new Map<string, UUID>();
+    // A Set: a batch of 1000 values usually names one key 1000 times.
+    const names = new Set<string>();
+    for (const ref of refs) if (ref.keyId === undefined && ref.keyAltName !== undefined) names.add(ref.keyAltName);
+    const byName = names.size > 0 ? await keyVault.resolveAltNames([...names]) : new Map<string, UUID>();
     return refs.map((ref) => {
       if (ref.keyId !== undefined) return ref.keyId;
       if (ref.keyAltName === undefined) return new AppError('VALIDATION_FAILED', 'Name a data key with keyId or keyAltName.');
