@@ -7,7 +7,7 @@
  */
 import http from 'node:http';
 import net from 'node:net';
-import { BSON } from 'bson';
+import { BSON } from 'mongodb';
 
 export interface KmsProxy {
   url: string;

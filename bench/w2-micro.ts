@@ -10,7 +10,7 @@
  * --js forces the pure-JS AEAD path. Wrap with node --cpu-prof to profile.
  */
 import { randomBytes } from 'node:crypto';
-import { UUID } from 'bson';
+import { UUID } from 'mongodb';
 import { useNativeAead } from '../src/crypto/aead.js';
 import { createEncryptionService } from '../src/encryption/encryption-service.js';
 import type { KeyVault } from '../src/key-vault/key-vault.js';

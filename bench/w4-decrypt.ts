@@ -6,7 +6,7 @@
  *   npx tsx bench/w4-decrypt.ts [rounds=7] [docsPerRound=60]
  */
 import { randomBytes, randomInt } from 'node:crypto';
-import { BSON, type Binary } from 'bson';
+import { BSON, type Binary } from 'mongodb';
 import { aeadDecryptManyJs, aeadDecryptManyNative, AeadError, type AeadDecryptMany } from '../src/crypto/aead.js';
 import { nativeAead } from '../src/crypto/aead-native.js';
 import { decryptAll, encryptValue, parsePayload } from '../src/crypto/fle-payload.js';

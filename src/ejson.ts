@@ -2,8 +2,11 @@
  * Values cross the HTTP boundary as MongoDB Extended JSON v2. Input may be relaxed or canonical;
  * plain JSON numbers keep the type a driver would give them (int32, int64, else double).
  */
-import { BSON, Double, EJSON, Int32, Long } from 'bson';
+import { BSON, Double, Int32, Long } from 'mongodb';
 import { AppError } from './errors.js';
+
+// The driver's copy of bson: one module instance, so instanceof and its buffers are shared.
+const { EJSON } = BSON;
 
 export type EjsonFormat = 'relaxed' | 'canonical';
 

@@ -3,7 +3,7 @@
  * A value is framed as the document { "": value } and cut out of it, which keeps every type
  * (and the driver's own serializer) in charge of the encoding.
  */
-import { BSON } from 'bson';
+import { BSON } from 'mongodb';
 
 export const BsonType = {
   double: 0x01,

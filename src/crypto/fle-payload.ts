@@ -3,7 +3,7 @@
  *   blob subtype (1: deterministic, 2: random) ‖ data-key UUID (16) ‖ original BSON type (1) ‖ AEAD ciphertext
  * The first 18 bytes are the AEAD's associated data, so the key id and the type are authenticated.
  */
-import { Binary } from 'bson';
+import { Binary } from 'mongodb';
 import {
   aeadDecrypt,
   aeadDecryptMany,

@@ -3,7 +3,7 @@
  * documents read back. Data keys for a whole request are fetched in one go (one key-vault query for
  * what is not cached), then used synchronously.
  */
-import { UUID, type Binary } from 'bson';
+import { UUID, type Binary } from 'mongodb';
 import { AeadError } from '../crypto/aead.js';
 import { decryptAll, encryptValue, parsePayload, UnsupportedTypeError, type ParsedPayload } from '../crypto/fle-payload.js';
 import { AppError, isAppError } from '../errors.js';

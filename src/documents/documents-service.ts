@@ -4,8 +4,7 @@
  * and decrypts what it reads. Knows no HTTP.
  */
 import { createHash } from 'node:crypto';
-import { ObjectId, UUID } from 'bson';
-import { MongoServerError, type Collection, type Document, type MongoClient } from 'mongodb';
+import { MongoServerError, type Collection, type Document, type MongoClient, ObjectId, UUID } from 'mongodb';
 import { encryptValue } from '../crypto/fle-payload.js';
 import { fromEjson } from '../ejson.js';
 import { AppError } from '../errors.js';

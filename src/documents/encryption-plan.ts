@@ -3,10 +3,13 @@
  * `encryptMetadata` inherited down the tree, `properties`, `patternProperties`) into a plan the
  * document walkers follow. Pure: key alt names are resolved to ids afterwards, at boot.
  */
-import { Binary, EJSON } from 'bson';
+import { BSON, Binary } from 'mongodb';
 import { algorithmAllowsType, type AlgorithmName } from '../crypto/fle-payload.js';
 import type { BsonTypeName } from '../crypto/bson-value.js';
 import { keyIdToString } from '../key-vault/key-document.js';
+
+// The driver's copy of bson: one module instance, so instanceof and its buffers are shared.
+const { EJSON } = BSON;
 
 /** Where a field's data key comes from. */
 export type KeySource =

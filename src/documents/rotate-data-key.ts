@@ -5,7 +5,7 @@
  * resume point is saved after each batch; a verification pass then checks no field is left under
  * the old key and that rotated fields decrypt under the new one.
  */
-import { EJSON, UUID, type Binary } from 'bson';
+import { BSON, UUID, type Binary } from 'mongodb';
 import type { Collection, Document } from 'mongodb';
 import { decryptPayload, encryptValue } from '../crypto/fle-payload.js';
 import { AppError } from '../errors.js';
@@ -13,6 +13,9 @@ import { keyIdToString } from '../key-vault/key-document.js';
 import type { KeyVault } from '../key-vault/key-vault.js';
 import { findCiphertexts, type FoundCiphertext } from './document-crypto.js';
 import type { KeyRotations } from './key-rotations.js';
+
+// The driver's copy of bson: one module instance, so instanceof and its buffers are shared.
+const { EJSON } = BSON;
 
 type Progress = { total: number; done: number; failed: number; phase: string };
 

@@ -2,7 +2,7 @@
  * Explicit encryption, as a driver's ClientEncryption offers it: one value (or a batch) under a
  * named data key, and decryption of any CSFLE ciphertext whose key is in the vault.
  */
-import type { Binary, UUID } from 'bson';
+import type { Binary, UUID } from 'mongodb';
 import { AeadError } from '../crypto/aead.js';
 import { decryptAll, encryptValues, parsePayload, UnsupportedTypeError, type AlgorithmName, type ParsedPayload } from '../crypto/fle-payload.js';
 import { AppError, isAppError, type ErrorCode } from '../errors.js';

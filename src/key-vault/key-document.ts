@@ -3,7 +3,7 @@
  * { _id: UUID, keyAltNames?: [string], keyMaterial: BinData(0), creationDate, updateDate,
  *   status: 0, masterKey: { provider, key?, region?, endpoint? } }
  */
-import { Binary, UUID } from 'bson';
+import { Binary, UUID } from 'mongodb';
 import { AppError } from '../errors.js';
 import type { MasterKey } from '../kms/master-key.js';
 

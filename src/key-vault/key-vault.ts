@@ -1,7 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { Binary, UUID } from 'bson';
 import { LRUCache } from 'lru-cache';
-import { MongoServerError, type Collection, type Filter } from 'mongodb';
+import { MongoServerError, type Collection, type Filter, Binary, UUID } from 'mongodb';
 import { KEY_LENGTH } from '../crypto/aead.js';
 import { AppError, isAppError } from '../errors.js';
 import type { Kms } from '../kms/kms.js';

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin';
-import { UUID } from 'bson';
+import { UUID } from 'mongodb';
 import { createDocumentsService, type DocumentsService } from '../documents/documents-service.js';
 import { readSchemaDirectory, resolveSchemaKeys } from '../documents/schema-registry.js';
 import { createKeyRotations, type RotationRecord } from '../documents/key-rotations.js';

@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { EJSON } from 'bson';
 import t from 'tap';
-import { MongoClient } from 'mongodb';
+import { MongoClient, BSON } from 'mongodb';
 import { createClientStore, MAX_TOKENS } from '../../src/clients/client-store.js';
 import { AppError } from '../../src/errors.js';
 import { stack } from '../helpers/stack.js';
+
+// The driver's copy of bson: one module instance, so instanceof and its buffers are shared.
+const { EJSON } = BSON;
 
 const mongo = new MongoClient(stack.mongodbUri);
 t.teardown(() => mongo.close());

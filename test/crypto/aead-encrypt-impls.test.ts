@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import t from 'tap';
-import { EJSON } from 'bson';
+import { BSON } from 'mongodb';
 import {
   aeadDecrypt,
   aeadDecryptManyJs,
@@ -19,6 +19,9 @@ import {
 import { nativeAead } from '../../src/crypto/aead-native.js';
 import { encryptValue, encryptValues, parsePayload, decryptPayload, UnsupportedTypeError } from '../../src/crypto/fle-payload.js';
 import vectors from '../fixtures/libmongocrypt-vectors.json' with { type: 'json' };
+
+// The driver's copy of bson: one module instance, so instanceof and its buffers are shared.
+const { EJSON } = BSON;
 
 const notBuilt = 'native addon not built (npm run build:native); the pure-JS path is tested alone';
 const impls: [string, AeadEncryptMany][] = [

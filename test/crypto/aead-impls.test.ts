@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { EJSON } from 'bson';
+import { BSON } from 'mongodb';
 import {
   aeadDecrypt,
   aeadDecryptManyJs,
@@ -19,6 +19,9 @@ import {
 import { nativeAead } from '../../src/crypto/aead-native.js';
 import { decryptAll, decryptPayloads, encryptValue, parsePayload } from '../../src/crypto/fle-payload.js';
 import vectors from '../fixtures/libmongocrypt-vectors.json' with { type: 'json' };
+
+// The driver's copy of bson: one module instance, so instanceof and its buffers are shared.
+const { EJSON } = BSON;
 
 const builtAddon = fileURLToPath(new URL('../../native/build/Release/aead_native.node', import.meta.url));
 const notBuilt = 'native addon not built (npm run build:native); the pure-JS path is tested alone';

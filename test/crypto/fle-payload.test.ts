@@ -1,9 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
-import { Binary, Decimal128, Double, EJSON, Int32, Long, MaxKey, MinKey, ObjectId, Code } from 'bson';
+import { BSON, Binary, Decimal128, Double, Int32, Long, MaxKey, MinKey, ObjectId, Code } from 'mongodb';
 import { decryptPayload, encryptValue, parsePayload, UnsupportedTypeError } from '../../src/crypto/fle-payload.js';
 import { AeadError } from '../../src/crypto/aead.js';
 import vectors from '../fixtures/libmongocrypt-vectors.json' with { type: 'json' };
+
+// The driver's copy of bson: one module instance, so instanceof and its buffers are shared.
+const { EJSON } = BSON;
 
 const dataKey = Buffer.from(vectors.dataKey, 'base64');
 const keyId = Buffer.from(vectors.keyId.replaceAll('-', ''), 'hex');

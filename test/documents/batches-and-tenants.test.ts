@@ -1,6 +1,9 @@
 import t from 'tap';
-import { EJSON } from 'bson';
+import { BSON } from 'mongodb';
 import { createDocumentsApp } from '../helpers/documents.js';
+
+// The driver's copy of bson: one module instance, so instanceof and its buffers are shared.
+const { EJSON } = BSON;
 
 const person = (name: string, tenant: string, extra: Record<string, unknown> = {}) => ({
   name,

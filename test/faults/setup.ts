@@ -5,8 +5,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BSON } from 'bson';
-import { MongoClient } from 'mongodb';
+import { MongoClient, BSON } from 'mongodb';
 import { createTestApp, type TestApp } from '../helpers/app.js';
 import { employeesSchema } from '../helpers/documents.js';
 

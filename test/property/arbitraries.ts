@@ -4,7 +4,10 @@
  * serialized as int32 or double depending on its value, which is not what we want to test.
  */
 import fc from 'fast-check';
-import { Binary, BSONRegExp, BSONSymbol, Code, Decimal128, Double, EJSON, Int32, Long, ObjectId, Timestamp } from 'bson';
+import { BSON, Binary, BSONRegExp, BSONSymbol, Code, Decimal128, Double, Int32, Long, ObjectId, Timestamp } from 'mongodb';
+
+// The driver's copy of bson: one module instance, so instanceof and its buffers are shared.
+const { EJSON } = BSON;
 
 /** Canonical Extended JSON as a string: the exact-type comparison of two BSON values. */
 export function canonical(value: unknown): string {

@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { aeadDecrypt, aeadDecryptMany, aeadEncrypt, aeadEncryptManyJs, aeadEncryptManyNative, AeadError } from '../../src/crypto/aead.js';
 import { nativeAead } from '../../src/crypto/aead-native.js';
 import { encodeValue } from '../../src/crypto/bson-value.js';
-import { BSON } from 'bson';
+import { BSON } from 'mongodb';
 import { toEjson } from '../../src/ejson.js';
 import { decryptPayload, encryptValue, parsePayload, UnsupportedTypeError } from '../../src/crypto/fle-payload.js';
 import { canonical, decimalArb, deterministicValueArb, doubleArb, randomValueArb, seed } from './arbitraries.js';
