@@ -377,8 +377,24 @@ interface Results {
   meta: Record<string, unknown>;
   workloads: Record<string, { rps: number[]; p99: number[]; p50: number[]; errors: number; valuesPerRequest: number }>;
   python: { w2: any[] };
-  /** W4, per round: libmongocrypt (bench/w4_libmongocrypt.py) 1 and 2 processes, ours (bench/w4-decrypt.ts) 1 and 2 threads. */
-  w4?: { pinning: { one: string; two: string }; versions?: { pymongocrypt: string; libmongocrypt: string }; libmongocryptNativeCrypto?: boolean; fields?: number; py1: any[]; py2: any[]; ours1: any[]; ours2: any[] };
+  /**
+   * W4, per round: libmongocrypt through pymongocrypt (bench/w4_libmongocrypt.py) 1 and 2 processes, the system libmongocrypt from C
+   * (bench/w4-libmongocrypt-c, when it builds) 1 and 2 threads, ours (bench/w4-decrypt.ts) 1 and 2 threads.
+   */
+  w4?: {
+    pinning: { one: string; two: string };
+    versions?: { pymongocrypt: string; libmongocrypt: string };
+    libmongocryptNativeCrypto?: boolean;
+    fields?: number;
+    py1: any[];
+    py2: any[];
+    ours1: any[];
+    ours2: any[];
+    /** The C driver: its libmongocrypt version and crypto backend, or why it did not build. */
+    c?: { version?: string; nativeCrypto?: boolean; cryptoBackend?: string; buildError?: string };
+    c1?: any[];
+    c2?: any[];
+  };
   w3Calls?: Record<string, unknown>;
   w5?: Record<string, unknown>;
   memory?: Record<string, unknown>;
@@ -625,6 +641,38 @@ async function main() {
         const seconds = String(Math.max(DURATION, 1));
         const w4: NonNullable<Results['w4']> = { pinning: { one: ONE ?? 'any', two: BOTH ?? 'any' }, py1: [], py2: [], ours1: [], ours2: [] };
         results.w4 = w4;
+        // The system libmongocrypt driven from C (native crypto), when bench/w4-libmongocrypt-c/build.sh can build it.
+        const cBuild = spawnSync('bash', [join(benchDir, 'w4-libmongocrypt-c/build.sh')], { cwd: root, encoding: 'utf8', timeout: 120_000 });
+        const cBin = cBuild.status === 0 ? cBuild.stdout.trim().split('\n').pop() : undefined;
+        if (cBin) {
+          w4.c = {};
+          w4.c1 = [];
+          w4.c2 = [];
+        } else {
+          w4.c = { buildError: (cBuild.stderr || cBuild.error?.message || `exit ${cBuild.status}`).trim().slice(-500) };
+          log(`W4: the C libmongocrypt driver did not build (${w4.c.buildError}); comparing against pymongocrypt only`);
+        }
+        const runC = (cpus: string | undefined, threads: number) =>
+          new Promise<any>((resolve, reject) => {
+            const cArgs = ['--dir', fixture, '--seconds', seconds, '--threads', String(threads)];
+            const child = spawnPinned(cpus, cBin!, cArgs, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+            let out = '';
+            let err = '';
+            child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+            child.stderr!.on('data', (c: Buffer) => (err += c.toString()));
+            const timer = setTimeout(() => child.kill('SIGKILL'), 180_000);
+            child.on('exit', (code) => {
+              clearTimeout(timer);
+              if (code !== 0) return reject(new Error(`${cBin} ${cArgs.join(' ')} exited ${code}: ${err.slice(-2000)}`));
+              try {
+                const res = JSON.parse(out.trim().split('\n').pop()!);
+                w4.c = { version: res.libmongocryptVersion, nativeCrypto: res.nativeCrypto, cryptoBackend: res.cryptoBackend };
+                resolve(res);
+              } catch (e) {
+                reject(e);
+              }
+            });
+          });
         if (python) {
           // pymongocrypt installs Python crypto callbacks (the `cryptography` package) when its libmongocrypt has no native crypto.
           const probe = spawnSync('python3', ['-c', 'from pymongocrypt.binding import lib\ntry:\n  print(bool(lib.mongocrypt_is_crypto_available()))\nexcept AttributeError:\n  print(False)'], { encoding: 'utf8' });
@@ -633,7 +681,7 @@ async function main() {
         const steps: { name: string; run: () => Promise<void> }[] = [];
         if (python) {
           steps.push({
-            name: 'libmongocrypt 1 process',
+            name: 'pymongocrypt 1 process',
             run: async () => {
               const py = await runPython(ONE, ['bench/w4_libmongocrypt.py', 'bench', '--dir', fixture, '--seconds', seconds, '--procs', '1'], 180_000);
               w4.versions = { pymongocrypt: py.pymongocrypt, libmongocrypt: py.libmongocrypt };
@@ -641,6 +689,7 @@ async function main() {
             },
           });
         }
+        if (cBin) steps.push({ name: 'libmongocrypt C 1 thread', run: async () => void w4.c1!.push(await runC(ONE, 1)) });
         steps.push({
           name: 'ours 1 thread (native, pure JS)',
           run: async () => {
@@ -651,7 +700,7 @@ async function main() {
         });
         if (python) {
           steps.push({
-            name: 'libmongocrypt 2 processes',
+            name: 'pymongocrypt 2 processes',
             run: async () => {
               // The script runs 1 process before N (its 1-process run here, on both cores, is not used).
               const py = await runPython(BOTH, ['bench/w4_libmongocrypt.py', 'bench', '--dir', fixture, '--seconds', seconds, '--procs', '2'], 180_000);
@@ -659,6 +708,7 @@ async function main() {
             },
           });
         }
+        if (cBin) steps.push({ name: 'libmongocrypt C 2 threads', run: async () => void w4.c2!.push(await runC(BOTH, 2)) });
         steps.push({
           name: 'ours 2 threads (native)',
           run: async () => {
@@ -818,7 +868,9 @@ function render(r: Results): string {
 
   // W4: medians over rounds of each side (see the W4 section).
   const w4ours = {
-    rounds: r.w4 ? Math.max(r.w4.ours1.length, r.w4.py1.length) : 0,
+    rounds: r.w4 ? Math.max(r.w4.ours1.length, r.w4.py1.length, r.w4.c1?.length ?? 0) : 0,
+    c1: median(r.w4?.c1?.map((p) => p.docsPerSec) ?? []),
+    c2: median(r.w4?.c2?.map((p) => p.docsPerSec) ?? []),
     py1: median(r.w4?.py1.map((p) => p.docsPerSec) ?? []),
     py2: median(r.w4?.py2.map((p) => p.docsPerSec) ?? []),
     native1: median(r.w4?.ours1.map((o) => o.results.native1?.docsPerSec ?? Number.NaN) ?? []),
@@ -826,11 +878,22 @@ function render(r: Results): string {
     native2: median(r.w4?.ours2.map((o) => o.results.native2?.docsPerSec ?? Number.NaN) ?? []),
   };
   if (r.w4) {
-    const py = (x: number) => (Number.isFinite(x) ? `libmongocrypt ${fmt(x, 1)} docs/s` : 'libmongocrypt not run');
-    target('W4 decrypt one 1500-field document, 1 thread (vs libmongocrypt 1 process, same core)', `ours ${fmt(w4ours.native1, 1)} docs/s vs ${py(w4ours.py1)}`, '≥ 1.0× libmongocrypt', w4ours.native1 / w4ours.py1, 1);
-    target('W4 decrypt one 1500-field document, 2 threads (vs libmongocrypt 2 processes, both cores)', `ours ${fmt(w4ours.native2, 1)} docs/s vs ${py(w4ours.py2)}`, '≥ 1.0× libmongocrypt', w4ours.native2 / w4ours.py2, 1);
-    const jsRatio = w4ours.js1 / w4ours.py1;
-    targets.push(['W4 pure-JS fallback (no native addon), 1 thread — info', `ours ${fmt(w4ours.js1, 1)} docs/s vs ${py(w4ours.py1)}`, '– (info)', Number.isFinite(jsRatio) ? `${fmt(jsRatio, 2)}×` : 'n/a', 'info']);
+    const info = (what: string, value: string, ratio: number) => targets.push([what, value, '– (info)', Number.isFinite(ratio) ? `${fmt(ratio, 2)}×` : 'n/a', 'info']);
+    const py = (x: number) => (Number.isFinite(x) ? `libmongocrypt via pymongocrypt ${fmt(x, 1)} docs/s` : 'pymongocrypt not run');
+    // The target compares against the system libmongocrypt driven from C (native crypto) when that ran, else against pymongocrypt.
+    const withC = Number.isFinite(w4ours.c1) || Number.isFinite(w4ours.c2);
+    if (withC) {
+      const c = (x: number) => (Number.isFinite(x) ? `libmongocrypt ${r.w4!.c?.version ?? ''} (C, native crypto) ${fmt(x, 1)} docs/s` : 'libmongocrypt (C) not run');
+      target('W4 decrypt one 1500-field document, 1 thread (vs libmongocrypt from C, 1 thread, same core)', `ours ${fmt(w4ours.native1, 1)} docs/s vs ${c(w4ours.c1)}`, '≥ 1.0× libmongocrypt', w4ours.native1 / w4ours.c1, 1);
+      target('W4 decrypt one 1500-field document, 2 threads (vs libmongocrypt from C, 2 threads, both cores)', `ours ${fmt(w4ours.native2, 1)} docs/s vs ${c(w4ours.c2)}`, '≥ 1.0× libmongocrypt', w4ours.native2 / w4ours.c2, 1);
+      info('W4 pure-JS fallback (no native addon), 1 thread vs libmongocrypt from C — info', `ours ${fmt(w4ours.js1, 1)} docs/s vs ${c(w4ours.c1)}`, w4ours.js1 / w4ours.c1);
+      if (Number.isFinite(w4ours.py1) || Number.isFinite(w4ours.py2))
+        info('W4 vs libmongocrypt through pymongocrypt (Python crypto callbacks), 1 process / 2 processes — info', `ours ${fmt(w4ours.native1, 1)} / ${fmt(w4ours.native2, 1)} docs/s vs ${py(w4ours.py1)} / ${fmt(w4ours.py2, 1)} docs/s`, w4ours.native1 / w4ours.py1);
+    } else {
+      target('W4 decrypt one 1500-field document, 1 thread (vs libmongocrypt 1 process, same core)', `ours ${fmt(w4ours.native1, 1)} docs/s vs ${py(w4ours.py1)}`, '≥ 1.0× libmongocrypt', w4ours.native1 / w4ours.py1, 1);
+      target('W4 decrypt one 1500-field document, 2 threads (vs libmongocrypt 2 processes, both cores)', `ours ${fmt(w4ours.native2, 1)} docs/s vs ${py(w4ours.py2)}`, '≥ 1.0× libmongocrypt', w4ours.native2 / w4ours.py2, 1);
+      info('W4 pure-JS fallback (no native addon), 1 thread — info', `ours ${fmt(w4ours.js1, 1)} docs/s vs ${py(w4ours.py1)}`, w4ours.js1 / w4ours.py1);
+    }
   }
 
   lines.push('# Benchmark results (issue #5)', '');
@@ -860,7 +923,9 @@ function render(r: Results): string {
   if (r.w4)
     lines.push(
       '',
-      `W4: libmongocrypt is measured through pymongocrypt (allowed by the issue), so its numbers include Python per-call overhead around libmongocrypt's C${r.w4.libmongocryptNativeCrypto === false ? ', and here also Python crypto callbacks for every field (this libmongocrypt has no native crypto), so the W4 ratios overstate the lead over libmongocrypt with native crypto' : ''}; see the W4 section.`,
+      Number.isFinite(w4ours.c1) || Number.isFinite(w4ours.c2)
+        ? `W4: the targets compare against the system libmongocrypt ${r.w4.c?.version ?? '?'} driven from a small C program (bench/w4-libmongocrypt-c, crypto: ${r.w4.c?.nativeCrypto ? r.w4.c?.cryptoBackend ?? 'native' : 'not native'}); libmongocrypt through pymongocrypt${r.w4.libmongocryptNativeCrypto === false ? ' (Python crypto callbacks for every field here)' : ''} is an info row; see the W4 section.`
+        : `W4: libmongocrypt is measured through pymongocrypt (allowed by the issue), so its numbers include Python per-call overhead around libmongocrypt's C${r.w4.libmongocryptNativeCrypto === false ? ', and here also Python crypto callbacks for every field (this libmongocrypt has no native crypto), so the W4 ratios overstate the lead over libmongocrypt with native crypto' : ''}${r.w4.c?.buildError ? ` (the C driver bench/w4-libmongocrypt-c did not build: ${r.w4.c.buildError.split('\n').pop()})` : ''}; see the W4 section.`,
     );
   lines.push('');
 
@@ -899,11 +964,20 @@ function render(r: Results): string {
     lines.push('## W4: whole-document decryption, ours vs libmongocrypt', '');
     lines.push(
       `The same fixture (bench/fixtures/w4: one BSON document, ${w4.fields ?? 1500} string fields random-encrypted by pymongo's ClientEncryption.encrypt under one data key wrapped by a local master key), decrypted whole, over and over, with the data key cached, in the same run, interleaved round by round (${w4ours.rounds} rounds; odd rounds in reverse order; each measurement ${m.settings.duration < 1 ? 1 : m.settings.duration} s after its own warm-up). ` +
-        `1 thread / 1 process pinned to cpu ${w4.pinning.one}, 2 threads / 2 processes to cpus ${w4.pinning.two}, the same for both sides.`,
+        `1 thread / 1 process pinned to cpu ${w4.pinning.one}, 2 threads / 2 processes to cpus ${w4.pinning.two}, the same for all sides.`,
       '',
     );
+    if (w4.c1?.length || w4.c2?.length) {
+      const keyReq = [...(w4.c1 ?? []), ...(w4.c2 ?? [])].reduce((a, x) => a + (x.keyRequestsAfter ?? 0), 0);
+      lines.push(
+        `- libmongocrypt from C (the target's baseline): \`bench/w4-libmongocrypt-c/w4.c\` linked against the system libmongocrypt ${w4.c?.version ?? '?'} (crypto: ${w4.c?.nativeCrypto ? `native, ${w4.c?.cryptoBackend ?? '?'}` : '**not native**'}; no crypto hooks set). One \`mongocrypt_t\` per thread with the local KMS provider; per document \`mongocrypt_ctx_decrypt_init\` on the encrypted BSON, the context state machine (the key document fed once on the first document, then cached by the handle: ${keyReq} key requests after warm-up), \`mongocrypt_ctx_finalize\`, ctx destroyed; output checked against plaintext.bson before timing. ` +
+          `1 thread ${fmt(w4ours.c1, 1)} docs/s (rounds ${perRound((w4.c1 ?? []).map((p) => p.docsPerSec))}), 2 pthreads ${fmt(w4ours.c2, 1)} docs/s summed (rounds ${perRound((w4.c2 ?? []).map((p) => p.docsPerSec))}); p50 ${fmt(median((w4.c1 ?? []).map((p) => p.p50Ms)), 2)} ms per document on 1 thread.`,
+      );
+    } else if (w4.c?.buildError) {
+      lines.push(`- libmongocrypt from C: not run, \`bench/w4-libmongocrypt-c/build.sh\` failed (${w4.c.buildError.split('\n').pop()}); the targets compare against pymongocrypt.`);
+    }
     lines.push(
-      `- libmongocrypt: \`bench/w4_libmongocrypt.py\`, pymongocrypt ${w4.versions?.pymongocrypt ?? '?'} (libmongocrypt ${w4.versions?.libmongocrypt ?? '?'}) \`AutoEncrypter.decrypt\` (libmongocrypt's decryption context, what pymongo runs on every auto-decrypted reply: BSON in, BSON out); the key document is served once by the callback, then cached by libmongocrypt. ` +
+      `- libmongocrypt through pymongocrypt${w4.c1?.length ? ' (info)' : ''}: \`bench/w4_libmongocrypt.py\`, pymongocrypt ${w4.versions?.pymongocrypt ?? '?'} (libmongocrypt ${w4.versions?.libmongocrypt ?? '?'}) \`AutoEncrypter.decrypt\` (libmongocrypt's decryption context, what pymongo runs on every auto-decrypted reply: BSON in, BSON out); the key document is served once by the callback, then cached by libmongocrypt. ` +
         `1 process ${fmt(w4ours.py1, 1)} docs/s (rounds ${perRound(w4.py1.map((p) => p.docsPerSec))}), 2 processes ${fmt(w4ours.py2, 1)} docs/s (rounds ${perRound(w4.py2.map((p) => p.docsPerSec))}).`,
     );
     lines.push(
@@ -914,9 +988,12 @@ function render(r: Results): string {
     if (notes.length) lines.push(`- Notes from bench/w4-decrypt.ts: ${notes.join('; ')}.`);
     lines.push(
       '',
-      'Fairness: the issue allows measuring libmongocrypt through pymongocrypt, and that is what this does, so the libmongocrypt numbers include pymongocrypt\'s Python per-call overhead (one `decrypt` call per document: cffi calls into the C library, the context state machine stepped from Python, the key callback). ' +
+      (w4.c1?.length
+        ? 'Fairness: the targets use the C driver, libmongocrypt\'s own decryption context with native crypto and no language binding around it, in-process like ours. The pymongocrypt row is kept for reference: it includes pymongocrypt\'s Python per-call overhead'
+        : 'Fairness: the issue allows measuring libmongocrypt through pymongocrypt, and that is what this does, so the libmongocrypt numbers include pymongocrypt\'s Python per-call overhead') +
+        ' (one `decrypt` call per document: cffi calls into the C library, the context state machine stepped from Python, the key callback). ' +
         (w4.libmongocryptNativeCrypto === false
-          ? `**More than that here:** this libmongocrypt (${w4.versions?.libmongocrypt ?? '?'}, as loaded by pymongocrypt) reports \`mongocrypt_is_crypto_available() = false\`, so pymongocrypt registers its Python crypto hooks (the \`cryptography\` package) and every field's AES-256-CBC decryption and HMAC-SHA-512 is a call from C back into Python: 1500 of each per document. The libmongocrypt numbers are therefore far below what libmongocrypt with its native (OpenSSL) crypto reaches, and the ratios above overstate our lead over libmongocrypt's C core; they are exact only against libmongocrypt as pymongo ships it on this machine. `
+          ? `**More than that here:** this libmongocrypt (${w4.versions?.libmongocrypt ?? '?'}, as loaded by pymongocrypt) reports \`mongocrypt_is_crypto_available() = false\`, so pymongocrypt registers its Python crypto hooks (the \`cryptography\` package) and every field's AES-256-CBC decryption and HMAC-SHA-512 is a call from C back into Python: 1500 of each per document. The pymongocrypt numbers are therefore far below what libmongocrypt with its native (OpenSSL) crypto reaches${w4.c1?.length ? ' (compare the C driver above), which is why the targets use the C driver' : ", and the ratios above overstate our lead over libmongocrypt's C core; they are exact only against libmongocrypt as pymongo ships it on this machine"}. `
           : w4.libmongocryptNativeCrypto === true
             ? 'This libmongocrypt has native crypto (`mongocrypt_is_crypto_available() = true`): the per-field AES and HMAC run in C; only the per-document call crosses Python. '
             : '') +
