@@ -11,7 +11,7 @@ import cluster from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 
 const workers = Number(process.env.BENCH_WORKERS ?? 2);
-cluster.setupPrimary({ exec: fileURLToPath(new URL('../dist/src/server.js', import.meta.url)), silent: false });
+cluster.setupPrimary({ exec: fileURLToPath(new URL('../dist/src/server.js', import.meta.url)), execArgv: ['--max-old-space-size=512'], silent: false });
 let listening = 0;
 cluster.on('listening', () => {
   listening += 1;

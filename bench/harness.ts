@@ -132,6 +132,8 @@ interface Proc {
   stop(): Promise<void>;
 }
 const running = new Set<Proc>();
+/** The service as `npm start` and the Docker image run it (a bounded heap keeps RSS flat). */
+const SERVER_ARGS = ['--max-old-space-size=512', 'dist/src/server.js'];
 
 async function startProc(name: string, cpus: string | undefined, nodeArgs: string[], env: Record<string, string>, readyLine?: RegExp): Promise<Proc> {
   const port = await freePort();
@@ -454,13 +456,13 @@ async function main() {
     const emptyDir = mkdtempSync(join(os.tmpdir(), 'bench-noschemas-'));
     cleanups.push(() => rmSync(emptyDir, { recursive: true, force: true }));
     if (needMain) {
-      const setup = await startProc('setup', SERVER_CPU, ['dist/src/server.js'], { ...serverEnv, SCHEMAS_DIR: emptyDir });
+      const setup = await startProc('setup', SERVER_CPU, SERVER_ARGS, { ...serverEnv, SCHEMAS_DIR: emptyDir });
       await must(setup.base, 'POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['bench-det'] }, 201);
       await must(setup.base, 'POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['bench-rnd'] }, 201);
       await setup.stop();
     }
     const profileArgs = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : [];
-    const server = needMain ? await startProc('server', SERVER_CPU, [...profileArgs, 'dist/src/server.js'], serverEnv) : undefined;
+    const server = needMain ? await startProc('server', SERVER_CPU, [...profileArgs, ...SERVER_ARGS], serverEnv) : undefined;
     const echo = only.has('w1') ? await startProc('echo', SERVER_CPU, ['--import', 'tsx', 'bench/echo-server.ts'], {}) : undefined;
 
     // ---- fixtures through the service
@@ -726,11 +728,11 @@ async function main() {
     // ---- W5: cold AWS-wrapped key, N concurrent decrypts on a freshly started process
     if (only.has('w5')) {
       log(`W5: ${W5_CONCURRENCY} concurrent decrypts needing one uncached AWS-wrapped data key`);
-      const first = await startProc('w5-setup', SERVER_CPU, ['dist/src/server.js'], serverEnv);
+      const first = await startProc('w5-setup', SERVER_CPU, SERVER_ARGS, serverEnv);
       await must(first.base, 'POST', '/keys', { masterKey: { provider: 'aws', key: stack.TEST_KMS_KEY_ARN }, keyAltNames: ['bench-aws'] }, 201);
       const ct = (await must(first.base, 'POST', '/encrypt', { value: 'cold-key-value', algorithm: 'random', keyAltName: 'bench-aws' }, 200)).ciphertext as string;
       await first.stop();
-      const cold = await startProc('w5', SERVER_CPU, ['dist/src/server.js'], serverEnv);
+      const cold = await startProc('w5', SERVER_CPU, SERVER_ARGS, serverEnv);
       await sleep(300);
       const kms0 = { ...kmsProxy.counts };
       const kv0 = { ...kvProxy.counts };

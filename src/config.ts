@@ -55,7 +55,7 @@ const schema = {
     REQUEST_TIMEOUT_MS: { type: 'integer', minimum: 1000, default: 30000 },
     SHUTDOWN_TIMEOUT_MS: { type: 'integer', minimum: 100, default: 10000 },
     MAX_EVENT_LOOP_DELAY_MS: { type: 'integer', minimum: 0, default: 1000 },
-    MAX_HEAP_USED_BYTES: { type: 'integer', minimum: 0, default: 1073741824 },
+    MAX_HEAP_USED_BYTES: { type: 'integer', minimum: 0, default: 402653184 },
     KMS_BREAKER_RESET_MS: { type: 'integer', minimum: 100, default: 10000 },
     IDEMPOTENCY_TTL_MS: { type: 'integer', minimum: 1000, default: 86400000 },
     MAX_FIND_LIMIT: { type: 'integer', minimum: 1, maximum: 10000, default: 1000 },

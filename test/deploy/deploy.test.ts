@@ -44,4 +44,9 @@ t.test('the Dockerfile builds in one stage and runs, as a non-root user, the com
   t.equal(cmd, 'dist/src/server.js');
   t.equal(JSON.parse(readFileSync(new URL('package.json', root), 'utf8')).main, cmd, 'the image starts what npm start starts');
   t.ok(existsSync(new URL('src/server.ts', root)), 'and the build makes it from src/server.ts');
+  const heapBound = '--max-old-space-size=512';
+  t.match(dockerfile, new RegExp(`^ENV NODE_OPTIONS=${heapBound}$`, 'm'), 'the image bounds the heap');
+  const start = JSON.parse(readFileSync(new URL('package.json', root), 'utf8')).scripts.start as string;
+  t.equal(start, `node ${heapBound} ${cmd}`, 'as npm start does');
+  t.match(dockerfile, /COPY --from=build [^\n]*aead_native\.node/, 'the runtime image carries the native AEAD addon');
 });
