@@ -1,6 +1,10 @@
 import type { FastifyInstance } from 'fastify';
 import { errorResponses } from '../schemas/http/common.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError } from '../src/errors.js';
+
+/** How long a probe waits for the audit chain head before it answers 503 (probes have short timeouts). */
+const AUDIT_READY_WAIT_MS = 1000;
 
 const status = {
   type: 'object',
@@ -34,7 +38,8 @@ export default async function healthRoutes(app: FastifyInstance) {
       config: { public: true },
       schema: {
         tags: ['health'],
-        summary: 'Readiness: the databases answer and KMS is not failing (503 DATABASE_UNAVAILABLE or KMS_UNAVAILABLE otherwise)',
+        summary:
+          'Readiness: the databases answer, the audit trail can be appended to and KMS is not failing (503 DATABASE_UNAVAILABLE, AUDIT_UNAVAILABLE or KMS_UNAVAILABLE otherwise)',
         response: { 200: readiness, ...errorResponses(503) },
       },
     },
@@ -45,6 +50,11 @@ export default async function healthRoutes(app: FastifyInstance) {
       } catch (err) {
         // Whatever way the ping fails, the database is not there for this instance.
         throw new AppError('DATABASE_UNAVAILABLE', undefined, { cause: err });
+      }
+      if (!app.audit.isPrepared()) {
+        // Started by the audit plugin at boot; this waits a moment for it, or starts it again after a failure.
+        const prepared = await Promise.race([app.audit.prepare().then(() => true, () => false), sleep(AUDIT_READY_WAIT_MS, false, { ref: false })]);
+        if (!prepared) throw new AppError('AUDIT_UNAVAILABLE', 'The audit chain head is not loaded yet.');
       }
       if (!app.kms.isHealthy()) throw new AppError('KMS_UNAVAILABLE', 'KMS keeps failing.');
       return { status: 'ok', mongodb: 'ok', kms: 'ok' };

@@ -104,6 +104,12 @@ const MAX_BATCH = 100;
 const MAX_LIST_LIMIT = 1000;
 const MAX_PROBLEMS = 1000;
 const READ_MAX_TIME_MS = 5000;
+/**
+ * The head query may scan the chain where the server cannot use the {chainId, seq} index for the
+ * sort (FerretDB on SQLite: about 60 µs per record, so ~6 s at 100k records). It is not bounded by
+ * an append's deadline: appends fail by theirs, the load goes on, and later appends use its answer.
+ */
+const HEAD_MAX_TIME_MS = 120_000;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -310,6 +316,10 @@ export function createAuditLog({ collection, hmacKey, chainId, timeoutMs = DEFAU
 
   /** Seq and hmac of the last record of our chain as we believe it; undefined means "reload". */
   let head: { seq: number; hmac: string } | undefined;
+  /** The one head query in flight, shared by every batch that needs it; undefined when none is. */
+  let headLoad: Promise<{ seq: number; hmac: string }> | undefined;
+  /** Bumped whenever the head becomes unknown, so an older load in flight does not set a stale head. */
+  let headEpoch = 0;
 
   /** Appends waiting for a write, oldest first. */
   const pending: Pending[] = [];
@@ -360,7 +370,7 @@ export function createAuditLog({ collection, hmacKey, chainId, timeoutMs = DEFAU
 
   async function loadHead(): Promise<{ seq: number; hmac: string }> {
     const last = await collection
-      .find({ chainId }, { projection: { seq: 1, hmac: 1 }, readPreference: 'primary', maxTimeMS: READ_MAX_TIME_MS })
+      .find({ chainId }, { projection: { seq: 1, hmac: 1 }, readPreference: 'primary', maxTimeMS: HEAD_MAX_TIME_MS })
       .sort({ seq: -1 })
       .limit(1)
       .next();
@@ -369,6 +379,30 @@ export function createAuditLog({ collection, hmacKey, chainId, timeoutMs = DEFAU
       throw new Error('the audit chain head is malformed; run verify()');
     }
     return { seq: last.seq, hmac: last.hmac };
+  }
+
+  /** The head, loading it once for all waiters when unknown. */
+  function knownHead(): Promise<{ seq: number; hmac: string }> {
+    if (head !== undefined) return Promise.resolve(head);
+    if (headLoad === undefined) {
+      const epoch = headEpoch;
+      const load = loadHead().then((loaded) => {
+        if (epoch === headEpoch) head = loaded;
+        return loaded;
+      });
+      headLoad = load;
+      const clear = () => {
+        if (headLoad === load) headLoad = undefined;
+      };
+      load.then(clear, clear);
+    }
+    return headLoad;
+  }
+
+  function forgetHead(): void {
+    head = undefined;
+    headLoad = undefined;
+    headEpoch++;
   }
 
   function enqueue(fields: EventFields): Promise<AuditRecord> {
@@ -447,8 +481,7 @@ export function createAuditLog({ collection, hmacKey, chainId, timeoutMs = DEFAU
       let records: AuditRecord[] = [];
       try {
         await beforeDeadline(ensureIndexes(), deadline);
-        head ??= await beforeDeadline(loadHead(), deadline);
-        records = chainAfter(head, rest);
+        records = chainAfter(await beforeDeadline(knownHead(), deadline), rest);
         await beforeDeadline(
           collection.insertMany(records, { ordered: true, writeConcern: { w: 'majority', journal: true, wtimeoutMS: timeoutMs } }),
           deadline,
@@ -458,9 +491,12 @@ export function createAuditLog({ collection, hmacKey, chainId, timeoutMs = DEFAU
         rest.forEach((entry, i) => succeed(entry, records[i]!));
         return;
       } catch (err) {
-        // After any failure the head is unknown: a write that timed out may still have landed.
-        head = undefined;
-        const outcome = records.length > 0 ? writtenPrefix(err, records.length) : undefined;
+        // Failing before the write (indexes, or a head query still running) leaves the head as it
+        // was, and a head query in flight goes on for the next batch.
+        if (records.length === 0) return failAll(rest, err);
+        // After a failed write the head is unknown: a write that timed out may still have landed.
+        forgetHead();
+        const outcome = writtenPrefix(err, records.length);
         if (outcome === undefined) return failAll(rest, err);
         rest.slice(0, outcome.written).forEach((entry, i) => succeed(entry, records[i]!));
         rest = rest.slice(outcome.written);
@@ -469,11 +505,10 @@ export function createAuditLog({ collection, hmacKey, chainId, timeoutMs = DEFAU
         // holding its _id is not where the head query looks (damaged): stop before spinning.
         const lost = records[outcome.written]!.seq;
         try {
-          head = await beforeDeadline(loadHead(), deadline);
+          if ((await beforeDeadline(knownHead(), deadline)).seq < lost) stalled++;
         } catch (reloadErr) {
           return failAll(rest, reloadErr);
         }
-        if (head.seq < lost) stalled++;
         if (attempt >= MAX_ATTEMPTS || stalled >= MAX_STALLED || Date.now() >= deadline) return failAll(rest, err);
         // A little jitter, so two instances do not keep colliding in step.
         await sleep(Math.random() * Math.min(20, attempt * 2));
@@ -494,6 +529,20 @@ export function createAuditLog({ collection, hmacKey, chainId, timeoutMs = DEFAU
       } catch (err) {
         return Promise.reject(err as Error);
       }
+    },
+
+    /**
+     * Make the indexes and load the chain head, so the first appends need not (at start-up, and by
+     * the readiness probe while the head is unknown). Rejects when the database does not answer.
+     */
+    async prepare(): Promise<void> {
+      await ensureIndexes();
+      await knownHead();
+    },
+
+    /** Whether the chain head is known, so an append costs one write. */
+    isPrepared(): boolean {
+      return head !== undefined;
     },
 
     /** Wait until every append queued so far has settled (before the clients close, on shutdown). */

@@ -34,6 +34,12 @@ export default fp(
     // Outcome events of requests answered just before a shutdown are written before the clients
     // close (onClose hooks run in reverse order of registration: this one before mongodb's).
     app.addHook('onClose', async () => audit.flush());
+    // The head of a long chain can take seconds to find (FerretDB scans it): load it before traffic
+    // arrives, not inside the first requests' deadlines. Not awaited: the service may start while
+    // the database is away; readiness says when the trail can be written.
+    app.addHook('onReady', async () => {
+      audit.prepare().catch((err: unknown) => app.log.warn({ err }, 'audit chain head not loaded yet; retrying on first append'));
+    });
     app.decorate('audit', audit);
     app.decorateRequest('auditStarted', false);
     app.decorateRequest('auditDetails', undefined);

@@ -269,3 +269,45 @@ t.test('an unreachable database: a burst of appends all fail with AUDIT_UNAVAILA
     }
   }
 });
+
+t.test('a head query slower than the append deadline is kept for the next appends, and prepare() loads it ahead', async (t) => {
+  const [base] = await setup(t);
+  const writer = createAuditLog({ collection: base!, hmacKey, chainId: 'main' });
+  for (let i = 0; i < 3; i++) await writer.append(event(i));
+
+  // The head query takes 400 ms (a long chain on a server that scans it); appends may wait 250 ms.
+  let finds = 0;
+  const slowFinds = new Proxy(base!, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target) as unknown;
+      if (typeof value !== 'function') return value;
+      const bound = (value as (...args: unknown[]) => unknown).bind(target);
+      if (prop !== 'find') return bound;
+      return (...args: unknown[]) => {
+        finds++;
+        const cursor = bound(...args) as { next(): Promise<unknown> };
+        const next = cursor.next.bind(cursor);
+        cursor.next = async () => {
+          await new Promise((resolve) => setTimeout(resolve, 400));
+          return next();
+        };
+        return cursor;
+      };
+    },
+  }) as Collection<AuditRecord>;
+
+  const restarted = createAuditLog({ collection: slowFinds, hmacKey, chainId: 'main', timeoutMs: 250 });
+  t.equal(restarted.isPrepared(), false);
+  t.match(await restarted.append(event(3)).catch((e: unknown) => e), { code: 'AUDIT_UNAVAILABLE' }, 'the first append fails by its deadline');
+  for (let waited = 0; !restarted.isPrepared() && waited < 5000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+  t.equal(restarted.isPrepared(), true, 'the head query went on and its answer was kept');
+  t.equal((await restarted.append(event(4))).seq, 4, 'the next append needs no head query');
+  t.equal(finds, 1, 'one head query in all');
+
+  const warmed = createAuditLog({ collection: slowFinds, hmacKey, chainId: 'main', timeoutMs: 250 });
+  await warmed.prepare();
+  t.equal(warmed.isPrepared(), true);
+  t.equal((await warmed.append(event(5))).seq, 5, 'after prepare() the first append is one write');
+  t.equal(finds, 2);
+  t.match(await writer.verify(), { valid: true, checked: 5 });
+});
