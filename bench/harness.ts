@@ -404,6 +404,23 @@ interface Results {
   notes: string[];
 }
 
+/**
+ * Run one part of the benchmark; if it fails, say so in the results (and show the servers' last
+ * output) and go on, so one broken part does not cost the numbers of the others.
+ */
+async function section(results: Results, name: string, run: () => Promise<void>): Promise<void> {
+  const before = new Set(running);
+  try {
+    await run();
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    log(`${name} failed: ${message}`);
+    for (const proc of running) process.stderr.write(`--- ${proc.name}, last output:\n${proc.output().slice(-3000)}\n`);
+    for (const proc of [...running]) if (!before.has(proc)) await proc.stop();
+    results.notes.push(`${name} failed, so its numbers are missing: ${message.slice(0, 500)}`);
+  }
+}
+
 async function main() {
   const started = Date.now();
   pinSelf(LOAD_CPU);
@@ -628,7 +645,7 @@ async function main() {
     if (echo) await echo.stop();
 
     // ---- W4: whole-document decrypt of the shared fixture, libmongocrypt (Python) and ours, interleaved
-    if (only.has('w4')) {
+    if (only.has('w4')) await section(results, 'W4', async () => {
       const fixture = join(benchDir, 'fixtures/w4');
       if (!existsSync(join(fixture, 'document.bson')) && python) {
         log('W4: generating the fixture with pymongo explicit encryption');
@@ -723,10 +740,10 @@ async function main() {
           for (const step of order) await step.run();
         }
       }
-    }
+    });
 
     // ---- W5: cold AWS-wrapped key, N concurrent decrypts on a freshly started process
-    if (only.has('w5')) {
+    if (only.has('w5')) await section(results, 'W5', async () => {
       log(`W5: ${W5_CONCURRENCY} concurrent decrypts needing one uncached AWS-wrapped data key`);
       const first = await startProc('w5-setup', SERVER_CPU, SERVER_ARGS, serverEnv);
       await must(first.base, 'POST', '/keys', { masterKey: { provider: 'aws', key: stack.TEST_KMS_KEY_ARN }, keyAltNames: ['bench-aws'] }, 201);
@@ -764,10 +781,10 @@ async function main() {
         serverKmsUnwraps: c.kmsUnwraps,
         serverCacheMisses: c.cacheMisses,
       };
-    }
+    });
 
     // ---- scale-out: 1 vs 2 processes (node:cluster) sharing one port, nothing pinned
-    if (only.has('scale')) {
+    if (only.has('scale')) await section(results, 'scale-out', async () => {
       log('scale-out: 1 vs 2 processes');
       pinSelf(ALL_CPUS);
       const clusterEnv = { ...serverEnv, KEY_VAULT_URI: stack.MONGODB_URI!, SCHEMAS_DIR: emptyDir };
@@ -798,7 +815,7 @@ async function main() {
       await c1.stop();
       await c2.stop();
       pinSelf(LOAD_CPU);
-    }
+    });
 
     // ---- metadata, output
     const py = python
