@@ -218,6 +218,17 @@ async function must(base: string, method: string, path: string, body: unknown, s
   return r.json;
 }
 
+/** Wait until `/health/ready` answers 200 `inARow` times running (so every worker behind one port is ready). */
+async function allReady(base: string, inARow: number, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let run = 0; run < inARow; ) {
+    if (Date.now() > deadline) throw new Error(`${base} not ready within ${timeoutMs / 1000} s`);
+    const ok = await fetch(`${base}/health/ready`).then((r) => r.ok, () => false);
+    run = ok ? run + 1 : 0;
+    if (!ok) await sleep(200);
+  }
+}
+
 /** Sums of the counters this harness watches, from the service's Prometheus /metrics. */
 async function counters(base: string) {
   const r = await call(base, 'GET', '/metrics', undefined, 180_000);
@@ -264,6 +275,8 @@ interface Sample {
   p99: number;
   requests: number;
   errors: number;
+  /** What the errors were: answers by status code (non-2xx only), client timeouts, connection errors. */
+  errorClasses: { status: Record<string, number>; timeouts: number; connectionErrors: number };
 }
 
 type Req = { method?: string; path: string; body?: string };
@@ -288,6 +301,15 @@ async function load(base: string, seconds: number, requests: (() => Req)[], conn
     p99: result.latency.p99,
     requests: result.requests.total,
     errors: result.non2xx + result.errors + result.timeouts,
+    errorClasses: {
+      status: Object.fromEntries(
+        Object.entries((result as any).statusCodeStats ?? {})
+          .filter(([code]) => !code.startsWith('2'))
+          .map(([code, v]) => [code, (v as { count: number }).count]),
+      ),
+      timeouts: result.timeouts,
+      connectionErrors: Math.max(0, result.errors - result.timeouts),
+    },
   };
 }
 
@@ -445,6 +467,10 @@ async function main() {
     cleanups.push(() => kmsProxy.close());
     writeFileSync(join(schemasDir, `${db}.enc.json`), JSON.stringify(collectionSchema(true)));
     writeFileSync(join(schemasDir, `${db}.plain.json`), JSON.stringify(collectionSchema(false)));
+    // Inserts go to their own collections, so get and find read collections of the same fixed size
+    // on both sides (FerretDB scans for a find: a collection that grew faster would be slower).
+    writeFileSync(join(schemasDir, `${db}.enc_ins.json`), JSON.stringify(collectionSchema(true)));
+    writeFileSync(join(schemasDir, `${db}.plain_ins.json`), JSON.stringify(collectionSchema(false)));
 
     const serverEnv: Record<string, string> = {
       MONGODB_URI: stack.MONGODB_URI!,
@@ -511,7 +537,7 @@ async function main() {
         ];
         if (only.has('w2')) workloads.push(...w2);
       }
-      // W3: 200 seed documents per collection (d0 unique, indexed), then insert / get / find.
+      // W3: 200 seed documents per collection (d0 unique, indexed) for get / find; inserts into <coll>_ins.
       const ids: Record<string, string[]> = { enc: [], plain: [] };
       const SEED = 200;
       if (only.has('w3') || only.has('memory')) {
@@ -525,7 +551,7 @@ async function main() {
         const pick = (xs: string[]) => xs[Math.floor(Math.random() * xs.length)]!;
         for (const coll of ['enc', 'plain'] as const) {
           const ns = `${db}.${coll}`;
-          const insert = () => ({ path: `/documents/${ns}`, body: JSON.stringify({ document: benchDoc(`ins-${process.pid}-${n++}`) }) });
+          const insert = () => ({ path: `/documents/${ns}_ins`, body: JSON.stringify({ document: benchDoc(`ins-${process.pid}-${n++}`) }) });
           const get = () => ({ method: 'GET', path: `/documents/${ns}/${pick(ids[coll]!)}` });
           const find = () => ({ path: `/documents/${ns}/find`, body: JSON.stringify({ filter: { d0: `seed-${Math.floor(Math.random() * SEED)}-det-0` }, limit: 10 }) });
           if (only.has('w3')) {
@@ -611,7 +637,7 @@ async function main() {
           () => ({ path: '/decrypt', body: decOne }),
           () => ({ path: '/encrypt', body: encBatch }),
           () => ({ path: '/decrypt', body: decBatch }),
-          () => ({ path: `/documents/${db}.enc`, body: JSON.stringify({ document: benchDoc(`mem-${Math.random()}`) }) }),
+          () => ({ path: `/documents/${db}.enc_ins`, body: JSON.stringify({ document: benchDoc(`mem-${Math.random()}`) }) }),
           () => ({ method: 'GET', path: `/documents/${db}.enc/${ids.enc![Math.floor(Math.random() * ids.enc!.length)]}` }),
           () => ({ path: `/documents/${db}.enc/find`, body: JSON.stringify({ filter: { d0: `seed-${Math.floor(Math.random() * SEED)}-det-0` }, limit: 10 }) }),
         ];
@@ -632,6 +658,7 @@ async function main() {
           drainSeconds: drained,
           requests: s.requests,
           errors: s.errors,
+          errorClasses: s.errorClasses,
           rps: s.rps,
           maxMB: Math.max(...vals) / 1048576,
           firstThirdMedianMB: firstThird / 1048576,
@@ -790,6 +817,8 @@ async function main() {
       const clusterEnv = { ...serverEnv, KEY_VAULT_URI: stack.MONGODB_URI!, SCHEMAS_DIR: emptyDir };
       const c1 = await startProc('cluster-1', ALL_CPUS, ['--import', 'tsx', 'bench/cluster.ts'], { ...clusterEnv, BENCH_WORKERS: '1', AUDIT_CHAIN_ID: 'scale1' }, /ready 1/);
       const c2 = await startProc('cluster-2', ALL_CPUS, ['--import', 'tsx', 'bench/cluster.ts'], { ...clusterEnv, BENCH_WORKERS: '2', AUDIT_CHAIN_ID: 'scale2' }, /ready 2/);
+      // Each worker loads its audit chain head after it listens; ready in a row from all of them (round-robin).
+      for (const [proc, workers] of [[c1, 1], [c2, 2]] as const) await allReady(proc.base, workers * 3);
       await must(c1.base, 'POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['bench-scale'] }, 201);
       const encOne = JSON.stringify({ value: '4111-1111-1111-1111', algorithm: 'deterministic', keyAltName: 'bench-scale' });
       const encBatch = JSON.stringify({ items: Array.from({ length: 1000 }, (_, i) => ({ value: `value-${i}-abcdefgh`, algorithm: 'deterministic', keyAltName: 'bench-scale' })) });
@@ -854,6 +883,14 @@ async function main() {
 }
 
 // ------------------------------------------------------------------------------------------ report
+
+function errorSummary(c: Sample['errorClasses'] | undefined): string {
+  if (!c) return 'not broken down';
+  const parts = Object.entries(c.status).map(([code, n]) => `${n} × HTTP ${code}`);
+  if (c.timeouts) parts.push(`${c.timeouts} client timeouts (10 s)`);
+  if (c.connectionErrors) parts.push(`${c.connectionErrors} connection errors`);
+  return parts.join(', ');
+}
 
 const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a');
 
@@ -972,7 +1009,7 @@ function render(r: Results): string {
     lines.push('## Memory', '');
     lines.push(`RSS of the server process during the measured rounds: max ${fmt(mem.duringRoundsMaxMB, 1)} MB, median ${fmt(mem.duringRoundsMedianMB, 1)} MB.`);
     if (mem.maxMB !== undefined) {
-      lines.push(`Dedicated run: ${mem.seconds} s of a mixed load (single encrypt, single decrypt, 1000-value batch encrypt and decrypt, document insert, get, find; ${CONNECTIONS} connections): ${fmt(mem.rps)} req/s, ${mem.errors} errors. RSS medians by third: ${fmt(mem.firstThirdMedianMB, 1)} / ${fmt(mem.middleThirdMedianMB, 1)} / ${fmt(mem.lastThirdMedianMB, 1)} MB, max ${fmt(mem.maxMB, 1)} MB.`);
+      lines.push(`Dedicated run: ${mem.seconds} s of a mixed load (single encrypt, single decrypt, 1000-value batch encrypt and decrypt, document insert, get, find; ${CONNECTIONS} connections): ${fmt(mem.rps)} req/s, ${mem.errors} errors${mem.errors ? ` (${errorSummary(mem.errorClasses)})` : ''}. RSS medians by third: ${fmt(mem.firstThirdMedianMB, 1)} / ${fmt(mem.middleThirdMedianMB, 1)} / ${fmt(mem.lastThirdMedianMB, 1)} MB, max ${fmt(mem.maxMB, 1)} MB.`);
       lines.push('', `Samples (s, MB): ${mem.samplesMB.map((s: number[]) => `${s[0]}:${s[1]}`).join(' ')}`);
     }
     lines.push('');
