@@ -1,6 +1,6 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { errorResponses } from '../schemas/http/common.js';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError } from '../src/errors.js';
 
 /** How long a probe waits for the audit chain head before it answers 503 (probes have short timeouts). */
