@@ -481,7 +481,8 @@ export function createAuditLog({ collection, hmacKey, chainId, timeoutMs = DEFAU
       let records: AuditRecord[] = [];
       try {
         await beforeDeadline(ensureIndexes(), deadline);
-        records = chainAfter(await beforeDeadline(knownHead(), deadline), rest);
+        // The head is known on every batch but the first and those after a failure: no timer then.
+        records = chainAfter(head ?? (await beforeDeadline(knownHead(), deadline)), rest);
         await beforeDeadline(
           collection.insertMany(records, { ordered: true, writeConcern: { w: 'majority', journal: true, wtimeoutMS: timeoutMs } }),
           deadline,

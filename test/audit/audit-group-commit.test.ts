@@ -21,11 +21,15 @@ async function setup(t: Test, clients = 1) {
 }
 
 /**
- * The real collection, with every insertMany/insertOne counted and insertMany optionally replaced
- * by `around` (which gets the real one to call).
+ * The real collection, with every insertMany/insertOne/find counted, insertMany optionally replaced
+ * by `around` (which gets the real one to call), and each find's first answer optionally delayed.
  */
-function instrumented(collection: Collection<AuditRecord>, around?: (real: InsertMany, records: AuditRecord[], options: object) => Promise<InsertManyResult<AuditRecord>>) {
-  const calls = { insertOne: 0, insertMany: 0, sizes: [] as number[] };
+function instrumented(
+  collection: Collection<AuditRecord>,
+  around?: (real: InsertMany, records: AuditRecord[], options: object) => Promise<InsertManyResult<AuditRecord>>,
+  { findDelayMs = 0 } = {},
+) {
+  const calls = { insertOne: 0, insertMany: 0, find: 0, sizes: [] as number[] };
   const proxy = new Proxy(collection, {
     get(target, prop) {
       const value = Reflect.get(target, prop, target) as unknown;
@@ -43,6 +47,20 @@ function instrumented(collection: Collection<AuditRecord>, around?: (real: Inser
           calls.sizes.push(records.length);
           const real = bound as InsertMany;
           return around ? around(real, records, options) : real(records, options);
+        };
+      }
+      if (prop === 'find') {
+        return (...args: unknown[]) => {
+          calls.find++;
+          const cursor = bound(...args) as { next(): Promise<unknown> };
+          if (findDelayMs > 0) {
+            const next = cursor.next.bind(cursor);
+            cursor.next = async () => {
+              await new Promise((resolve) => setTimeout(resolve, findDelayMs));
+              return next();
+            };
+          }
+          return cursor;
         };
       }
       return bound;
@@ -276,25 +294,7 @@ t.test('a head query slower than the append deadline is kept for the next append
   for (let i = 0; i < 3; i++) await writer.append(event(i));
 
   // The head query takes 400 ms (a long chain on a server that scans it); appends may wait 250 ms.
-  let finds = 0;
-  const slowFinds = new Proxy(base!, {
-    get(target, prop) {
-      const value = Reflect.get(target, prop, target) as unknown;
-      if (typeof value !== 'function') return value;
-      const bound = (value as (...args: unknown[]) => unknown).bind(target);
-      if (prop !== 'find') return bound;
-      return (...args: unknown[]) => {
-        finds++;
-        const cursor = bound(...args) as { next(): Promise<unknown> };
-        const next = cursor.next.bind(cursor);
-        cursor.next = async () => {
-          await new Promise((resolve) => setTimeout(resolve, 400));
-          return next();
-        };
-        return cursor;
-      };
-    },
-  }) as Collection<AuditRecord>;
+  const { collection: slowFinds, calls } = instrumented(base!, undefined, { findDelayMs: 400 });
 
   const restarted = createAuditLog({ collection: slowFinds, hmacKey, chainId: 'main', timeoutMs: 250 });
   t.equal(restarted.isPrepared(), false);
@@ -302,12 +302,12 @@ t.test('a head query slower than the append deadline is kept for the next append
   for (let waited = 0; !restarted.isPrepared() && waited < 5000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
   t.equal(restarted.isPrepared(), true, 'the head query went on and its answer was kept');
   t.equal((await restarted.append(event(4))).seq, 4, 'the next append needs no head query');
-  t.equal(finds, 1, 'one head query in all');
+  t.equal(calls.find, 1, 'one head query in all');
 
   const warmed = createAuditLog({ collection: slowFinds, hmacKey, chainId: 'main', timeoutMs: 250 });
   await warmed.prepare();
   t.equal(warmed.isPrepared(), true);
   t.equal((await warmed.append(event(5))).seq, 5, 'after prepare() the first append is one write');
-  t.equal(finds, 2);
+  t.equal(calls.find, 2);
   t.match(await writer.verify(), { valid: true, checked: 5 });
 });
