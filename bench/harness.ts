@@ -300,7 +300,8 @@ async function load(base: string, seconds: number, requests: (() => Req)[], conn
     p50: result.latency.p50,
     p99: result.latency.p99,
     requests: result.requests.total,
-    errors: result.non2xx + result.errors + result.timeouts,
+    // autocannon's `errors` already includes its `timeouts`.
+    errors: result.non2xx + result.errors,
     errorClasses: {
       status: Object.fromEntries(
         Object.entries((result as any).statusCodeStats ?? {})
