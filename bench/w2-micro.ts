@@ -1,6 +1,6 @@
 /**
  * W2 in-process micro-benchmark: 1000 ~20-byte strings per call, deterministic and random.
- *   service  encryptMany / decryptMany on an in-memory key vault (crypto, BSON, result shaping)
+ *   service  the encryption engine's encrypt / decrypt on an in-memory key vault (crypto, BSON, result shaping)
  *   route    POST /encrypt and /decrypt through app.inject() (adds JSON, schemas, EJSON, audit);
  *            needs MONGODB_URI (eval "$(scripts/stack up)")
  *   serve    the same app listening on a port, for a load generator on another core: writes the
@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import { UUID } from 'mongodb';
 import { useNativeAead } from '../src/crypto/aead.js';
-import { createEncryptionService } from '../src/encryption/encryption-service.js';
+import { createEncryptionEngine } from '../src/encryption/encryption-engine.js';
 import type { KeyVault } from '../src/key-vault/key-vault.js';
 
 const args = process.argv.slice(2);
@@ -68,16 +68,20 @@ async function service(): Promise<void> {
       return use(new Map([[idText, key]]));
     },
   } as unknown as KeyVault;
-  const svc = createEncryptionService({ keyVault });
+  const engine = createEncryptionEngine({ keyVault });
+  // The operator: unlimited grants, so no alt-name lookup (the route measures the real thing).
+  const principal = { clientId: 'bench', name: 'bench', grants: [{ scope: '*' }] };
+  const encrypting = { principal, purpose: { kind: 'encrypt' as const } };
+  const decrypting = { principal, purpose: { kind: 'decrypt' as const } };
   for (const algorithm of ['deterministic', 'random'] as const) {
     const requests = strings.map((value) => ({ value, algorithm, keyId }));
-    const payloads = (await svc.encryptMany(requests)).map((r) => {
+    const payloads = (await engine.encrypt(requests, encrypting)).results.map((r) => {
       if (!r.ok) throw r.error;
       return Buffer.from(r.value.buffer);
     });
     const short = algorithm === 'deterministic' ? 'det' : 'rnd';
-    await measure(`svc-enc-${short}`, async () => void (await svc.encryptMany(requests)));
-    await measure(`svc-dec-${short}`, async () => void (await svc.decryptMany(payloads)));
+    await measure(`svc-enc-${short}`, async () => void (await engine.encrypt(requests, encrypting)));
+    await measure(`svc-dec-${short}`, async () => void (await engine.decrypt(payloads, decrypting)));
   }
 }
 

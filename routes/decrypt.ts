@@ -2,8 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { decryptBodySchema, decryptResponseSchema, formatQuerySchema } from '../schemas/http/crypto.js';
 import { commonErrors, errorResponses } from '../schemas/http/common.js';
 import { toEjson, type EjsonFormat } from '../src/ejson.js';
-import { batchItems, keyIdsOf } from './item-results.js';
-import { firstOfKeyIdRuns } from '../src/encryption/key-id-runs.js';
+import { batchItems } from './item-results.js';
 
 type DecryptBody = { ciphertext: string } | { items: { ciphertext: string; reference?: string }[] };
 
@@ -24,15 +23,14 @@ export default async function decryptRoutes(app: FastifyInstance) {
     async (request) => {
       const body = request.body as DecryptBody;
       const { format } = request.query as { format: EjsonFormat };
-      const authorize = request.authorizeKeys();
+      const access = { ...request.caller!, purpose: { kind: 'decrypt' as const } };
       if (!('items' in body)) {
-        const payload = Buffer.from(body.ciphertext, 'base64');
-        request.auditDetails = { keyIds: keyIdsOf([payload]) };
-        return { value: toEjson(await app.encryption.decrypt(payload, authorize), format) };
+        const [result] = (await app.encryption.decrypt([Buffer.from(body.ciphertext, 'base64')], access)).results;
+        if (!result!.ok) throw result!.error;
+        return { value: toEjson(result!.value, format) };
       }
       const payloads = body.items.map((i) => Buffer.from(i.ciphertext, 'base64'));
-      request.auditDetails = { keyIds: keyIdsOf(firstOfKeyIdRuns(payloads)) };
-      const results = await app.encryption.decryptMany(payloads, authorize);
+      const { results } = await app.encryption.decrypt(payloads, access);
       return {
         items: batchItems(
           results,

@@ -2,21 +2,20 @@ import type { FastifyInstance } from 'fastify';
 import { encryptBodySchema, encryptResponseSchema } from '../schemas/http/crypto.js';
 import { commonErrors, errorResponses } from '../schemas/http/common.js';
 import type { AlgorithmName } from '../src/crypto/fle-payload.js';
-import type { EncryptRequest, ItemResult } from '../src/encryption/encryption-service.js';
+import type { EncryptItem, ItemResult } from '../src/encryption/encryption-engine.js';
 import { fromEjson } from '../src/ejson.js';
-import { AppError, isAppError } from '../src/errors.js';
+import { isAppError, type AppError } from '../src/errors.js';
 import { parseKeyId } from '../src/key-vault/key-document.js';
-import { firstOfKeyIdRuns } from '../src/encryption/key-id-runs.js';
-import { batchItems, keyIdsOf } from './item-results.js';
+import { batchItems } from './item-results.js';
 
-interface EncryptItem {
+interface EncryptBodyItem {
   value: unknown;
   algorithm: string;
   keyId?: string;
   keyAltName?: string;
   reference?: string;
 }
-type EncryptBody = EncryptItem | { items: EncryptItem[] };
+type EncryptBody = EncryptBodyItem | { items: EncryptBodyItem[] };
 
 function algorithmOf(name: string): AlgorithmName {
   return name === 'deterministic' || name.endsWith('-Deterministic') ? 'deterministic' : 'random';
@@ -27,8 +26,8 @@ function base64Of(bytes: Uint8Array): string {
   return (Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).toString('base64');
 }
 
-function toRequest(item: EncryptItem): EncryptRequest {
-  const request: EncryptRequest = { value: fromEjson(item.value), algorithm: algorithmOf(item.algorithm) };
+function toRequest(item: EncryptBodyItem): EncryptItem {
+  const request: EncryptItem = { value: fromEjson(item.value), algorithm: algorithmOf(item.algorithm) };
   if (item.keyId !== undefined) request.keyId = parseKeyId(item.keyId);
   if (item.keyAltName !== undefined) request.keyAltName = item.keyAltName;
   return request;
@@ -49,14 +48,14 @@ export default async function encryptRoutes(app: FastifyInstance) {
     },
     async (request) => {
       const body = request.body as EncryptBody;
-      const authorize = request.authorizeKeys();
+      const access = { ...request.caller!, purpose: { kind: 'encrypt' as const } };
       if (!('items' in body)) {
-        const ciphertext = await app.encryption.encrypt(toRequest(body), authorize);
-        request.auditDetails = { keyIds: keyIdsOf([ciphertext.buffer]) };
-        return { ciphertext: base64Of(ciphertext.buffer) };
+        const [result] = (await app.encryption.encrypt([toRequest(body)], access)).results;
+        if (!result!.ok) throw result!.error;
+        return { ciphertext: base64Of(result!.value.buffer) };
       }
       // A value that is not valid Extended JSON fails its own item, not the batch.
-      const parsed = body.items.map((item): ItemResult<EncryptRequest> => {
+      const parsed = body.items.map((item): ItemResult<EncryptItem> => {
         try {
           return { ok: true, value: toRequest(item) };
         } catch (err) {
@@ -65,8 +64,7 @@ export default async function encryptRoutes(app: FastifyInstance) {
         }
       });
       const valid = parsed.flatMap((p) => (p.ok ? [p.value] : []));
-      const encrypted = await app.encryption.encryptMany(valid, authorize);
-      request.auditDetails = { keyIds: keyIdsOf(firstOfKeyIdRuns(encrypted.flatMap((r) => (r.ok ? [r.value.buffer] : [])))) };
+      const encrypted = (await app.encryption.encrypt(valid, access)).results;
       let next = 0;
       const results = parsed.map((p) => (p.ok ? encrypted[next++]! : (p as { ok: false; error: AppError })));
       return {

@@ -1,7 +1,6 @@
 import type { AppError } from '../src/errors.js';
 import { errorCodes } from '../src/errors.js';
-import type { ItemResult } from '../src/encryption/encryption-service.js';
-import { keyIdToString } from '../src/key-vault/key-document.js';
+import type { ItemResult } from '../src/encryption/encryption-engine.js';
 
 /** The per-item error of a batch answer: the problem fields without type and instance. */
 export function itemError(error: AppError) {
@@ -28,13 +27,4 @@ export function batchItems<T>(
     else item.error = itemError(result.error);
     return item;
   });
-}
-
-/** The data key ids named inside CSFLE payloads (bytes 1 to 16), for the audit trail. */
-export function keyIdsOf(payloads: Uint8Array[]): string[] {
-  const ids = new Set<string>();
-  for (const payload of payloads) {
-    if (payload.length >= 17) ids.add(keyIdToString(payload.subarray(1, 17)));
-  }
-  return [...ids];
 }

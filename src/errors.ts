@@ -18,6 +18,7 @@ export const errorCodes = {
   QUERY_OPERATOR_NOT_ALLOWED: { status: 400, title: 'That query or update operator is not allowed.' },
   QUERY_ON_RANDOM_FIELD: { status: 400, title: 'A random-encrypted field cannot be queried, sorted or projected into.' },
   UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD: { status: 400, title: 'Encrypted fields support equality ($eq, $ne, $in, $nin) on deterministic fields only.' },
+  INVALID_DOCUMENT_SHAPE: { status: 400, title: 'A field with encrypted fields below it must hold a plain document (no array, DBRef, scalar or $-prefixed names).' },
   ENCRYPTED_FIELD_NOT_WRITABLE: { status: 400, title: 'That update cannot be applied to an encrypted field.' },
   INVALID_SCOPE: { status: 400, title: 'A scope or grant is not valid.' },
   UNAUTHORIZED: { status: 401, title: 'Missing or invalid credentials.' },

@@ -46,3 +46,18 @@ t.test('layers are one way: routes → documents/encryption → crypto, key vaul
 t.test('BSON comes from the driver, so one copy of bson is loaded', async (t) => {
   t.same(offenders((_file, spec) => spec === 'bson'), []);
 });
+
+t.test('data keys are used by the encryption engine only (every use passes its authorization)', async (t) => {
+  // The key vault defines withDataKeys; the engine is its one caller.
+  const leasing = files.filter(({ file, text }) => /\bwithDataKeys\s*\(/.test(text) && !file.startsWith('src/encryption/') && file !== 'src/key-vault/key-vault.ts');
+  t.same(leasing.map(({ file }) => file), [], 'nothing else leases data keys');
+  // The payload functions that take an unwrapped data key.
+  const keyed = /\b(encryptValue|encryptValues|decryptPayload|decryptPayloads|decryptAll|aeadEncrypt\w*|aeadDecrypt\w*)\b/;
+  const importers = files.filter(({ file, text }) => {
+    if (file.startsWith('src/crypto/') || file.startsWith('src/encryption/')) return false;
+    // The local KMS wraps data keys with the master key's AEAD: a master-key use, not a data-key one.
+    if (file === 'src/kms/local-kms.ts') return false;
+    return [...text.matchAll(/^import\s*\{([^}]*)\}\s*from\s*'([^']+)';/gms)].some((m) => keyed.test(m[1]!));
+  });
+  t.same(importers.map(({ file }) => file), [], 'nothing else imports the keyed payload functions');
+});

@@ -1,6 +1,11 @@
-import type { KeyAuthorizer } from '../encryption/encryption-service.js';
 import type { KeyVault } from '../key-vault/key-vault.js';
 import { allows, type Principal } from './scopes.js';
+
+/**
+ * Which of these key ids the caller may manage under a scope (key views, alt names, rewrap): the
+ * authorisation key-management routes derive from a client's grants.
+ */
+export type KeyAuthorizer = (keyIds: string[]) => Promise<Set<string>>;
 
 /**
  * The data keys a principal may use under a scope. Grants without key limits need no lookup;

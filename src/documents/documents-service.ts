@@ -4,28 +4,31 @@
  * and decrypts what it reads. Knows no HTTP.
  */
 import { createHash } from 'node:crypto';
-import { MongoServerError, type Collection, type Document, type MongoClient, ObjectId, UUID } from 'mongodb';
-import { encryptValue } from '../crypto/fle-payload.js';
+import { MongoServerError, type Collection, type Document, type MongoClient, ObjectId, type UUID } from 'mongodb';
+import type { Caller } from '../encryption/access.js';
+import type { EncryptionEngine } from '../encryption/encryption-engine.js';
 import { fromEjson } from '../ejson.js';
 import { AppError } from '../errors.js';
-import type { KeyAuthorizer } from '../encryption/encryption-service.js';
-import type { KeyVault } from '../key-vault/key-vault.js';
-import { noMetrics, type Metrics } from '../metrics/metrics.js';
 import { bsonTypeAlias, isPlainObject } from './bson-types.js';
-import { collectJobs, decryptDocuments, encryptDocument, encryptJobs, type FieldJob } from './document-crypto.js';
+import { collectJobs, type FieldJob } from './document-crypto.js';
 import { listEncryptedPaths, type EncryptNode } from './encryption-plan.js';
+import { createFieldEncryption } from './field-encryption.js';
 import type { KeyRotations } from './key-rotations.js';
-import { checkProjection, checkSort, planFilter, planUpdate, type EqualitySlot } from './query-rewriter.js';
+import { checkProjection, checkSort, planFilter, planUpdate } from './query-rewriter.js';
 import { rotateDataKey, type RotationOptions } from './rotate-data-key.js';
 import type { CollectionSchema } from './schema-registry.js';
 
 export interface DocumentsServiceOptions {
   client: MongoClient;
   schemas: CollectionSchema[];
-  keyVault: KeyVault;
+  /** The encryption engine: every field encrypted or decrypted here goes through it. */
+  engine: EncryptionEngine;
+  /** Key alt names to ids, for keyId pointers (metadata only). */
+  resolveAltNames(names: string[]): Promise<Map<string, UUID>>;
   rotations: KeyRotations;
   maxFindLimit: number;
-  metrics?: Metrics;
+  /** Server-side time limit of every database operation a request runs (its request timeout). */
+  maxTimeMs: number;
 }
 
 export interface FindRequest {
@@ -106,8 +109,12 @@ function cursorHash(request: FindRequest): string {
     .slice(0, 16);
 }
 
-export function createDocumentsService({ client, schemas, keyVault, rotations, maxFindLimit, metrics = noMetrics }: DocumentsServiceOptions) {
+export function createDocumentsService({ client, schemas, engine, resolveAltNames, rotations, maxFindLimit, maxTimeMs }: DocumentsServiceOptions) {
   const byNamespace = new Map(schemas.map((schema) => [schema.namespace, schema]));
+  const fields = createFieldEncryption({ engine, resolveAltNames });
+  // A query the database cannot finish within the request's own time is stopped there, not left
+  // running after its client has been answered.
+  const timeLimit = { maxTimeMS: maxTimeMs };
 
   function schemaFor(namespace: string): CollectionSchema {
     const schema = byNamespace.get(namespace);
@@ -127,36 +134,21 @@ export function createDocumentsService({ client, schemas, keyVault, rotations, m
   }
 
   /**
-   * Replace each equality slot's value by its deterministic ciphertext (static keys only). While a
-   * key of the collection is being rotated, a value matches its ciphertext under either key.
+   * The key ids an equality value must match under: while a key of the collection is being
+   * rotated, a value matches its ciphertext under either key; once done, only the new one.
    */
-  async function encryptSlots(schema: CollectionSchema, slots: EqualitySlot[]): Promise<void> {
-    if (slots.length === 0) return;
+  async function variantsOf(schema: CollectionSchema): Promise<(keyId: string) => string[]> {
     const successions = await rotations.successions(schema.namespace);
-    const ids = slots.map((slot) => {
-      if (slot.node.key.kind !== 'id') throw new Error(`deterministic field ${slot.path} without a static key`);
-      return slot.node.key.id;
-    });
-    const variants = ids.map((id) => {
+    return (id) => {
       const next = successions.get(id);
       if (next === undefined) return [id];
       return next.state === 'running' ? [id, next.toKeyId] : [next.toKeyId];
-    });
-    const ciphertexts = await keyVault.withDataKeys(variants.flat(), (keys) =>
-      slots.map((slot, i) =>
-        variants[i]!.map((id) => {
-          const key = keys.get(id);
-          if (!(key instanceof Buffer)) throw key ?? new AppError('KEY_NOT_FOUND');
-          return encryptValue(slot.container[slot.key as never], new UUID(id).buffer, key, 'deterministic');
-        }),
-      ),
-    );
-    slots.forEach((slot, i) => matchAny(slot, ciphertexts[i]!));
+    };
   }
 
-  async function prepareFilter(schema: CollectionSchema, filterJson: unknown): Promise<Record<string, unknown>> {
+  async function prepareFilter(schema: CollectionSchema, filterJson: unknown, caller: Caller): Promise<Record<string, unknown>> {
     const filter = asDocument(fromEjson(filterJson ?? {}), 'A filter');
-    await encryptSlots(schema, planFilter(filter, schema.plan));
+    await fields.encryptSlots(planFilter(filter, schema.plan), caller, await variantsOf(schema));
     return filter;
   }
 
@@ -166,24 +158,38 @@ export function createDocumentsService({ client, schemas, keyVault, rotations, m
   }
 
   /** Validate, give an _id, encrypt: the document that will be written. */
-  async function prepareDocument(schema: CollectionSchema, json: unknown): Promise<Record<string, unknown>> {
-    const document = asDocument(fromEjson(json), 'A document');
+  /**
+   * Check, then encrypt a whole document in place, as the collection's plan says. The walk comes
+   * first: a shape that could carry an encrypted field in plaintext is refused as such, whatever
+   * else the schema says of it.
+   */
+  async function encryptDocument(schema: CollectionSchema, document: Record<string, unknown>, caller: Caller): Promise<void> {
+    const jobs = schema.plan === undefined ? [] : collectJobs(document, schema.plan, '', document);
     validate(schema, document);
+    await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));
+  }
+
+  async function prepareDocument(schema: CollectionSchema, json: unknown, caller: Caller): Promise<Record<string, unknown>> {
+    const document = asDocument(fromEjson(json), 'A document');
     if (document._id === undefined) document._id = new ObjectId();
     checkId(document._id);
-    await encryptDocument(document, schema.plan, keyVault, metrics, await successorOf(schema));
+    await encryptDocument(schema, document, caller);
     return document;
   }
 
-  async function read(documents: Record<string, unknown>[], authorize?: KeyAuthorizer): Promise<ReadResult> {
-    return { documents, ...(await decryptDocuments(documents, keyVault, authorize, metrics)) };
+  async function read(documents: Record<string, unknown>[], caller: Caller): Promise<ReadResult> {
+    return { documents, ...(await fields.decryptDocuments(documents, caller)) };
   }
 
   /** Encrypt the $set values of an update for the documents a filter selects. */
-  async function applyUpdate(schema: CollectionSchema, filter: Record<string, unknown>, updateJson: unknown, many: boolean) {
+  async function applyUpdate(schema: CollectionSchema, filter: Record<string, unknown>, updateJson: unknown, many: boolean, caller: Caller) {
     const update = asDocument(fromEjson(updateJson), 'An update');
     const { encryptedSets } = planUpdate(update, schema.plan);
     const set = (update.$set ?? {}) as Record<string, unknown>;
+    const jobsFor = (target: Record<string, unknown>, root: Record<string, unknown>): FieldJob[] =>
+      encryptedSets.flatMap(({ path, node }) => collectJobs(target[path], node, path, root, [], { object: target, name: path }));
+    // The walk first: a shape that would carry an encrypted field in plaintext is refused as such.
+    const pointerJobs = jobsFor(set, {}).filter((job) => job.node.key.kind === 'pointer');
     for (const path of Object.keys(set)) {
       const problem = schema.validator.validateAt(path, set[path]);
       if (problem !== undefined) throw new AppError('DOCUMENT_VALIDATION_FAILED', `${problem.path} ${problem.message}.`);
@@ -192,13 +198,10 @@ export function createDocumentsService({ client, schemas, keyVault, rotations, m
       if (schema.validator.isRequired(path)) throw new AppError('DOCUMENT_VALIDATION_FAILED', `${path} is required and cannot be unset.`);
     }
     const collection = collectionOf(schema);
-    const jobsFor = (target: Record<string, unknown>, root: Record<string, unknown>): FieldJob[] =>
-      encryptedSets.flatMap(({ path, node }) => collectJobs(target[path], node, path, root, [], { object: target, name: path }));
-    const pointerJobs = jobsFor(set, {}).filter((job) => job.node.key.kind === 'pointer');
 
     if (pointerJobs.length === 0) {
-      await encryptJobs(jobsFor(set, {}), keyVault, metrics, await successorOf(schema));
-      const result = await (many ? collection.updateMany(filter, update) : collection.updateOne(filter, update)).catch(mapServerError);
+      await fields.encryptJobs(jobsFor(set, {}), caller, schema.namespace, await successorOf(schema));
+      const result = await (many ? collection.updateMany(filter, update, timeLimit) : collection.updateOne(filter, update, timeLimit)).catch(mapServerError);
       return { matched: result.matchedCount, modified: result.modifiedCount };
     }
 
@@ -206,7 +209,7 @@ export function createDocumentsService({ client, schemas, keyVault, rotations, m
     // share a key together, re-checking those fields so a concurrent change cannot mix keys.
     const pointerPaths = [...new Set(pointerJobs.map((job) => (job.node.key as { segments: string[] }).segments.join('.')))];
     const targets = await collection
-      .find(filter, { projection: Object.fromEntries([['_id', 1], ...pointerPaths.map((p) => [p, 1])]) })
+      .find(filter, { projection: Object.fromEntries([['_id', 1], ...pointerPaths.map((p) => [p, 1])]), ...timeLimit })
       .limit(many ? 0 : 1)
       .toArray();
     const groups = new Map<string, { root: Record<string, unknown>; guard: Record<string, unknown>; ids: unknown[] }>();
@@ -227,8 +230,8 @@ export function createDocumentsService({ client, schemas, keyVault, rotations, m
     for (const { root, guard, ids } of groups.values()) {
       // A fresh copy per group: encryption replaces values in place.
       const copy = asDocument(fromEjson(updateJson), 'An update');
-      await encryptJobs(jobsFor(copy.$set as Record<string, unknown>, root), keyVault, metrics, await successorOf(schema));
-      const result = await collection.updateMany({ _id: { $in: ids as never[] }, ...guard }, copy).catch(mapServerError);
+      await fields.encryptJobs(jobsFor(copy.$set as Record<string, unknown>, root), caller, schema.namespace, await successorOf(schema));
+      const result = await collection.updateMany({ _id: { $in: ids as never[] }, ...guard }, copy, timeLimit).catch(mapServerError);
       matched += result.matchedCount;
       modified += result.modifiedCount;
     }
@@ -240,21 +243,21 @@ export function createDocumentsService({ client, schemas, keyVault, rotations, m
       return [...byNamespace.keys()];
     },
 
-    async insertOne(namespace: string, json: unknown): Promise<{ insertedId: unknown }> {
+    async insertOne(namespace: string, json: unknown, caller: Caller): Promise<{ insertedId: unknown }> {
       const schema = schemaFor(namespace);
-      const document = await prepareDocument(schema, json);
+      const document = await prepareDocument(schema, json, caller);
       await collectionOf(schema).insertOne(document).catch(mapServerError);
       return { insertedId: document._id };
     },
 
     /** Insert many, item by item: a document is written fully encrypted or not at all. */
-    async insertMany(namespace: string, jsons: unknown[]): Promise<InsertResult[]> {
+    async insertMany(namespace: string, jsons: unknown[], caller: Caller): Promise<InsertResult[]> {
       const schema = schemaFor(namespace);
       const results: InsertResult[] = new Array(jsons.length);
       const ready: { index: number; document: Record<string, unknown> }[] = [];
       for (const [index, json] of jsons.entries()) {
         try {
-          ready.push({ index, document: await prepareDocument(schema, json) });
+          ready.push({ index, document: await prepareDocument(schema, json, caller) });
         } catch (err) {
           if (!(err instanceof AppError) || err.status >= 500) throw err;
           results[index] = { ok: false, error: err };
@@ -282,16 +285,16 @@ export function createDocumentsService({ client, schemas, keyVault, rotations, m
       return results;
     },
 
-    async findById(namespace: string, id: unknown, authorize?: KeyAuthorizer): Promise<ReadResult> {
+    async findById(namespace: string, id: unknown, caller: Caller): Promise<ReadResult> {
       const schema = schemaFor(namespace);
-      const document = await collectionOf(schema).findOne(byId(id)).catch(mapServerError);
+      const document = await collectionOf(schema).findOne(byId(id), timeLimit).catch(mapServerError);
       if (document === null) throw new AppError('DOCUMENT_NOT_FOUND');
-      return read([document], authorize);
+      return read([document], caller);
     },
 
-    async find(namespace: string, request: FindRequest, authorize?: KeyAuthorizer): Promise<ReadResult> {
+    async find(namespace: string, request: FindRequest, caller: Caller): Promise<ReadResult> {
       const schema = schemaFor(namespace);
-      const filter = await prepareFilter(schema, request.filter);
+      const filter = await prepareFilter(schema, request.filter, caller);
       // Projections and sorts are plain JSON: 0/1 and 1/-1 must stay numbers.
       const projection = request.projection === undefined ? undefined : asDocument(request.projection, 'A projection');
       const sort = request.sort === undefined ? { _id: 1 } : asDocument(request.sort, 'A sort');
@@ -307,60 +310,59 @@ export function createDocumentsService({ client, schemas, keyVault, rotations, m
         skip = Number(offset);
       }
       const documents = await collectionOf(schema)
-        .find(filter, { projection, sort: sort as never, skip, limit: limit + 1 })
+        .find(filter, { projection, sort: sort as never, skip, limit: limit + 1, ...timeLimit })
         .toArray()
         .catch(mapServerError);
       const page = documents.slice(0, limit);
-      const result: ReadResult = await read(page, authorize);
+      const result: ReadResult = await read(page, caller);
       if (documents.length > limit) result.next = `${skip + limit}.${cursorHash(request)}`;
       return result;
     },
 
-    async count(namespace: string, filterJson: unknown): Promise<number> {
+    async count(namespace: string, filterJson: unknown, caller: Caller): Promise<number> {
       const schema = schemaFor(namespace);
-      return collectionOf(schema).countDocuments(await prepareFilter(schema, filterJson)).catch(mapServerError);
+      return collectionOf(schema).countDocuments(await prepareFilter(schema, filterJson, caller), timeLimit).catch(mapServerError);
     },
 
-    async updateById(namespace: string, id: unknown, update: unknown) {
+    async updateById(namespace: string, id: unknown, update: unknown, caller: Caller) {
       const schema = schemaFor(namespace);
-      const result = await applyUpdate(schema, byId(id), update, false);
+      const result = await applyUpdate(schema, byId(id), update, false, caller);
       if (result.matched === 0) throw new AppError('DOCUMENT_NOT_FOUND');
       return result;
     },
 
-    async updateWhere(namespace: string, filterJson: unknown, update: unknown, many: boolean) {
+    async updateWhere(namespace: string, filterJson: unknown, update: unknown, many: boolean, caller: Caller) {
       const schema = schemaFor(namespace);
-      const filter = await prepareFilter(schema, filterJson);
+      const filter = await prepareFilter(schema, filterJson, caller);
       if (many && Object.keys(filter).length === 0) throw new AppError('INVALID_QUERY', 'An empty filter would update every document.');
-      return applyUpdate(schema, filter, update, many);
+      return applyUpdate(schema, filter, update, many, caller);
     },
 
-    async replaceById(namespace: string, id: unknown, json: unknown) {
+    async replaceById(namespace: string, id: unknown, json: unknown, caller: Caller) {
       const schema = schemaFor(namespace);
       const document = asDocument(fromEjson(json), 'A document');
       if (document._id !== undefined && JSON.stringify(document._id) !== JSON.stringify(id)) {
         throw new AppError('INVALID_QUERY', 'The document _id differs from the one in the path.');
       }
       document._id = id;
-      validate(schema, document);
-      await encryptDocument(document, schema.plan, keyVault, metrics, await successorOf(schema));
-      const result = await collectionOf(schema).replaceOne(byId(id), document).catch(mapServerError);
+      await encryptDocument(schema, document, caller);
+      const result = await collectionOf(schema).replaceOne(byId(id), document, timeLimit).catch(mapServerError);
       if (result.matchedCount === 0) throw new AppError('DOCUMENT_NOT_FOUND');
       return { matched: result.matchedCount, modified: result.modifiedCount };
     },
 
     async deleteById(namespace: string, id: unknown): Promise<void> {
       const schema = schemaFor(namespace);
-      const result = await collectionOf(schema).deleteOne(byId(id)).catch(mapServerError);
+      const result = await collectionOf(schema).deleteOne(byId(id), timeLimit).catch(mapServerError);
       if (result.deletedCount === 0) throw new AppError('DOCUMENT_NOT_FOUND');
     },
 
-    async deleteWhere(namespace: string, filterJson: unknown, many: boolean): Promise<number> {
+    async deleteWhere(namespace: string, filterJson: unknown, many: boolean, caller: Caller): Promise<number> {
       const schema = schemaFor(namespace);
-      const filter = await prepareFilter(schema, filterJson);
+      const filter = await prepareFilter(schema, filterJson, caller);
       if (many && Object.keys(filter).length === 0) throw new AppError('INVALID_QUERY', 'An empty filter would delete every document.');
       const collection = collectionOf(schema);
-      const result = await (many ? collection.deleteMany(filter) : collection.deleteOne(filter)).catch(mapServerError);
+      const result = await (many ? collection.deleteMany(filter, timeLimit) : collection.deleteOne(filter, timeLimit)).catch(mapServerError);
       return result.deletedCount;
     },
 
@@ -401,9 +403,10 @@ export function createDocumentsService({ client, schemas, keyVault, rotations, m
       namespace: string,
       request: { fromKeyId: string; toKeyId: string; batchSize: number; maxDocsPerSecond: number },
       context: { jobId: string; report: RotationOptions['report']; signal: AbortSignal },
+      caller: Caller,
     ) {
       const schema = schemaFor(namespace);
-      return rotateDataKey({ namespace, collection: collectionOf(schema), keyVault, rotations, ...request, ...context });
+      return rotateDataKey({ namespace, collection: collectionOf(schema), engine, caller, rotations, ...request, ...context });
     },
 
     /** The encrypted fields of a collection, for documentation and explain. */
@@ -411,24 +414,6 @@ export function createDocumentsService({ client, schemas, keyVault, rotations, m
       return listEncryptedPaths(schemaFor(namespace).plan).map(({ path, node }) => ({ path, algorithm: node.algorithm }));
     },
   };
-}
-
-/** Make an equality slot match any of several ciphertexts (a value under an old and a new key). */
-function matchAny(slot: EqualitySlot, ciphertexts: unknown[]): void {
-  const { container, key } = slot;
-  if (ciphertexts.length === 1 || Array.isArray(container)) {
-    (container as Record<string | number, unknown>)[key] = ciphertexts[0];
-    if (Array.isArray(container)) container.push(...ciphertexts.slice(1));
-    return;
-  }
-  const record = container as Record<string, unknown>;
-  if (key === '$eq' || key === '$ne') {
-    const into = key === '$eq' ? '$in' : '$nin';
-    delete record[key];
-    record[into] = [...((record[into] as unknown[] | undefined) ?? []), ...ciphertexts];
-    return;
-  }
-  record[key] = { $in: ciphertexts };
 }
 
 function readDotted(root: Record<string, unknown>, path: string): unknown {

@@ -55,18 +55,18 @@ function toAjvSchema(schema: unknown): unknown {
 
 function createAjv(): Ajv {
   const ajv = new Ajv({ allErrors: false, strict: false, validateFormats: false });
-  ajv.addKeyword({
-    keyword: 'bsonType',
-    schemaType: ['string', 'array'],
-    errors: false,
-    validate: (bsonType: string | string[], _data: unknown, _schema?: unknown, cxt?: { parentData?: unknown; parentDataProperty?: string | number }) => {
-      const original =
-        cxt?.parentData === undefined
-          ? currentRoot
-          : (currentOriginals.get(cxt.parentData as object) as Record<string | number, unknown> | undefined)?.[cxt.parentDataProperty!];
-      return matchesBsonType(original, bsonType);
-    },
-  });
+  // The keyword reports its own error: ajv's default one would not say which type was wanted.
+  const validateBsonType = (bsonType: string | string[], _data: unknown, _schema?: unknown, cxt?: { parentData?: unknown; parentDataProperty?: string | number }) => {
+    const original =
+      cxt?.parentData === undefined
+        ? currentRoot
+        : (currentOriginals.get(cxt.parentData as object) as Record<string | number, unknown> | undefined)?.[cxt.parentDataProperty!];
+    const ok = matchesBsonType(original, bsonType);
+    validateBsonType.errors = ok ? undefined : [{ keyword: 'bsonType', message: `must be of bsonType ${JSON.stringify(bsonType)}`, params: { bsonType } }];
+    return ok;
+  };
+  validateBsonType.errors = undefined as Partial<ErrorObject>[] | undefined;
+  ajv.addKeyword({ keyword: 'bsonType', schemaType: ['string', 'array'], errors: true, validate: validateBsonType });
   return ajv;
 }
 
@@ -87,7 +87,7 @@ function describe(error: ErrorObject, prefix = ''): { path: string; message: str
   const extra = error.keyword === 'additionalProperties' ? (error.params as { additionalProperty: string }).additionalProperty : undefined;
   const field = missing ?? extra;
   const path = [prefix, pointer, field].filter(Boolean).join('.');
-  const message = error.keyword === 'bsonType' ? `must be of bsonType ${JSON.stringify(error.schema)}` : (error.message ?? 'is invalid');
+  const message = error.message ?? 'is invalid';
   return { path: path || '(document)', message };
 }
 

@@ -106,6 +106,9 @@ function rewriteEncryptedCondition(path: string, node: EncryptNode, container: R
     }
     if (op === '$not') {
       if (!isOperatorObject(arg)) throw new AppError('INVALID_QUERY', `$not on ${path} takes an operator object.`);
+      // One operator: a value matched under two keys during a rotation becomes $in/$nin, which
+      // must not merge with a sibling operator (NOT (a AND b) is not NOT (a OR b)).
+      if (Object.keys(arg).length > 1) throw new AppError('UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', `$not on the encrypted ${path} takes a single operator.`);
       rewriteEncryptedCondition(path, node, condition, op, slots);
     } else if (op === '$in' || op === '$nin') {
       if (!Array.isArray(arg)) throw new AppError('INVALID_QUERY', `${op} on ${path} takes an array.`);
@@ -123,6 +126,10 @@ function rewriteEncryptedCondition(path: string, node: EncryptNode, container: R
 /** Check a filter and collect the equality values to encrypt. The filter is rewritten in place later. */
 export function planFilter(filter: unknown, plan: ObjectNode | undefined, slots: EqualitySlot[] = []): EqualitySlot[] {
   if (!isPlainObject(filter)) throw new AppError('INVALID_QUERY', 'A filter must be an object.');
+  // Conditions on encrypted fields split into one operator each (ANDed): each equality value can
+  // then be rewritten on its own, e.g. to $in of its ciphertexts under two keys, without changing
+  // what the filter means.
+  const split: Record<string, unknown>[] = [];
   for (const [key, condition] of Object.entries(filter)) {
     if (logicalOperators.has(key)) {
       if (!Array.isArray(condition) || condition.length === 0) throw new AppError('INVALID_QUERY', `${key} takes a non-empty array of filters.`);
@@ -137,7 +144,16 @@ export function planFilter(filter: unknown, plan: ObjectNode | undefined, slots:
         checkPlainOperators(condition, key);
         break;
       case 'encrypted':
-        rewriteEncryptedCondition(key, target.node, filter, key, slots);
+        if (isOperatorObject(condition) && Object.keys(condition).length > 1) {
+          delete filter[key];
+          for (const [op, arg] of Object.entries(condition)) {
+            const part: Record<string, unknown> = { [key]: { [op]: arg } };
+            rewriteEncryptedCondition(key, target.node, part, key, slots);
+            split.push(part);
+          }
+        } else {
+          rewriteEncryptedCondition(key, target.node, filter, key, slots);
+        }
         break;
       case 'inside':
         refuseOnEncrypted(target.encryptedPath, target.node, `a query on ${key} inside it`);
@@ -149,6 +165,7 @@ export function planFilter(filter: unknown, plan: ObjectNode | undefined, slots:
         }
     }
   }
+  if (split.length > 0) filter.$and = [...((filter.$and as unknown[] | undefined) ?? []), ...split];
   return slots;
 }
 
@@ -183,6 +200,23 @@ export function checkProjection(projection: unknown, plan: ObjectNode | undefine
   if (modes.size > 1) throw new AppError('INVALID_QUERY', 'A projection either includes or excludes fields, not both.');
 }
 
+/**
+ * Below a field with encrypted fields, a numeric path segment no rule names could address an
+ * array element (`medical.0` of a stored array), writing its encrypted fields in plaintext. Such
+ * fields hold plain documents only, so the segment is refused rather than guessed at.
+ */
+function checkNoIndexUnderEncrypted(plan: ObjectNode | undefined, path: string): void {
+  let node: PlanNode | undefined = plan;
+  const segments = path.split('.');
+  for (let i = 0; i < segments.length && node?.kind === 'object'; i++) {
+    const rule = ruleFor(node, segments[i]!);
+    if (rule === undefined && /^\d+$/.test(segments[i]!) && i > 0) {
+      throw new AppError('INVALID_DOCUMENT_SHAPE', `${path}: ${segments.slice(0, i).join('.')} has encrypted fields and holds a plain document, not an array.`);
+    }
+    node = rule === 'conflict' ? undefined : rule;
+  }
+}
+
 export type UpdatePlan = {
   /** $set entries whose value (or sub-document) needs encryption. */
   encryptedSets: { path: string; node: PlanNode }[];
@@ -207,6 +241,7 @@ export function planUpdate(update: unknown, plan: ObjectNode | undefined): Updat
       checkPath(path, op);
       if (touched.has(path)) throw new AppError('INVALID_QUERY', `${path} is updated twice.`);
       touched.add(path);
+      checkNoIndexUnderEncrypted(plan, path);
       const target = resolvePath(plan, path);
       if (target.kind === 'inside') {
         throw new AppError('ENCRYPTED_FIELD_NOT_WRITABLE', `${path} is inside the encrypted field ${target.encryptedPath}: set the whole field.`);

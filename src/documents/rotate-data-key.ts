@@ -5,12 +5,12 @@
  * resume point is saved after each batch; a verification pass then checks no field is left under
  * the old key and that rotated fields decrypt under the new one.
  */
-import { BSON, UUID, type Binary } from 'mongodb';
+import { BSON, type Binary } from 'mongodb';
 import type { Collection, Document } from 'mongodb';
-import { decryptPayload, encryptValue } from '../crypto/fle-payload.js';
+import type { Access, Caller } from '../encryption/access.js';
+import type { EncryptionEngine } from '../encryption/encryption-engine.js';
 import { AppError } from '../errors.js';
 import { keyIdToString } from '../key-vault/key-document.js';
-import type { KeyVault } from '../key-vault/key-vault.js';
 import { findCiphertexts, type FoundCiphertext } from './document-crypto.js';
 import type { KeyRotations } from './key-rotations.js';
 
@@ -25,7 +25,9 @@ export interface RotationOptions {
   fromKeyId: string;
   toKeyId: string;
   jobId: string;
-  keyVault: KeyVault;
+  /** Every re-encryption and check goes through the engine, as the job's creator. */
+  engine: EncryptionEngine;
+  caller: Caller;
   rotations: KeyRotations;
   batchSize: number;
   /** Throttle: at most this many documents a second (0: no limit). */
@@ -40,17 +42,22 @@ function underKey(document: Document, keyId: string): FoundCiphertext[] {
   return found.filter((f) => f.parsed !== undefined && keyIdToString(f.parsed.keyId) === keyId);
 }
 
+function accessOf(options: RotationOptions): Access {
+  return { ...options.caller, purpose: { kind: 'rotate', fromKeyId: options.fromKeyId, toKeyId: options.toKeyId } };
+}
+
+function payloadOf(field: FoundCiphertext): Uint8Array {
+  return ((field.parent as Record<string | number, unknown>)[field.name] as Binary).buffer;
+}
+
 /** Re-encrypt one document's fields under the new key; false if it changed meanwhile. */
 async function rotateDocument(options: RotationOptions, document: Document): Promise<number | false> {
   const fields = underKey(document, options.fromKeyId);
   if (fields.length === 0) return 0;
-  const to = new UUID(options.toKeyId).buffer;
-  const replaced = await options.keyVault.withDataKeys([options.fromKeyId, options.toKeyId], (keys) => {
-    const oldKey = keys.get(options.fromKeyId);
-    const newKey = keys.get(options.toKeyId);
-    if (!(oldKey instanceof Buffer)) throw oldKey ?? new AppError('KEY_NOT_FOUND');
-    if (!(newKey instanceof Buffer)) throw newKey ?? new AppError('KEY_NOT_FOUND');
-    return fields.map((field) => encryptValue(decryptPayload(field.parsed!, oldKey), to, newKey, field.parsed!.algorithm));
+  const { results } = await options.engine.reencrypt(fields.map(payloadOf), accessOf(options));
+  const replaced = results.map((result) => {
+    if (!result.ok) throw result.error;
+    return result.value;
   });
   const filter: Document = { _id: document._id };
   const set: Document = {};
@@ -107,10 +114,8 @@ export async function rotateDataKey(options: RotationOptions) {
     if (sampled < 100) {
       const fields = underKey(document, options.toKeyId);
       if (fields.length > 0) {
-        await options.keyVault.withDataKeys([options.toKeyId], (keys) => {
-          const key = keys.get(options.toKeyId);
-          for (const field of fields) decryptPayload(field.parsed!, key as Buffer);
-        });
+        const { results } = await options.engine.verify(fields.map(payloadOf), accessOf(options));
+        for (const result of results) if (!result.ok) throw result.error;
         sampled += fields.length;
       }
     }

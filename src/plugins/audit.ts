@@ -44,6 +44,12 @@ export default fp(
     app.decorateRequest('auditStarted', false);
     app.decorateRequest('auditDetails', undefined);
 
+    /** The key ids the handler named, and those the encryption engine used for it. */
+    const keyIdsOf = (request: import('fastify').FastifyRequest) => {
+      const ids = new Set([...(request.auditDetails?.keyIds ?? []), ...(request.caller?.keysNamed ?? [])]);
+      return ids.size > 0 ? { keyIds: [...ids] } : {};
+    };
+
     const base = (request: import('fastify').FastifyRequest) => {
       const ns = (request.params as { ns?: string } | undefined)?.ns;
       return {
@@ -86,7 +92,7 @@ export default fp(
           outcome,
           status,
           ...(request.errorCode ? { code: request.errorCode } : {}),
-          ...(request.auditDetails?.keyIds?.length ? { keyIds: request.auditDetails.keyIds } : {}),
+          ...keyIdsOf(request),
           ...(request.auditDetails?.paths?.length ? { paths: request.auditDetails.paths } : {}),
         });
       } catch (err) {

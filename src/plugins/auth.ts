@@ -3,8 +3,8 @@ import type { TLSSocket } from 'node:tls';
 import fp from 'fastify-plugin';
 import type { FastifyRequest } from 'fastify';
 import { allows, type Principal } from '../clients/scopes.js';
-import { keyAuthorizer } from '../clients/key-authorizer.js';
-import type { KeyAuthorizer } from '../encryption/encryption-service.js';
+import { keyAuthorizer, type KeyAuthorizer } from '../clients/key-authorizer.js';
+import type { Caller } from '../encryption/access.js';
 import { AppError } from '../errors.js';
 import { DOCS_PREFIX } from './swagger.js';
 
@@ -19,8 +19,10 @@ declare module 'fastify' {
     principal?: Principal;
     /** The route's scope with its parameters filled in. */
     scope?: string;
-    /** The data keys this request's principal may use under a scope (the route's by default). */
+    /** The data keys this request's principal may manage under a scope (the route's by default). */
     authorizeKeys(scope?: string): KeyAuthorizer;
+    /** Who calls, for the encryption engine; it records the data keys the request used. */
+    caller: Caller | undefined;
   }
 }
 
@@ -64,6 +66,7 @@ export default fp(
 
     app.decorateRequest('principal', undefined);
     app.decorateRequest('scope', undefined);
+    app.decorateRequest('caller', undefined);
     app.decorateRequest('authorizeKeys', function (this: FastifyRequest, scope?: string) {
       return keyAuthorizer(this.principal!, scope ?? this.scope!, app.keyVault);
     });
@@ -82,6 +85,7 @@ export default fp(
         throw new AppError('UNAUTHORIZED');
       }
       request.principal = principal;
+      request.caller = { principal, keysNamed: new Set() };
       if (config.scope === undefined) return; // unknown routes: answered 404 after authentication
       const ns = (request.params as { ns?: string } | undefined)?.ns ?? '';
       request.scope = config.scope.replace('{ns}', ns);

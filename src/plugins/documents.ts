@@ -34,8 +34,19 @@ export default fp(
       },
     });
     const rotations = createKeyRotations(app.mongo.client.db(config.keyVault.db).collection<RotationRecord>('__rotations', { writeConcern: { w: 'majority', journal: true } }));
-    app.decorate('documents', createDocumentsService({ client: app.mongo.client, schemas, keyVault, rotations, maxFindLimit: config.maxFindLimit, metrics: app.metrics }));
+    app.decorate(
+      'documents',
+      createDocumentsService({
+        client: app.mongo.client,
+        schemas,
+        engine: app.encryption,
+        resolveAltNames: (names) => keyVault.resolveAltNames(names),
+        rotations,
+        maxFindLimit: config.maxFindLimit,
+        maxTimeMs: config.requestTimeoutMs,
+      }),
+    );
     if (schemas.length > 0) app.log.info({ collections: schemas.map((s) => s.namespace) }, 'collection schemas loaded');
   },
-  { name: 'documents', dependencies: ['config', 'metrics', 'mongodb', 'key-vault'] },
+  { name: 'documents', dependencies: ['config', 'mongodb', 'key-vault', 'encryption'] },
 );

@@ -1,15 +1,16 @@
 import fp from 'fastify-plugin';
-import { createEncryptionService, type EncryptionService } from '../encryption/encryption-service.js';
+import { createEncryptionEngine, type EncryptionEngine } from '../encryption/encryption-engine.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
-    encryption: EncryptionService;
+    /** The one encryption engine: every use of a data key goes through it. */
+    encryption: EncryptionEngine;
   }
 }
 
 export default fp(
   async (app) => {
-    app.decorate('encryption', createEncryptionService({ keyVault: app.keyVault, metrics: app.metrics }));
+    app.decorate('encryption', createEncryptionEngine({ keyVault: app.keyVault, metrics: app.metrics }));
   },
   { name: 'encryption', dependencies: ['key-vault', 'metrics'] },
 );
