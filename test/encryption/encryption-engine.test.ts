@@ -67,7 +67,8 @@ t.test('decrypt: libmongocrypt ciphertexts of both algorithms, item by item', as
   const payloads = [...all.map((v) => Buffer.from(v.ciphertext, 'base64')), Buffer.from('not a payload')];
   const { results } = await engine.decrypt(payloads, access(OPERATOR, { kind: 'decrypt' }));
   all.forEach((v, i) => t.same(results[i]!.ok && EJSON.serialize({ v: results[i]!.value }, { relaxed: false }).v, v.value));
-  t.equal(!results.at(-1)!.ok && results.at(-1)!.error.code, 'DECRYPTION_FAILED');
+  const last = results.at(-1)!;
+  t.equal(last.ok ? 'ok' : last.error.code, 'DECRYPTION_FAILED');
 });
 
 t.test('each purpose needs its own right on each key', async (t) => {
@@ -140,5 +141,6 @@ t.test('reencrypt: only from the rotation old key to its new one, keeping the al
   t.ok(notFrom.results.every((r) => !r.ok && r.error.code === 'FORBIDDEN'), 'a payload under another key than the old one is refused');
   const half = principal([{ scope: 'decrypt', keyIds: [FIXTURE] }]);
   const refused = await engine.reencrypt([det], access(half, rotation));
-  t.equal(!refused.results[0]!.ok && refused.results[0]!.error.code, 'FORBIDDEN', 'without encrypt on the new key, nothing is re-encrypted');
+  const first = refused.results[0]!;
+  t.equal(first.ok ? 'ok' : first.error.code, 'FORBIDDEN', 'without encrypt on the new key, nothing is re-encrypted');
 });
