@@ -10,7 +10,7 @@ export default async function decryptRoutes(app: FastifyInstance) {
   app.post(
     '/decrypt',
     {
-      config: { scope: 'decrypt', audit: 'crypto.decrypt' },
+      config: { scope: 'decrypt', audit: 'crypto.decrypt', readOnly: true },
       schema: {
         tags: ['crypto'],
         summary: 'Decrypt a CSFLE ciphertext, or a batch; every failure gives the same DECRYPTION_FAILED',

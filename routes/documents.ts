@@ -130,7 +130,7 @@ export default async function documentRoutes(app: FastifyInstance) {
   app.post(
     '/documents/:ns/find',
     {
-      config: { scope: 'documents:{ns}:read', audit: 'documents.find' },
+      config: { scope: 'documents:{ns}:read', audit: 'documents.find', readOnly: true },
       schema: {
         tags,
         security,
@@ -150,7 +150,7 @@ export default async function documentRoutes(app: FastifyInstance) {
   app.post(
     '/documents/:ns/count',
     {
-      config: { scope: 'documents:{ns}:read', audit: 'documents.count' },
+      config: { scope: 'documents:{ns}:read', audit: 'documents.count', readOnly: true },
       schema: {
         tags,
         security,
@@ -209,7 +209,7 @@ export default async function documentRoutes(app: FastifyInstance) {
   app.post(
     '/documents/:ns/explain',
     {
-      config: { scope: 'documents:{ns}:read', audit: 'documents.explain' },
+      config: { scope: 'documents:{ns}:read', audit: 'documents.explain', readOnly: true },
       schema: {
         tags,
         security,

@@ -37,7 +37,7 @@ export default async function encryptRoutes(app: FastifyInstance) {
   app.post(
     '/encrypt',
     {
-      config: { scope: 'encrypt', audit: 'crypto.encrypt' },
+      config: { scope: 'encrypt', audit: 'crypto.encrypt', readOnly: true },
       schema: {
         tags: ['crypto'],
         summary: 'Encrypt one value, or a batch, under a named data key',

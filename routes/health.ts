@@ -51,10 +51,10 @@ export default async function healthRoutes(app: FastifyInstance) {
         // Whatever way the ping fails, the database is not there for this instance.
         throw new AppError('DATABASE_UNAVAILABLE', undefined, { cause: err });
       }
-      if (!app.audit.isPrepared()) {
+      if (!app.audit.status().ready) {
         // Started by the audit plugin at boot; this waits a moment for it, or starts it again after a failure.
         const prepared = await Promise.race([app.audit.prepare().then(() => true, () => false), sleep(AUDIT_READY_WAIT_MS, false, { ref: false })]);
-        if (!prepared) throw new AppError('AUDIT_UNAVAILABLE', 'The audit chain head is not loaded yet.');
+        if (!prepared || !app.audit.status().ready) throw new AppError('AUDIT_UNAVAILABLE', 'The audit trail cannot be appended to yet.');
       }
       if (!app.kms.isHealthy()) throw new AppError('KMS_UNAVAILABLE', 'KMS keeps failing.');
       return { status: 'ok', mongodb: 'ok', kms: 'ok' };

@@ -43,7 +43,11 @@ const schema = {
     AUDIT_URI: { type: 'string', pattern: '^mongodb(\\+srv)?://' },
     AUDIT_HMAC_KEY: { type: 'string' },
     AUDIT_HMAC_KEY_FILE: { type: 'string' },
-    AUDIT_CHAIN_ID: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$', default: 'main' },
+    AUDIT_CHAIN_ID: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' },
+    AUDIT_MODE: { type: 'string', enum: ['spool', 'database'], default: 'spool' },
+    AUDIT_SPOOL_DIR: { type: 'string', minLength: 1, default: 'data/audit-spool' },
+    AUDIT_SPOOL_SYNC: { type: 'string', enum: ['fdatasync', 'none'], default: 'fdatasync' },
+    AUDIT_SPOOL_MAX_BACKLOG: { type: 'integer', minimum: 100, default: 200000 },
     JWT_JWKS_FILE: { type: 'string' },
     JWT_JWKS_URL: { type: 'string', pattern: '^https?://' },
     JWT_ISSUER: { type: 'string' },
@@ -95,7 +99,11 @@ interface RawEnv {
   AUDIT_URI?: string;
   AUDIT_HMAC_KEY?: string;
   AUDIT_HMAC_KEY_FILE?: string;
-  AUDIT_CHAIN_ID: string;
+  AUDIT_CHAIN_ID?: string;
+  AUDIT_MODE: 'spool' | 'database';
+  AUDIT_SPOOL_DIR: string;
+  AUDIT_SPOOL_SYNC: 'fdatasync' | 'none';
+  AUDIT_SPOOL_MAX_BACKLOG: number;
   JWT_JWKS_FILE?: string;
   JWT_JWKS_URL?: string;
   JWT_ISSUER?: string;
@@ -141,7 +149,17 @@ export interface Config {
   schemas: { dir: string; required: boolean };
   maxFindLimit: number;
   clients: { db: string; collection: string; cacheTtlMs: number };
-  audit: { uri: string; db: string; collection: string; hmacKey: Buffer; chainId: string };
+  audit: {
+    uri: string;
+    db: string;
+    collection: string;
+    hmacKey: Buffer;
+    /** Of a new spool, or (database mode) of this process; generated when absent. */
+    chainId?: string;
+    /** Where events are made durable before a request is answered (see src/audit/audit-trail.ts). */
+    mode: 'spool' | 'database';
+    spool: { dir: string; sync: 'fdatasync' | 'none'; maxBacklog: number };
+  };
   jwt?: { jwksFile?: string; jwksUrl?: string; issuer?: string; audience?: string };
   tls?: { cert: Buffer; key: Buffer; ca?: Buffer };
   rateLimitPerMinute: number;
@@ -294,7 +312,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       uri: raw.AUDIT_URI ?? raw.MONGODB_URI,
       ...splitNamespace(raw.AUDIT_NAMESPACE),
       hmacKey: auditKey(raw, kms.localMasterKey),
-      chainId: raw.AUDIT_CHAIN_ID,
+      ...(raw.AUDIT_CHAIN_ID !== undefined ? { chainId: raw.AUDIT_CHAIN_ID } : {}),
+      mode: raw.AUDIT_MODE,
+      spool: { dir: raw.AUDIT_SPOOL_DIR, sync: raw.AUDIT_SPOOL_SYNC, maxBacklog: raw.AUDIT_SPOOL_MAX_BACKLOG },
     },
     ...(jwtSettings(raw) ? { jwt: jwtSettings(raw) } : {}),
     ...(tlsFiles(raw) ? { tls: tlsFiles(raw) } : {}),

@@ -42,14 +42,23 @@ export const auditPageSchema = {
   },
 } as const;
 
+export const verifyQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    full: { type: 'boolean', default: false, description: 'Check every chain from its first record, not from its last checkpoint.' },
+  },
+} as const;
+
 export const verifyResponseSchema = {
   type: 'object',
-  required: ['valid', 'checked', 'chains', 'problems', 'truncated'],
+  required: ['valid', 'checked', 'chains', 'fromCheckpoint', 'problems', 'truncated'],
   properties: {
     valid: { type: 'boolean' },
     truncated: { type: 'boolean', description: 'More problems exist than are listed (at most 1000).' },
     checked: { type: 'integer', description: 'Events whose HMAC and link were checked.' },
-    chains: { type: 'integer' },
+    chains: { type: 'integer', description: 'Chains checked: one per instance (or process, in database mode).' },
+    fromCheckpoint: { type: 'integer', description: 'Chains checked from their last signed checkpoint rather than from their first record.' },
     problems: {
       type: 'array',
       items: {
@@ -58,7 +67,11 @@ export const verifyResponseSchema = {
         properties: {
           chainId: { type: 'string' },
           seq: { type: 'integer' },
-          problem: { type: 'string', enum: ['tampered', 'missing', 'broken-link'] },
+          problem: {
+            type: 'string',
+            enum: ['tampered', 'missing', 'broken-link', 'truncated', 'head-tampered', 'checkpoint-mismatch'],
+            description: 'truncated: the chain ends before the head its instance published (its newest events were removed).',
+          },
         },
       },
     },

@@ -3,7 +3,7 @@
  * one implementation, `noMetrics` the default. Labels never carry values, keys, ids or raw URLs:
  * routes are reported by their pattern.
  */
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export type KmsOutcome = 'ok' | 'denied' | 'unavailable' | 'error';
 
@@ -13,6 +13,12 @@ export interface Metrics {
   kmsCall(provider: string, operation: 'wrap' | 'unwrap', outcome: KmsOutcome, seconds: number): void;
   dataKeyCache(result: 'hit' | 'miss', count?: number): void;
   auditWriteFailure(): void;
+  /** Audit records copied from the instance's spool into the database. */
+  auditShipped(count: number): void;
+  /** A torn spool tail was cut off at start-up (kept in a quarantine file). */
+  auditSpoolQuarantined(): void;
+  /** Report the spool's records not yet in the database, read at each scrape. */
+  watchAuditBacklog(read: () => number): void;
 }
 
 export const noMetrics: Metrics = {
@@ -21,6 +27,9 @@ export const noMetrics: Metrics = {
   kmsCall() {},
   dataKeyCache() {},
   auditWriteFailure() {},
+  auditShipped() {},
+  auditSpoolQuarantined() {},
+  watchAuditBacklog() {},
 };
 
 export function createMetrics(): Metrics & { registry: Registry } {
@@ -45,6 +54,17 @@ export function createMetrics(): Metrics & { registry: Registry } {
   });
   const cache = new Counter({ name: 'data_key_cache_requests_total', help: 'Data-key cache lookups by result', labelNames: ['result'], registers: [registry] });
   const audit = new Counter({ name: 'audit_write_failures_total', help: 'Audit events that could not be written', registers: [registry] });
+  const shipped = new Counter({ name: 'audit_records_shipped_total', help: 'Audit records copied from the local spool into the database', registers: [registry] });
+  const quarantined = new Counter({ name: 'audit_spool_quarantined_total', help: 'Torn spool tails cut off at start-up and kept for inspection', registers: [registry] });
+  let backlog: (() => number) | undefined;
+  new Gauge({
+    name: 'audit_spool_backlog',
+    help: 'Audit records in the local spool not yet in the database',
+    registers: [registry],
+    collect() {
+      this.set(backlog?.() ?? 0);
+    },
+  });
 
   return {
     registry,
@@ -64,6 +84,15 @@ export function createMetrics(): Metrics & { registry: Registry } {
     },
     auditWriteFailure() {
       audit.inc();
+    },
+    auditShipped(count) {
+      if (count > 0) shipped.inc(count);
+    },
+    auditSpoolQuarantined() {
+      quarantined.inc();
+    },
+    watchAuditBacklog(read) {
+      backlog = read;
     },
   };
 }

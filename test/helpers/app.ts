@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import { MongoClient } from 'mongodb';
@@ -65,8 +66,11 @@ export async function createTestApp(
   const keyVaultDb = options.share?.keyVaultDb ?? `test_${randomBytes(6).toString('hex')}`;
   const localMasterKey = options.share?.localMasterKey ?? randomBytes(96);
   const auditKey = options.share?.auditKey ?? randomBytes(32);
+  // Each app is an instance with its own audit spool, as each instance of a fleet has.
+  const spoolDir = mkdtempSync(join(tmpdir(), 'audit-spool-'));
   const env: Record<string, string> = {
     MONGODB_URI: stack.mongodbUri,
+    AUDIT_SPOOL_DIR: spoolDir,
     KEY_VAULT_NAMESPACE: `${keyVaultDb}.__keyVault`,
     CLIENTS_NAMESPACE: `${keyVaultDb}.__clients`,
     AUDIT_HMAC_KEY: auditKey.toString('base64'),
@@ -105,6 +109,7 @@ export async function createTestApp(
     await app.close();
     if (!options.share) await mongo.db(keyVaultDb).dropDatabase();
     await mongo.close();
+    if (env.AUDIT_SPOOL_DIR === spoolDir) rmSync(spoolDir, { recursive: true, force: true });
   });
   return {
     app,

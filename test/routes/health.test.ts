@@ -7,15 +7,15 @@ t.test('ready and live on a working stack', async (t) => {
   const ready = await h.call('GET', '/health/ready');
   t.equal(ready.statusCode, 200);
   t.same(ready.json(), { status: 'ok', mongodb: 'ok', kms: 'ok' });
-  t.equal(h.app.audit.isPrepared(), true, 'the audit chain head was loaded before traffic');
+  t.equal(h.app.audit.status().ready, true, 'the audit trail can be appended to before traffic');
 });
 
-t.test('not ready while the audit chain head cannot be loaded; ready again once it can', async (t) => {
+t.test('database mode: not ready while the audit chain head cannot be loaded; ready again once it can', async (t) => {
   const first = await createTestApp(t);
   // A head the service must refuse to chain onto (seq below 1): its head query fails.
   const audit = first.mongo.db(first.keyVaultDb).collection<Record<string, unknown>>('__audit');
   await audit.insertOne({ _id: 'broken:000000000000' as never, chainId: 'broken', seq: 0, hmac: 'x' });
-  const h = await createTestApp(t, { share: first, env: { AUDIT_CHAIN_ID: 'broken' } });
+  const h = await createTestApp(t, { share: first, env: { AUDIT_CHAIN_ID: 'broken', AUDIT_MODE: 'database' } });
 
   const notReady = await h.call('GET', '/health/ready');
   t.equal(notReady.statusCode, 503);
