@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { allows } from '../src/clients/scopes.js';
+import { allows, uncoveredAltName } from '../src/clients/scopes.js';
 import type { KeyDocument } from '../src/key-vault/key-document.js';
 import {
   addAltNameBodySchema,
@@ -29,6 +29,9 @@ function selectorOf(filter: KeySelection) {
 const key = { $ref: 'Key#' };
 const security = [{ bearerAuth: [] }];
 const tags = ['keys'];
+const namesCovered = "Each alt name must be covered on its own by the caller's keys:write grants (403 FORBIDDEN otherwise).";
+const selectionCovered =
+  "Each key id and alt name the filter names must be covered by the caller's keys:rewrap grants, and so must every key it matches (403 FORBIDDEN otherwise).";
 
 export default async function keyRoutes(app: FastifyInstance) {
   const { keyVault } = app;
@@ -41,6 +44,32 @@ export default async function keyRoutes(app: FastifyInstance) {
     return toKeyView(doc);
   }
 
+  /**
+   * Refuse unless the caller's grants of the route's scope cover each of `names` on its own. Using
+   * a key needs any one of its names covered; claiming, removing or selecting names needs every
+   * one: `["billing-x", "hr-2027"]` must not hand another team's name to whoever holds `billing-*`.
+   */
+  function assertNamesCovered(request: FastifyRequest, names: string[], field?: string) {
+    const at = uncoveredAltName(request.principal!, request.scope!, names);
+    if (at === -1) return;
+    throw new AppError('FORBIDDEN', `Your ${request.scope} grants do not cover ${field === undefined ? 'that key alt name' : `${field}[${at}]`}.`);
+  }
+
+  /**
+   * Every key id and alt name a rewrap or migration filter names must be the caller's, each on its
+   * own (ids through the key authorizer, which knows each key's names): a selection naming other
+   * keys is refused, not answered with what matched. The keys matched are checked again when read.
+   */
+  async function assertSelectionCovered(request: FastifyRequest, filter: KeySelection) {
+    if (filter.keyIds !== undefined) {
+      const ids = filter.keyIds.map((id) => keyIdToString(parseKeyId(id).buffer));
+      const allowed = await request.authorizeKeys()(ids);
+      const at = ids.findIndex((id) => !allowed.has(id));
+      if (at !== -1) throw new AppError('FORBIDDEN', `Your ${request.scope} grants do not cover filter.keyIds[${at}].`);
+    }
+    assertNamesCovered(request, filter.keyAltNames ?? [], 'filter.keyAltNames');
+  }
+
   app.post(
     '/keys',
     {
@@ -50,15 +79,20 @@ export default async function keyRoutes(app: FastifyInstance) {
         tags,
         security,
         summary: 'Create a data key wrapped by a master key',
+        description: `${namesCovered} A client whose keys:write grants are limited to some keys must name the key.`,
         body: createKeyBodySchema,
         response: { 201: key, ...errorResponses(...commonErrors, 403, 429, 409, 422, 502) },
       },
     },
     async (request, reply) => {
       const body = request.body as { masterKey: MasterKeyInput; keyAltNames?: string[]; keyMaterial?: string };
-      if (!allows(request.principal!, 'keys:write', { keyAltNames: body.keyAltNames ?? [] })) {
-        throw new AppError('FORBIDDEN', 'Your grants do not cover those key alt names.');
+      if (body.keyAltNames === undefined || body.keyAltNames.length === 0) {
+        // A new key's id is random: only a grant without key limits can cover a key without names.
+        if (!allows(request.principal!, 'keys:write', { keyAltNames: [] })) {
+          throw new AppError('FORBIDDEN', 'Your keys:write grants are limited to some keys: a key without alt names would be outside them.');
+        }
       }
+      assertNamesCovered(request, body.keyAltNames ?? [], 'keyAltNames');
       const doc = await keyVault.createDataKey({
         masterKey: parseMasterKey(body.masterKey),
         keyAltNames: body.keyAltNames,
@@ -106,7 +140,7 @@ export default async function keyRoutes(app: FastifyInstance) {
         security,
         summary: 'Guided master-key migration (CMK rotation, local → AWS): a dry run, or a job with progress and a verification pass',
         description:
-          'With dryRun, lists the data keys it would migrate. Otherwise starts a job (202, Location: /jobs/{id}) that rewraps each key, then unwraps every migrated key under its new wrapping and checks it is unchanged before reporting success. Ciphertexts are never touched. Run it again with the same filter to resume an interrupted migration.',
+          `With dryRun, lists the data keys it would migrate. Otherwise starts a job (202, Location: /jobs/{id}) that rewraps each key, then unwraps every migrated key under its new wrapping and checks it is unchanged before reporting success. Ciphertexts are never touched. Run it again with the same filter to resume an interrupted migration. ${selectionCovered}`,
         headers: idempotencyHeaders,
         body: migrationBodySchema,
         response: { 200: migrationDryRunSchema, 202: { $ref: 'Job#' }, ...errorResponses(...commonErrors, 403, 409, 422, 429, 502) },
@@ -120,6 +154,7 @@ export default async function keyRoutes(app: FastifyInstance) {
       };
       const masterKey = parseMasterKey(input);
       app.kms.checkUsable(masterKey);
+      await assertSelectionCovered(request, filter);
       const selector = selectorOf(filter);
       const keyIds = await keyVault.planMigration(selector, request.authorizeKeys());
       request.auditDetails = { keyIds };
@@ -184,6 +219,7 @@ export default async function keyRoutes(app: FastifyInstance) {
         tags,
         security,
         summary: 'Add a key alt name to a data key',
+        description: `The key must be covered by the caller's grants, and the new name too. ${namesCovered}`,
         params: keyIdParamsSchema,
         body: addAltNameBodySchema,
         response: { 200: key, ...errorResponses(...commonErrors, 403, 429, 404, 409) },
@@ -193,9 +229,7 @@ export default async function keyRoutes(app: FastifyInstance) {
       const { id } = request.params as { id: string };
       const { keyAltName } = request.body as { keyAltName: string };
       await visible(request, await keyVault.requireById(parseKeyId(id)));
-      if (!allows(request.principal!, 'keys:write', { keyAltNames: [keyAltName] })) {
-        throw new AppError('FORBIDDEN', 'Your grants do not cover that key alt name.');
-      }
+      assertNamesCovered(request, [keyAltName]);
       return toKeyView(await keyVault.addAltName(parseKeyId(id), keyAltName));
     },
   );
@@ -208,6 +242,7 @@ export default async function keyRoutes(app: FastifyInstance) {
         tags,
         security,
         summary: 'Remove a key alt name from a data key',
+        description: `The key must be covered by the caller's grants, and the name removed too. ${namesCovered}`,
         params: keyAndAltNameParamsSchema,
         response: { 200: key, ...errorResponses(...commonErrors, 403, 429, 404) },
       },
@@ -215,6 +250,8 @@ export default async function keyRoutes(app: FastifyInstance) {
     async (request) => {
       const { id, name } = request.params as { id: string; name: string };
       await visible(request, await keyVault.requireById(parseKeyId(id)));
+      // Removing another team's name from a shared key would break what it resolves by that name.
+      assertNamesCovered(request, [name]);
       return toKeyView(await keyVault.removeAltName(parseKeyId(id), name));
     },
   );
@@ -250,7 +287,7 @@ export default async function keyRoutes(app: FastifyInstance) {
         tags,
         security,
         summary: 'Re-encrypt data keys under a new master key (CMK rotation, local → AWS migration)',
-        description: 'Data keys and every ciphertext stay the same; only their wrapping changes. A KMS failure writes nothing.',
+        description: `Data keys and every ciphertext stay the same; only their wrapping changes. A KMS failure writes nothing. ${selectionCovered}`,
         body: rewrapBodySchema,
         response: { 200: rewrapResponseSchema, ...errorResponses(...commonErrors, 403, 409, 422, 429, 502) },
       },
@@ -260,6 +297,7 @@ export default async function keyRoutes(app: FastifyInstance) {
         filter: KeySelection;
         masterKey: MasterKeyInput;
       };
+      await assertSelectionCovered(request, filter);
       const result = await keyVault.rewrap(
         selectorOf(filter),
         parseMasterKey(masterKey),

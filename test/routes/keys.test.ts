@@ -191,3 +191,72 @@ t.test('a server started with another local master key cannot use the keys, and 
   t.equal(res.statusCode, 400);
   t.equal(res.json().code, 'DECRYPTION_FAILED');
 });
+
+t.test('a key-limited client must cover every key name and key id it claims, removes or selects', async (t) => {
+  const h = await createTestApp(t);
+  const client = async (grants: unknown[]) => {
+    const res = await h.call('POST', '/clients', { name: 'billing team', grants });
+    t.equal(res.statusCode, 201, res.body);
+    const token = res.json().token as string;
+    return (method: string, url: string, body?: unknown) =>
+      h.app.inject({ method: method as 'GET', url, headers: { authorization: `Bearer ${token}` }, ...(body === undefined ? {} : { payload: body as object }) });
+  };
+  const billing = await client([
+    { scope: 'keys:write', keyAltNames: ['billing-*'] },
+    { scope: 'keys:read', keyAltNames: ['billing-*'] },
+    { scope: 'keys:rewrap', keyAltNames: ['billing-*'] },
+  ]);
+  const namesInVault = async () => (await keyVaultDocs(h)).flatMap((d) => d.keyAltNames ?? []).sort();
+  const forbidden = (res: { statusCode: number; body: string }, detail: RegExp, what: string) => {
+    t.equal(res.statusCode, 403, `${what}: ${res.body}`);
+    t.equal(JSON.parse(res.body).code, 'FORBIDDEN', what);
+    t.match(JSON.parse(res.body).detail, detail, what);
+  };
+
+  t.test('POST /keys: every alt name, not any', async (t) => {
+    const before = await namesInVault();
+    forbidden(
+      await billing('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['billing-x', 'hr-2027'], keyMaterial: randomBytes(96).toString('base64') }),
+      /keyAltNames\[1\]/,
+      'claiming another team’s name beside one of its own',
+    );
+    forbidden(await billing('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['hr-2027', 'billing-x'] }), /keyAltNames\[0\]/, 'in either order');
+    forbidden(await billing('POST', '/keys', { masterKey: { provider: 'local' } }), /without alt names/, 'a key without names (as before)');
+    t.same(await namesInVault(), before, 'nothing was written');
+    t.equal((await h.call('GET', '/keys/by-alt-name/hr-2027')).statusCode, 404, 'the name is still free');
+    const ok = await billing('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['billing-x', 'billing-y'] });
+    t.equal(ok.statusCode, 201, ok.body);
+  });
+
+  t.test('alt names added and removed must be covered, also on a shared key', async (t) => {
+    const shared = (await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['billing-shared', 'hr-shared'] })).json().id;
+    forbidden(await billing('POST', `/keys/${shared}/alt-names`, { keyAltName: 'hr-2028' }), /key alt name/, 'adding a name of another team');
+    forbidden(await billing('DELETE', `/keys/${shared}/alt-names/hr-shared`), /key alt name/, 'removing a name of another team');
+    t.same((await h.call('GET', `/keys/${shared}`)).json().keyAltNames, ['billing-shared', 'hr-shared'], 'the other team’s name still resolves');
+    t.equal((await billing('POST', `/keys/${shared}/alt-names`, { keyAltName: 'billing-more' })).statusCode, 200);
+    t.equal((await billing('DELETE', `/keys/${shared}/alt-names/billing-more`)).statusCode, 200);
+  });
+
+  t.test('rewrap and migration selections: every key id and alt name named must be covered', async (t) => {
+    const hr = (await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['hr-only'] })).json().id;
+    const mine = (await h.call('GET', '/keys/by-alt-name/billing-x')).json().id;
+    const unknown = '00000000-0000-4000-8000-000000000000';
+    const cases: [filter: unknown, detail: RegExp][] = [
+      [{ keyAltNames: ['hr-nothing'] }, /filter\.keyAltNames\[0\]/],
+      [{ keyAltNames: ['billing-x', 'hr-only'] }, /filter\.keyAltNames\[1\]/],
+      [{ keyIds: [unknown] }, /filter\.keyIds\[0\]/],
+      [{ keyIds: [mine, hr] }, /filter\.keyIds\[1\]/],
+    ];
+    for (const [filter, detail] of cases) {
+      forbidden(await billing('POST', '/keys/rewrap', { filter, masterKey: { provider: 'local' } }), detail, `rewrap ${JSON.stringify(filter)}`);
+      forbidden(await billing('POST', '/keys/migrations', { filter, masterKey: { provider: 'local' }, dryRun: true }), detail, `migration ${JSON.stringify(filter)}`);
+    }
+    const ok = await billing('POST', '/keys/rewrap', { filter: { keyIds: [mine.toUpperCase()], keyAltNames: ['billing-x'] }, masterKey: { provider: 'local' } });
+    t.equal(ok.statusCode, 200, ok.body);
+    t.same(ok.json().keyIds, [mine]);
+    const dry = await billing('POST', '/keys/migrations', { filter: { keyAltNames: ['billing-y'] }, masterKey: { provider: 'local' }, dryRun: true });
+    t.equal(dry.statusCode, 200, dry.body);
+    t.equal(dry.json().matched, 1);
+    forbidden(await billing('POST', '/keys/rewrap', { filter: {}, masterKey: { provider: 'local' } }), /do not cover/, 'an empty filter still needs every matched key covered (as before)');
+  });
+});
