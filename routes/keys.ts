@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { allows, uncoveredAltName } from '../src/clients/scopes.js';
+import { allows, isOperator, uncoveredAltName, type Principal } from '../src/clients/scopes.js';
 import type { KeyDocument } from '../src/key-vault/key-document.js';
+import { DOWNGRADE_NEEDS } from '../src/key-vault/key-vault.js';
 import {
   addAltNameBodySchema,
   altNameParamsSchema,
@@ -26,6 +27,12 @@ type KeySelection = { keyIds?: string[]; keyAltNames?: string[]; provider?: Mast
 function selectorOf(filter: KeySelection) {
   return { keyIds: filter.keyIds?.map(parseKeyId), keyAltNames: filter.keyAltNames, provider: filter.provider, masterKeyArn: filter.masterKey };
 }
+/** A downgrade (KMS → local) is allowed only when asked for explicitly, and by the operator. */
+function downgradeAllowed(principal: Principal, body: { allowDowngrade?: boolean }): boolean {
+  return body.allowDowngrade === true && isOperator(principal);
+}
+const downgradeRule =
+  'Moving keys now under a KMS (aws) to the local master key is a downgrade: refused with 403 FORBIDDEN unless the body has "allowDowngrade": true and the caller is the operator (ADMIN_TOKEN). A permission, not a validation matter, hence 403.';
 const key = { $ref: 'Key#' };
 const security = [{ bearerAuth: [] }];
 const tags = ['keys'];
@@ -140,27 +147,27 @@ export default async function keyRoutes(app: FastifyInstance) {
         security,
         summary: 'Guided master-key migration (CMK rotation, local → AWS): a dry run, or a job with progress and a verification pass',
         description:
-          `With dryRun, lists the data keys it would migrate. Otherwise starts a job (202, Location: /jobs/{id}) that rewraps each key, then unwraps every migrated key under its new wrapping and checks it is unchanged before reporting success. Ciphertexts are never touched. Run it again with the same filter to resume an interrupted migration. ${selectionCovered}`,
+          `With dryRun, lists the data keys it would migrate. Otherwise starts a job (202, Location: /jobs/{id}) that rewraps each key, then unwraps every migrated key under its new wrapping and checks it is unchanged before reporting success. Ciphertexts are never touched. Run it again with the same filter to resume an interrupted migration. ${selectionCovered} ${downgradeRule} A dry run still lists the plan, and under "downgrade" the keys it would downgrade and whether that is allowed.`,
         headers: idempotencyHeaders,
         body: migrationBodySchema,
         response: { 200: migrationDryRunSchema, 202: { $ref: 'Job#' }, ...errorResponses(...commonErrors, 403, 409, 422, 429, 502) },
       },
     },
     async (request, reply) => {
-      const { filter, masterKey: input, dryRun } = request.body as {
-        filter: KeySelection;
-        masterKey: MasterKeyInput;
-        dryRun: boolean;
-      };
-      const masterKey = parseMasterKey(input);
+      const body = request.body as { filter: KeySelection; masterKey: MasterKeyInput; dryRun: boolean; allowDowngrade?: boolean };
+      const { filter, dryRun } = body;
+      const masterKey = parseMasterKey(body.masterKey);
       app.kms.checkUsable(masterKey);
       await assertSelectionCovered(request, filter);
-      const selector = selectorOf(filter);
-      const keyIds = await keyVault.planMigration(selector, request.authorizeKeys());
+      const allowDowngrade = downgradeAllowed(request.principal!, body);
+      const { keyIds, downgradeKeyIds } = await keyVault.planMigration(selectorOf(filter), masterKey, request.authorizeKeys());
       request.auditDetails = { keyIds };
-      if (dryRun) return { dryRun: true, matched: keyIds.length, keyIds, masterKey: storedMasterKey(masterKey) };
-      const job = await app.jobs.start('keys.migration', request.principal!.clientId, { filter, masterKey: storedMasterKey(masterKey) }, keyIds.length, ({ report, signal }) =>
-        keyVault.migrateMasterKey({ keyIds: keyIds.map(parseKeyId) }, masterKey, { onProgress: report, signal }),
+      const downgrade = downgradeKeyIds.length === 0 ? {} : { downgrade: { keyIds: downgradeKeyIds, allowed: allowDowngrade, detail: DOWNGRADE_NEEDS } };
+      if (dryRun) return { dryRun: true, matched: keyIds.length, keyIds, masterKey: storedMasterKey(masterKey), ...downgrade };
+      if (downgradeKeyIds.length > 0 && !allowDowngrade) throw new AppError('FORBIDDEN', DOWNGRADE_NEEDS);
+      const params = { filter, masterKey: storedMasterKey(masterKey), ...(allowDowngrade ? { allowDowngrade } : {}) };
+      const job = await app.jobs.start('keys.migration', request.principal!.clientId, params, keyIds.length, ({ report, signal }) =>
+        keyVault.migrateMasterKey({ keyIds: keyIds.map(parseKeyId) }, masterKey, { onProgress: report, signal, allowDowngrade }),
       );
       return reply.code(202).header('location', `/jobs/${job.id}`).send(job);
     },
@@ -287,22 +294,17 @@ export default async function keyRoutes(app: FastifyInstance) {
         tags,
         security,
         summary: 'Re-encrypt data keys under a new master key (CMK rotation, local → AWS migration)',
-        description: `Data keys and every ciphertext stay the same; only their wrapping changes. A KMS failure writes nothing. ${selectionCovered}`,
+        description: `Data keys and every ciphertext stay the same; only their wrapping changes. A KMS failure writes nothing. ${selectionCovered} ${downgradeRule}`,
         body: rewrapBodySchema,
         response: { 200: rewrapResponseSchema, ...errorResponses(...commonErrors, 403, 409, 422, 429, 502) },
       },
     },
     async (request) => {
-      const { filter, masterKey } = request.body as {
-        filter: KeySelection;
-        masterKey: MasterKeyInput;
-      };
-      await assertSelectionCovered(request, filter);
-      const result = await keyVault.rewrap(
-        selectorOf(filter),
-        parseMasterKey(masterKey),
-        request.authorizeKeys(),
-      );
+      const body = request.body as { filter: KeySelection; masterKey: MasterKeyInput; allowDowngrade?: boolean };
+      await assertSelectionCovered(request, body.filter);
+      const result = await keyVault.rewrap(selectorOf(body.filter), parseMasterKey(body.masterKey), request.authorizeKeys(), {
+        allowDowngrade: downgradeAllowed(request.principal!, body),
+      });
       request.auditDetails = { keyIds: result.keyIds };
       return result;
     },

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
-import { createTestApp, keyVaultDocs } from '../helpers/app.js';
+import { createTestApp, keyVaultDocs, type TestApp } from '../helpers/app.js';
+import { stack } from '../helpers/stack.js';
 
 t.test('/keys life cycle with the local provider', async (t) => {
   const h = await createTestApp(t);
@@ -258,5 +259,79 @@ t.test('a key-limited client must cover every key name and key id it claims, rem
     t.equal(dry.statusCode, 200, dry.body);
     t.equal(dry.json().matched, 1);
     forbidden(await billing('POST', '/keys/rewrap', { filter: {}, masterKey: { provider: 'local' } }), /do not cover/, 'an empty filter still needs every matched key covered (as before)');
+  });
+});
+
+async function waitForJob(h: TestApp, id: string) {
+  for (let i = 0; i < 100; i++) {
+    const job = (await h.call('GET', `/jobs/${id}`)).json();
+    if (job.state !== 'running') return job;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error('job did not finish');
+}
+
+t.test('rewrap and migration from AWS down to the local master key need allowDowngrade, from the operator', async (t) => {
+  const h = await createTestApp(t, { aws: stack.allowed });
+  const aws = { provider: 'aws', key: stack.keyArn };
+  const local = { provider: 'local' };
+  const made = await h.call('POST', '/keys', { masterKey: aws, keyAltNames: ['down-1'] });
+  t.equal(made.statusCode, 201, made.body);
+  const awsKey = made.json().id as string;
+  const localKey = (await h.call('POST', '/keys', { masterKey: local, keyAltNames: ['down-local'] })).json().id as string;
+  const ciphertext = (await h.call('POST', '/encrypt', { value: 'kept', algorithm: 'random', keyId: awsKey })).json().ciphertext;
+  const res = await h.call('POST', '/clients', { name: 'rewrapper', grants: [{ scope: 'keys:rewrap' }, { scope: 'jobs:read' }] });
+  const token = res.json().token as string;
+  const rewrapper = (method: string, url: string, body?: unknown) =>
+    h.app.inject({ method: method as 'GET', url, headers: { authorization: `Bearer ${token}` }, ...(body === undefined ? {} : { payload: body as object }) });
+  const stored = async (id: string) => (await keyVaultDocs(h)).find((d) => d._id.toString('hex') === id.replaceAll('-', ''))!;
+  const refused = (res: { statusCode: number; body: string }, what: string) => {
+    t.equal(res.statusCode, 403, `${what}: ${res.body}`);
+    t.equal(JSON.parse(res.body).code, 'FORBIDDEN', what);
+    t.match(JSON.parse(res.body).detail, /allowDowngrade/, `${what}: the detail says what is needed`);
+  };
+
+  t.test('rewrap', async (t) => {
+    const before = await keyVaultDocs(h);
+    refused(await h.call('POST', '/keys/rewrap', { filter: { keyIds: [awsKey] }, masterKey: local }), 'the operator without the flag');
+    refused(await h.call('POST', '/keys/rewrap', { filter: { keyIds: [awsKey] }, masterKey: local, allowDowngrade: false }), 'the operator with the flag false');
+    refused(await h.call('POST', '/keys/rewrap', { filter: {}, masterKey: local }), 'a selection with one AWS key among local ones');
+    refused(await rewrapper('POST', '/keys/rewrap', { filter: { keyIds: [awsKey] }, masterKey: local, allowDowngrade: true }), 'a client, even with the flag');
+    t.same(await keyVaultDocs(h), before, 'nothing was rewrapped');
+
+    t.equal((await rewrapper('POST', '/keys/rewrap', { filter: { keyIds: [localKey] }, masterKey: local })).statusCode, 200, 'local → local is no downgrade');
+    const rotated = await rewrapper('POST', '/keys/rewrap', { filter: { keyIds: [awsKey] }, masterKey: { provider: 'aws', key: stack.keyArn2 } });
+    t.equal(rotated.statusCode, 200, `AWS → AWS (CMK rotation) is no downgrade: ${rotated.body}`);
+
+    const down = await h.call('POST', '/keys/rewrap', { filter: { keyIds: [awsKey] }, masterKey: local, allowDowngrade: true });
+    t.equal(down.statusCode, 200, down.body);
+    t.same(down.json().keyIds, [awsKey]);
+    t.same((await stored(awsKey)).masterKey, { provider: 'local' });
+    t.same((await h.call('POST', '/decrypt', { ciphertext })).json(), { value: 'kept' }, 'the data key is unchanged');
+  });
+
+  t.test('migration: a dry run shows the plan and says the flag is needed; the job needs it', async (t) => {
+    const id = (await h.call('POST', '/keys', { masterKey: aws, keyAltNames: ['down-2'] })).json().id as string;
+    const body = { filter: { keyAltNames: ['down-2'] }, masterKey: local };
+    const dry = await h.call('POST', '/keys/migrations', { ...body, dryRun: true });
+    t.equal(dry.statusCode, 200, dry.body);
+    t.match(dry.json(), { dryRun: true, matched: 1, keyIds: [id], downgrade: { keyIds: [id], allowed: false, detail: /allowDowngrade/ } });
+    const byClient = await rewrapper('POST', '/keys/migrations', { ...body, dryRun: true, allowDowngrade: true });
+    t.match(byClient.json(), { matched: 1, downgrade: { keyIds: [id], allowed: false, detail: /operator/ } }, 'a client’s flag does not count');
+    const allowed = await h.call('POST', '/keys/migrations', { ...body, dryRun: true, allowDowngrade: true });
+    t.match(allowed.json(), { matched: 1, downgrade: { keyIds: [id], allowed: true } });
+    const up = await h.call('POST', '/keys/migrations', { filter: { keyIds: [localKey] }, masterKey: aws, dryRun: true });
+    t.notOk('downgrade' in up.json(), 'local → AWS is no downgrade');
+
+    refused(await h.call('POST', '/keys/migrations', body), 'the operator without the flag');
+    refused(await rewrapper('POST', '/keys/migrations', { ...body, allowDowngrade: true }), 'a client with the flag');
+    t.equal((await stored(id)).masterKey.provider, 'aws', 'no job ran');
+
+    const started = await h.call('POST', '/keys/migrations', { ...body, allowDowngrade: true });
+    t.equal(started.statusCode, 202, started.body);
+    t.equal(started.json().params.allowDowngrade, true, 'the job records that it was allowed');
+    const job = await waitForJob(h, started.json().id);
+    t.equal(job.state, 'succeeded', JSON.stringify(job));
+    t.same((await stored(id)).masterKey, { provider: 'local' });
   });
 });
