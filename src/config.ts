@@ -7,6 +7,7 @@ import { hkdfSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { envSchema } from 'env-schema';
 import { KEY_LENGTH } from './crypto/aead.js';
+import { isAllowedKeyPattern } from './kms/allowed-keys.js';
 
 const schema = {
   type: 'object',
@@ -225,6 +226,23 @@ function readMasterKeyFile(path: string): Buffer {
   return content.length === KEY_LENGTH ? content : decodeMasterKey(content.toString('utf8'), 'LOCAL_MASTER_KEY_FILE');
 }
 
+/**
+ * The KMS keys clients may name. Required with the aws provider: without a list, clients would
+ * choose which keys and regions the server reaches (and how many KMS clients it keeps).
+ */
+function allowedAwsKeys(text: string): string[] {
+  const entries = [...new Set(text.split(',').map((s) => s.trim()).filter(Boolean))];
+  if (entries.length === 0) {
+    throw new ConfigError(
+      'KMS_PROVIDERS includes aws: set AWS_KMS_ALLOWED_KEYS to the KMS key ARNs clients may name (comma-separated; * within a field, e.g. arn:aws:kms:eu-west-1:111122223333:key/*), or to * for any key',
+    );
+  }
+  entries.forEach((entry, i) => {
+    if (!isAllowedKeyPattern(entry)) throw new ConfigError(`AWS_KMS_ALLOWED_KEYS entry ${i + 1} is not a KMS key or alias ARN (pattern) nor *`);
+  });
+  return entries;
+}
+
 function jwtSettings(raw: RawEnv): Config['jwt'] {
   if (raw.JWT_JWKS_FILE === undefined && raw.JWT_JWKS_URL === undefined) {
     if (raw.JWT_ISSUER !== undefined || raw.JWT_AUDIENCE !== undefined) throw new ConfigError('JWT_ISSUER and JWT_AUDIENCE need JWT_JWKS_FILE or JWT_JWKS_URL');
@@ -255,7 +273,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
   if (providers.has('aws')) {
     const aws: NonNullable<Config['kms']['aws']> = {
-      allowedKeys: raw.AWS_KMS_ALLOWED_KEYS.split(',').map((s) => s.trim()).filter(Boolean),
+      allowedKeys: allowedAwsKeys(raw.AWS_KMS_ALLOWED_KEYS),
       replicaRegions: raw.AWS_KMS_REPLICA_REGIONS.split(',').filter(Boolean),
       regionEndpoints: Object.fromEntries(raw.AWS_KMS_REGION_ENDPOINTS.split(',').filter(Boolean).map((pair) => pair.split('=') as [string, string])),
     };
