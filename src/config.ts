@@ -143,7 +143,7 @@ export interface Config {
   maxFindLimit: number;
   clients: { db: string; collection: string; cacheTtlMs: number };
   audit: { uri: string; db: string; collection: string; hmacKey: Buffer; chainId: string };
-  jwt?: { jwksFile?: string; jwksUrl?: string; issuer?: string; audience?: string };
+  jwt?: { jwksFile?: string; jwksUrl?: string; issuer: string; audience: string };
   tls?: { cert: Buffer; key: Buffer; ca?: Buffer };
   rateLimitPerMinute: number;
   requestTimeoutMs: number;
@@ -249,7 +249,11 @@ function jwtSettings(raw: RawEnv): Config['jwt'] {
     return undefined;
   }
   if (raw.JWT_JWKS_FILE !== undefined && raw.JWT_JWKS_URL !== undefined) throw new ConfigError('set JWT_JWKS_FILE or JWT_JWKS_URL, not both');
-  return { jwksFile: raw.JWT_JWKS_FILE, jwksUrl: raw.JWT_JWKS_URL, issuer: raw.JWT_ISSUER, audience: raw.JWT_AUDIENCE };
+  // An identity provider signs tokens for many services: without both checks, a token it issued
+  // for another audience (or a key set shared by several issuers) would be accepted here.
+  const missing = (['JWT_ISSUER', 'JWT_AUDIENCE'] as const).filter((name) => raw[name] === undefined || raw[name].trim() === '');
+  if (missing.length > 0) throw new ConfigError(`JWT authentication is on (${raw.JWT_JWKS_FILE !== undefined ? 'JWT_JWKS_FILE' : 'JWT_JWKS_URL'}): set ${missing.join(' and ')}`);
+  return { jwksFile: raw.JWT_JWKS_FILE, jwksUrl: raw.JWT_JWKS_URL, issuer: raw.JWT_ISSUER!, audience: raw.JWT_AUDIENCE! };
 }
 
 /** Check the environment and turn it into the service configuration; throws `ConfigError`. */

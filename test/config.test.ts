@@ -30,6 +30,10 @@ t.test('invalid configuration stops the boot with a message naming the variable'
     [{ ...base, TLS_CERT_FILE: '/x' }, /TLS_CERT_FILE and TLS_KEY_FILE/],
     [{ ...base, JWT_ISSUER: 'https://issuer' }, /JWT_JWKS_FILE or JWT_JWKS_URL/],
     [{ ...base, JWT_JWKS_FILE: '/a', JWT_JWKS_URL: 'https://b' }, /not both/],
+    [{ ...base, JWT_JWKS_FILE: '/a' }, /JWT authentication is on \(JWT_JWKS_FILE\): set JWT_ISSUER and JWT_AUDIENCE/],
+    [{ ...base, JWT_JWKS_URL: 'https://b', JWT_ISSUER: 'https://issuer' }, /JWT authentication is on \(JWT_JWKS_URL\): set JWT_AUDIENCE$/],
+    [{ ...base, JWT_JWKS_URL: 'https://b', JWT_AUDIENCE: 'proxy' }, /set JWT_ISSUER$/],
+    [{ ...base, JWT_JWKS_URL: 'https://b', JWT_ISSUER: ' ', JWT_AUDIENCE: 'proxy' }, /set JWT_ISSUER$/],
     [{ ...base, KMS_PROVIDERS: 'aws', AWS_KMS_ALLOWED_KEYS: '*', AWS_ACCESS_KEY_ID: 'AKIA' }, /AWS_SECRET_ACCESS_KEY/],
     [{ ...base, AWS_KMS_ENDPOINT: 'ftp://x', KMS_PROVIDERS: 'aws' }, /AWS_KMS_ENDPOINT/],
     [{ ...base, LOCAL_MASTER_KEY_FILE: '/nonexistent/key' }, /not both/],
@@ -85,6 +89,12 @@ t.test('with aws on, the KMS keys clients may name are configured: a list of ARN
     ['arn:aws:kms:*:111122223333:key/*', 'arn:aws:kms:eu-west-1:111122223333:alias/app-*'],
   );
   t.equal(loadConfig(base).kms.aws, undefined, 'without aws the list is not needed');
+});
+
+t.test('JWT settings: a key source with the issuer and audience every token must name', async (t) => {
+  const jwt = loadConfig({ ...base, JWT_JWKS_URL: 'https://idp.example/jwks', JWT_ISSUER: 'https://idp.example/', JWT_AUDIENCE: 'proxy' }).jwt;
+  t.same(jwt, { jwksFile: undefined, jwksUrl: 'https://idp.example/jwks', issuer: 'https://idp.example/', audience: 'proxy' });
+  t.equal(loadConfig(base).jwt, undefined, 'off by default');
 });
 
 t.test('the process environment is never read', async (t) => {
