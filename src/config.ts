@@ -53,6 +53,7 @@ const schema = {
     TLS_KEY_FILE: { type: 'string' },
     TLS_CA_FILE: { type: 'string' },
     RATE_LIMIT_PER_MINUTE: { type: 'integer', minimum: 1, default: 6000 },
+    AUTH_FAILURES_PER_MINUTE: { type: 'integer', minimum: 1, default: 30 },
     REQUEST_TIMEOUT_MS: { type: 'integer', minimum: 1000, default: 30000 },
     SHUTDOWN_TIMEOUT_MS: { type: 'integer', minimum: 100, default: 10000 },
     MAX_EVENT_LOOP_DELAY_MS: { type: 'integer', minimum: 0, default: 1000 },
@@ -105,6 +106,7 @@ interface RawEnv {
   TLS_KEY_FILE?: string;
   TLS_CA_FILE?: string;
   RATE_LIMIT_PER_MINUTE: number;
+  AUTH_FAILURES_PER_MINUTE: number;
   REQUEST_TIMEOUT_MS: number;
   SHUTDOWN_TIMEOUT_MS: number;
   MAX_EVENT_LOOP_DELAY_MS: number;
@@ -146,6 +148,8 @@ export interface Config {
   jwt?: { jwksFile?: string; jwksUrl?: string; issuer: string; audience: string };
   tls?: { cert: Buffer; key: Buffer; ca?: Buffer };
   rateLimitPerMinute: number;
+  /** Failed authentications a source address may have per minute before it is refused (429). */
+  authFailuresPerMinute: number;
   requestTimeoutMs: number;
   shutdownTimeoutMs: number;
   /** Load shedding thresholds; 0 turns one off. */
@@ -321,6 +325,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     ...(jwtSettings(raw) ? { jwt: jwtSettings(raw) } : {}),
     ...(tlsFiles(raw) ? { tls: tlsFiles(raw) } : {}),
     rateLimitPerMinute: raw.RATE_LIMIT_PER_MINUTE,
+    authFailuresPerMinute: raw.AUTH_FAILURES_PER_MINUTE,
     requestTimeoutMs: raw.REQUEST_TIMEOUT_MS,
     shutdownTimeoutMs: raw.SHUTDOWN_TIMEOUT_MS,
     pressure: { maxEventLoopDelayMs: raw.MAX_EVENT_LOOP_DELAY_MS, maxHeapUsedBytes: raw.MAX_HEAP_USED_BYTES },
