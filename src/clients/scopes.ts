@@ -18,6 +18,7 @@ export const SCOPES = [
   'audit:read',
   'metrics:read',
   'jobs:read',
+  'jobs:admin',
 ] as const;
 
 /**
