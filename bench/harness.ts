@@ -484,6 +484,7 @@ async function main() {
       LOCAL_MASTER_KEY: randomBytes(96).toString('base64'),
       KMS_PROVIDERS: 'local,aws',
       AWS_KMS_ENDPOINT: kmsProxy.url,
+      AWS_KMS_ALLOWED_KEYS: stack.TEST_KMS_KEY_ARN!,
       AWS_REGION: 'us-east-1',
       AWS_ACCESS_KEY_ID: stack.TEST_AWS_ACCESS_KEY_ID!,
       AWS_SECRET_ACCESS_KEY: stack.TEST_AWS_SECRET_ACCESS_KEY!,

@@ -17,7 +17,9 @@ const USAGE = `Usage: epx <command> [options]
   keys create --provider local|aws [--key ARN] [--alt-name NAME ...]
   keys report [--older-than-days N]                 master keys and wrappings due for rotation
   keys migrate (--from-provider P | --from-key ARN | --id UUID ...) --to-provider P [--to-key ARN]
-               [--dry-run] [--no-wait]              rewrap data keys under a new master key
+               [--dry-run] [--no-wait] [--allow-downgrade]
+                                                    rewrap data keys under a new master key
+                                                    (AWS → local needs --allow-downgrade and the operator token)
   jobs status JOB_ID [--wait]                       progress of a background job
 
 Options: --url URL (or EPX_URL), --token-file FILE (or EPX_TOKEN), --json (raw JSON output)`;
@@ -123,6 +125,7 @@ export async function run(argv: string[], env: Record<string, string | undefined
         'to-provider': { type: 'string' },
         'to-key': { type: 'string' },
         'dry-run': { type: 'boolean', default: false },
+        'allow-downgrade': { type: 'boolean', default: false },
         'no-wait': { type: 'boolean', default: false },
         wait: { type: 'boolean', default: false },
         help: { type: 'boolean', default: false },
@@ -177,10 +180,25 @@ export async function run(argv: string[], env: Record<string, string | undefined
         if (o['from-key']) filter.masterKey = o['from-key'];
         if (o.id) filter.keyIds = o.id;
         if (Object.keys(filter).length === 0) throw new CliError('say which keys: --from-provider, --from-key or --id', EXIT.usage);
-        const body = { filter, masterKey: masterKey(o['to-provider'], o['to-key']), dryRun: o['dry-run'] };
-        const answer = (await api(ctx, 'POST', '/keys/migrations', body)) as Job & { dryRun?: boolean; matched?: number; keyIds?: string[] };
+        const body = {
+          filter,
+          masterKey: masterKey(o['to-provider'], o['to-key']),
+          dryRun: o['dry-run'],
+          ...(o['allow-downgrade'] ? { allowDowngrade: true } : {}),
+        };
+        const answer = (await api(ctx, 'POST', '/keys/migrations', body)) as Job & {
+          dryRun?: boolean;
+          matched?: number;
+          keyIds?: string[];
+          downgrade?: { keyIds: string[]; allowed: boolean; detail: string };
+        };
         if (answer.dryRun) {
-          print(ctx, answer, () => [`would migrate ${answer.matched} data keys`, ...(answer.keyIds ?? []).map((id) => `  ${id}`)]);
+          const { downgrade } = answer;
+          print(ctx, answer, () => [
+            `would migrate ${answer.matched} data keys`,
+            ...(answer.keyIds ?? []).map((id) => `  ${id}`),
+            ...(downgrade ? [`${downgrade.keyIds.length} of them down from a KMS to the local master key: ${downgrade.allowed ? 'allowed' : 'refused'}. ${downgrade.detail}`] : []),
+          ]);
           return EXIT.ok;
         }
         if (o['no-wait']) {

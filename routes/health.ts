@@ -18,7 +18,7 @@ const readiness = {
   properties: {
     status: { type: 'string', enum: ['ok'] },
     mongodb: { type: 'string', enum: ['ok'] },
-    kms: { type: 'string', enum: ['ok'], description: 'Not failing: no KMS circuit is open.' },
+    kms: { type: 'string', enum: ['ok'], description: 'Not failing: no circuit of a configured KMS region is open.' },
   },
 } as const;
 
@@ -56,6 +56,8 @@ export default async function healthRoutes(app: FastifyInstance) {
         const prepared = await Promise.race([app.audit.prepare().then(() => true, () => false), sleep(AUDIT_READY_WAIT_MS, false, { ref: false })]);
         if (!prepared || !app.audit.status().ready) throw new AppError('AUDIT_UNAVAILABLE', 'The audit trail cannot be appended to yet.');
       }
+      // Configured regions only (AWS_KMS_ALLOWED_KEYS, replica regions): a key a client named in
+      // some other region cannot take the instance out of the load balancer.
       if (!app.kms.isHealthy()) throw new AppError('KMS_UNAVAILABLE', 'KMS keeps failing.');
       return { status: 'ok', mongodb: 'ok', kms: 'ok' };
     },

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { allows } from '../src/clients/scopes.js';
+import { allows, isOperator, uncoveredAltName, type Principal } from '../src/clients/scopes.js';
 import type { KeyDocument } from '../src/key-vault/key-document.js';
+import { DOWNGRADE_NEEDS } from '../src/key-vault/key-vault.js';
 import {
   addAltNameBodySchema,
   altNameParamsSchema,
@@ -26,9 +27,18 @@ type KeySelection = { keyIds?: string[]; keyAltNames?: string[]; provider?: Mast
 function selectorOf(filter: KeySelection) {
   return { keyIds: filter.keyIds?.map(parseKeyId), keyAltNames: filter.keyAltNames, provider: filter.provider, masterKeyArn: filter.masterKey };
 }
+/** A downgrade (KMS → local) is allowed only when asked for explicitly, and by the operator. */
+function downgradeAllowed(principal: Principal, body: { allowDowngrade?: boolean }): boolean {
+  return body.allowDowngrade === true && isOperator(principal);
+}
+const downgradeRule =
+  'Moving keys now under a KMS (aws) to the local master key is a downgrade: refused with 403 FORBIDDEN unless the body has "allowDowngrade": true and the caller is the operator (ADMIN_TOKEN). A permission, not a validation matter, hence 403.';
 const key = { $ref: 'Key#' };
 const security = [{ bearerAuth: [] }];
 const tags = ['keys'];
+const namesCovered = "Each alt name must be covered on its own by the caller's keys:write grants (403 FORBIDDEN otherwise).";
+const selectionCovered =
+  "Each key id and alt name the filter names must be covered by the caller's keys:rewrap grants, and so must every key it matches (403 FORBIDDEN otherwise).";
 
 export default async function keyRoutes(app: FastifyInstance) {
   const { keyVault } = app;
@@ -41,6 +51,32 @@ export default async function keyRoutes(app: FastifyInstance) {
     return toKeyView(doc);
   }
 
+  /**
+   * Refuse unless the caller's grants of the route's scope cover each of `names` on its own. Using
+   * a key needs any one of its names covered; claiming, removing or selecting names needs every
+   * one: `["billing-x", "hr-2027"]` must not hand another team's name to whoever holds `billing-*`.
+   */
+  function assertNamesCovered(request: FastifyRequest, names: string[], field?: string) {
+    const at = uncoveredAltName(request.principal!, request.scope!, names);
+    if (at === -1) return;
+    throw new AppError('FORBIDDEN', `Your ${request.scope} grants do not cover ${field === undefined ? 'that key alt name' : `${field}[${at}]`}.`);
+  }
+
+  /**
+   * Every key id and alt name a rewrap or migration filter names must be the caller's, each on its
+   * own (ids through the key authorizer, which knows each key's names): a selection naming other
+   * keys is refused, not answered with what matched. The keys matched are checked again when read.
+   */
+  async function assertSelectionCovered(request: FastifyRequest, filter: KeySelection) {
+    if (filter.keyIds !== undefined) {
+      const ids = filter.keyIds.map((id) => keyIdToString(parseKeyId(id).buffer));
+      const allowed = await request.authorizeKeys()(ids);
+      const at = ids.findIndex((id) => !allowed.has(id));
+      if (at !== -1) throw new AppError('FORBIDDEN', `Your ${request.scope} grants do not cover filter.keyIds[${at}].`);
+    }
+    assertNamesCovered(request, filter.keyAltNames ?? [], 'filter.keyAltNames');
+  }
+
   app.post(
     '/keys',
     {
@@ -50,15 +86,20 @@ export default async function keyRoutes(app: FastifyInstance) {
         tags,
         security,
         summary: 'Create a data key wrapped by a master key',
+        description: `${namesCovered} A client whose keys:write grants are limited to some keys must name the key.`,
         body: createKeyBodySchema,
         response: { 201: key, ...errorResponses(...commonErrors, 403, 429, 409, 422, 502) },
       },
     },
     async (request, reply) => {
       const body = request.body as { masterKey: MasterKeyInput; keyAltNames?: string[]; keyMaterial?: string };
-      if (!allows(request.principal!, 'keys:write', { keyAltNames: body.keyAltNames ?? [] })) {
-        throw new AppError('FORBIDDEN', 'Your grants do not cover those key alt names.');
+      if (body.keyAltNames === undefined || body.keyAltNames.length === 0) {
+        // A new key's id is random: only a grant without key limits can cover a key without names.
+        if (!allows(request.principal!, 'keys:write', { keyAltNames: [] })) {
+          throw new AppError('FORBIDDEN', 'Your keys:write grants are limited to some keys: a key without alt names would be outside them.');
+        }
       }
+      assertNamesCovered(request, body.keyAltNames ?? [], 'keyAltNames');
       const doc = await keyVault.createDataKey({
         masterKey: parseMasterKey(body.masterKey),
         keyAltNames: body.keyAltNames,
@@ -106,26 +147,27 @@ export default async function keyRoutes(app: FastifyInstance) {
         security,
         summary: 'Guided master-key migration (CMK rotation, local → AWS): a dry run, or a job with progress and a verification pass',
         description:
-          'With dryRun, lists the data keys it would migrate. Otherwise starts a job (202, Location: /jobs/{id}) that rewraps each key, then unwraps every migrated key under its new wrapping and checks it is unchanged before reporting success. Ciphertexts are never touched. Run it again with the same filter to resume an interrupted migration.',
+          `With dryRun, lists the data keys it would migrate. Otherwise starts a job (202, Location: /jobs/{id}) that rewraps each key, then unwraps every migrated key under its new wrapping and checks it is unchanged before reporting success. Ciphertexts are never touched. Run it again with the same filter to resume an interrupted migration. ${selectionCovered} ${downgradeRule} A dry run still lists the plan, and under "downgrade" the keys it would downgrade and whether that is allowed.`,
         headers: idempotencyHeaders,
         body: migrationBodySchema,
         response: { 200: migrationDryRunSchema, 202: { $ref: 'Job#' }, ...errorResponses(...commonErrors, 403, 409, 422, 429, 502) },
       },
     },
     async (request, reply) => {
-      const { filter, masterKey: input, dryRun } = request.body as {
-        filter: KeySelection;
-        masterKey: MasterKeyInput;
-        dryRun: boolean;
-      };
-      const masterKey = parseMasterKey(input);
+      const body = request.body as { filter: KeySelection; masterKey: MasterKeyInput; dryRun: boolean; allowDowngrade?: boolean };
+      const { filter, dryRun } = body;
+      const masterKey = parseMasterKey(body.masterKey);
       app.kms.checkUsable(masterKey);
-      const selector = selectorOf(filter);
-      const keyIds = await keyVault.planMigration(selector, request.authorizeKeys());
+      await assertSelectionCovered(request, filter);
+      const allowDowngrade = downgradeAllowed(request.principal!, body);
+      const { keyIds, downgradeKeyIds } = await keyVault.planMigration(selectorOf(filter), masterKey, request.authorizeKeys());
       request.auditDetails = { keyIds };
-      if (dryRun) return { dryRun: true, matched: keyIds.length, keyIds, masterKey: storedMasterKey(masterKey) };
-      const job = await app.jobs.start('keys.migration', request.principal!.clientId, { filter, masterKey: storedMasterKey(masterKey) }, keyIds.length, ({ report, signal }) =>
-        keyVault.migrateMasterKey({ keyIds: keyIds.map(parseKeyId) }, masterKey, { onProgress: report, signal }),
+      const downgrade = downgradeKeyIds.length === 0 ? {} : { downgrade: { keyIds: downgradeKeyIds, allowed: allowDowngrade, detail: DOWNGRADE_NEEDS } };
+      if (dryRun) return { dryRun: true, matched: keyIds.length, keyIds, masterKey: storedMasterKey(masterKey), ...downgrade };
+      if (downgradeKeyIds.length > 0 && !allowDowngrade) throw new AppError('FORBIDDEN', DOWNGRADE_NEEDS);
+      const params = { filter, masterKey: storedMasterKey(masterKey), ...(allowDowngrade ? { allowDowngrade } : {}) };
+      const job = await app.jobs.start('keys.migration', request.principal!.clientId, params, keyIds.length, ({ report, signal }) =>
+        keyVault.migrateMasterKey({ keyIds: keyIds.map(parseKeyId) }, masterKey, { onProgress: report, signal, allowDowngrade }),
       );
       return reply.code(202).header('location', `/jobs/${job.id}`).send(job);
     },
@@ -184,6 +226,7 @@ export default async function keyRoutes(app: FastifyInstance) {
         tags,
         security,
         summary: 'Add a key alt name to a data key',
+        description: `The key must be covered by the caller's grants, and the new name too. ${namesCovered}`,
         params: keyIdParamsSchema,
         body: addAltNameBodySchema,
         response: { 200: key, ...errorResponses(...commonErrors, 403, 429, 404, 409) },
@@ -193,9 +236,7 @@ export default async function keyRoutes(app: FastifyInstance) {
       const { id } = request.params as { id: string };
       const { keyAltName } = request.body as { keyAltName: string };
       await visible(request, await keyVault.requireById(parseKeyId(id)));
-      if (!allows(request.principal!, 'keys:write', { keyAltNames: [keyAltName] })) {
-        throw new AppError('FORBIDDEN', 'Your grants do not cover that key alt name.');
-      }
+      assertNamesCovered(request, [keyAltName]);
       return toKeyView(await keyVault.addAltName(parseKeyId(id), keyAltName));
     },
   );
@@ -208,6 +249,7 @@ export default async function keyRoutes(app: FastifyInstance) {
         tags,
         security,
         summary: 'Remove a key alt name from a data key',
+        description: `The key must be covered by the caller's grants, and the name removed too. ${namesCovered}`,
         params: keyAndAltNameParamsSchema,
         response: { 200: key, ...errorResponses(...commonErrors, 403, 429, 404) },
       },
@@ -215,6 +257,8 @@ export default async function keyRoutes(app: FastifyInstance) {
     async (request) => {
       const { id, name } = request.params as { id: string; name: string };
       await visible(request, await keyVault.requireById(parseKeyId(id)));
+      // Removing another team's name from a shared key would break what it resolves by that name.
+      assertNamesCovered(request, [name]);
       return toKeyView(await keyVault.removeAltName(parseKeyId(id), name));
     },
   );
@@ -250,21 +294,17 @@ export default async function keyRoutes(app: FastifyInstance) {
         tags,
         security,
         summary: 'Re-encrypt data keys under a new master key (CMK rotation, local → AWS migration)',
-        description: 'Data keys and every ciphertext stay the same; only their wrapping changes. A KMS failure writes nothing.',
+        description: `Data keys and every ciphertext stay the same; only their wrapping changes. A KMS failure writes nothing. ${selectionCovered} ${downgradeRule}`,
         body: rewrapBodySchema,
         response: { 200: rewrapResponseSchema, ...errorResponses(...commonErrors, 403, 409, 422, 429, 502) },
       },
     },
     async (request) => {
-      const { filter, masterKey } = request.body as {
-        filter: KeySelection;
-        masterKey: MasterKeyInput;
-      };
-      const result = await keyVault.rewrap(
-        selectorOf(filter),
-        parseMasterKey(masterKey),
-        request.authorizeKeys(),
-      );
+      const body = request.body as { filter: KeySelection; masterKey: MasterKeyInput; allowDowngrade?: boolean };
+      await assertSelectionCovered(request, body.filter);
+      const result = await keyVault.rewrap(selectorOf(body.filter), parseMasterKey(body.masterKey), request.authorizeKeys(), {
+        allowDowngrade: downgradeAllowed(request.principal!, body),
+      });
       request.auditDetails = { keyIds: result.keyIds };
       return result;
     },

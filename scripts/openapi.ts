@@ -15,6 +15,7 @@ export async function renderOpenApi(): Promise<string> {
     ADMIN_TOKEN: randomBytes(24).toString('hex'),
     LOCAL_MASTER_KEY: randomBytes(96).toString('base64'),
     KMS_PROVIDERS: 'local,aws',
+    AWS_KMS_ALLOWED_KEYS: 'arn:aws:kms:us-east-1:111122223333:key/*',
     LOG_LEVEL: 'silent',
   });
   const app = await buildApp(config);

@@ -7,6 +7,7 @@ import { hkdfSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { envSchema } from 'env-schema';
 import { KEY_LENGTH } from './crypto/aead.js';
+import { isAllowedKeyPattern } from './kms/allowed-keys.js';
 
 const schema = {
   type: 'object',
@@ -56,6 +57,7 @@ const schema = {
     TLS_KEY_FILE: { type: 'string' },
     TLS_CA_FILE: { type: 'string' },
     RATE_LIMIT_PER_MINUTE: { type: 'integer', minimum: 1, default: 6000 },
+    AUTH_FAILURES_PER_MINUTE: { type: 'integer', minimum: 1, default: 30 },
     REQUEST_TIMEOUT_MS: { type: 'integer', minimum: 1000, default: 30000 },
     SHUTDOWN_TIMEOUT_MS: { type: 'integer', minimum: 100, default: 10000 },
     MAX_EVENT_LOOP_DELAY_MS: { type: 'integer', minimum: 0, default: 1000 },
@@ -112,6 +114,7 @@ interface RawEnv {
   TLS_KEY_FILE?: string;
   TLS_CA_FILE?: string;
   RATE_LIMIT_PER_MINUTE: number;
+  AUTH_FAILURES_PER_MINUTE: number;
   REQUEST_TIMEOUT_MS: number;
   SHUTDOWN_TIMEOUT_MS: number;
   MAX_EVENT_LOOP_DELAY_MS: number;
@@ -160,9 +163,11 @@ export interface Config {
     mode: 'spool' | 'database';
     spool: { dir: string; sync: 'fdatasync' | 'none'; maxBacklog: number };
   };
-  jwt?: { jwksFile?: string; jwksUrl?: string; issuer?: string; audience?: string };
+  jwt?: { jwksFile?: string; jwksUrl?: string; issuer: string; audience: string };
   tls?: { cert: Buffer; key: Buffer; ca?: Buffer };
   rateLimitPerMinute: number;
+  /** Failed authentications a source address may have per minute before it is refused (429). */
+  authFailuresPerMinute: number;
   requestTimeoutMs: number;
   shutdownTimeoutMs: number;
   /** Load shedding thresholds; 0 turns one off. */
@@ -243,13 +248,34 @@ function readMasterKeyFile(path: string): Buffer {
   return content.length === KEY_LENGTH ? content : decodeMasterKey(content.toString('utf8'), 'LOCAL_MASTER_KEY_FILE');
 }
 
+/**
+ * The KMS keys clients may name. Required with the aws provider: without a list, clients would
+ * choose which keys and regions the server reaches (and how many KMS clients it keeps).
+ */
+function allowedAwsKeys(text: string): string[] {
+  const entries = [...new Set(text.split(',').map((s) => s.trim()).filter(Boolean))];
+  if (entries.length === 0) {
+    throw new ConfigError(
+      'KMS_PROVIDERS includes aws: set AWS_KMS_ALLOWED_KEYS to the KMS key ARNs clients may name (comma-separated; * within a field, e.g. arn:aws:kms:eu-west-1:111122223333:key/*), or to * for any key',
+    );
+  }
+  entries.forEach((entry, i) => {
+    if (!isAllowedKeyPattern(entry)) throw new ConfigError(`AWS_KMS_ALLOWED_KEYS entry ${i + 1} is not a KMS key or alias ARN (pattern) nor *`);
+  });
+  return entries;
+}
+
 function jwtSettings(raw: RawEnv): Config['jwt'] {
   if (raw.JWT_JWKS_FILE === undefined && raw.JWT_JWKS_URL === undefined) {
     if (raw.JWT_ISSUER !== undefined || raw.JWT_AUDIENCE !== undefined) throw new ConfigError('JWT_ISSUER and JWT_AUDIENCE need JWT_JWKS_FILE or JWT_JWKS_URL');
     return undefined;
   }
   if (raw.JWT_JWKS_FILE !== undefined && raw.JWT_JWKS_URL !== undefined) throw new ConfigError('set JWT_JWKS_FILE or JWT_JWKS_URL, not both');
-  return { jwksFile: raw.JWT_JWKS_FILE, jwksUrl: raw.JWT_JWKS_URL, issuer: raw.JWT_ISSUER, audience: raw.JWT_AUDIENCE };
+  // An identity provider signs tokens for many services: without both checks, a token it issued
+  // for another audience (or a key set shared by several issuers) would be accepted here.
+  const missing = (['JWT_ISSUER', 'JWT_AUDIENCE'] as const).filter((name) => raw[name] === undefined || raw[name].trim() === '');
+  if (missing.length > 0) throw new ConfigError(`JWT authentication is on (${raw.JWT_JWKS_FILE !== undefined ? 'JWT_JWKS_FILE' : 'JWT_JWKS_URL'}): set ${missing.join(' and ')}`);
+  return { jwksFile: raw.JWT_JWKS_FILE, jwksUrl: raw.JWT_JWKS_URL, issuer: raw.JWT_ISSUER!, audience: raw.JWT_AUDIENCE! };
 }
 
 /** Check the environment and turn it into the service configuration; throws `ConfigError`. */
@@ -273,7 +299,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   }
   if (providers.has('aws')) {
     const aws: NonNullable<Config['kms']['aws']> = {
-      allowedKeys: raw.AWS_KMS_ALLOWED_KEYS.split(',').map((s) => s.trim()).filter(Boolean),
+      allowedKeys: allowedAwsKeys(raw.AWS_KMS_ALLOWED_KEYS),
       replicaRegions: raw.AWS_KMS_REPLICA_REGIONS.split(',').filter(Boolean),
       regionEndpoints: Object.fromEntries(raw.AWS_KMS_REGION_ENDPOINTS.split(',').filter(Boolean).map((pair) => pair.split('=') as [string, string])),
     };
@@ -319,6 +345,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     ...(jwtSettings(raw) ? { jwt: jwtSettings(raw) } : {}),
     ...(tlsFiles(raw) ? { tls: tlsFiles(raw) } : {}),
     rateLimitPerMinute: raw.RATE_LIMIT_PER_MINUTE,
+    authFailuresPerMinute: raw.AUTH_FAILURES_PER_MINUTE,
     requestTimeoutMs: raw.REQUEST_TIMEOUT_MS,
     shutdownTimeoutMs: raw.SHUTDOWN_TIMEOUT_MS,
     pressure: { maxEventLoopDelayMs: raw.MAX_EVENT_LOOP_DELAY_MS, maxHeapUsedBytes: raw.MAX_HEAP_USED_BYTES },

@@ -30,7 +30,11 @@ t.test('invalid configuration stops the boot with a message naming the variable'
     [{ ...base, TLS_CERT_FILE: '/x' }, /TLS_CERT_FILE and TLS_KEY_FILE/],
     [{ ...base, JWT_ISSUER: 'https://issuer' }, /JWT_JWKS_FILE or JWT_JWKS_URL/],
     [{ ...base, JWT_JWKS_FILE: '/a', JWT_JWKS_URL: 'https://b' }, /not both/],
-    [{ ...base, KMS_PROVIDERS: 'aws', AWS_ACCESS_KEY_ID: 'AKIA' }, /AWS_SECRET_ACCESS_KEY/],
+    [{ ...base, JWT_JWKS_FILE: '/a' }, /JWT authentication is on \(JWT_JWKS_FILE\): set JWT_ISSUER and JWT_AUDIENCE/],
+    [{ ...base, JWT_JWKS_URL: 'https://b', JWT_ISSUER: 'https://issuer' }, /JWT authentication is on \(JWT_JWKS_URL\): set JWT_AUDIENCE$/],
+    [{ ...base, JWT_JWKS_URL: 'https://b', JWT_AUDIENCE: 'proxy' }, /set JWT_ISSUER$/],
+    [{ ...base, JWT_JWKS_URL: 'https://b', JWT_ISSUER: ' ', JWT_AUDIENCE: 'proxy' }, /set JWT_ISSUER$/],
+    [{ ...base, KMS_PROVIDERS: 'aws', AWS_KMS_ALLOWED_KEYS: '*', AWS_ACCESS_KEY_ID: 'AKIA' }, /AWS_SECRET_ACCESS_KEY/],
     [{ ...base, AWS_KMS_ENDPOINT: 'ftp://x', KMS_PROVIDERS: 'aws' }, /AWS_KMS_ENDPOINT/],
     [{ ...base, LOCAL_MASTER_KEY_FILE: '/nonexistent/key' }, /not both/],
     [{ ...base, ADMIN_TOKEN: 'has a space in it and is long enough' }, /ADMIN_TOKEN/],
@@ -54,19 +58,43 @@ t.test('the local master key can come from a file, raw or base64; only the KMS s
   }
   writeFileSync(join(dir, 'token'), 'file-token-0123456789abcdef\n');
   t.equal(loadConfig({ LOCAL_MASTER_KEY: base.LOCAL_MASTER_KEY, ADMIN_TOKEN_FILE: join(dir, 'token') }).adminToken, 'file-token-0123456789abcdef');
-  t.throws(() => loadConfig({ ADMIN_TOKEN: base.ADMIN_TOKEN, KMS_PROVIDERS: 'aws' }), /AUDIT_HMAC_KEY/, 'without a local key the audit key must be given');
-  const aws = loadConfig({ ADMIN_TOKEN: base.ADMIN_TOKEN, KMS_PROVIDERS: 'aws', AWS_KMS_ALLOWED_KEYS: 'arn:a, arn:b', AUDIT_HMAC_KEY: randomBytes(32).toString('base64') });
+  t.throws(() => loadConfig({ ADMIN_TOKEN: base.ADMIN_TOKEN, KMS_PROVIDERS: 'aws', AWS_KMS_ALLOWED_KEYS: '*' }), /AUDIT_HMAC_KEY/, 'without a local key the audit key must be given');
+  const arns = ['arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab', 'arn:aws:kms:us-east-1:111122223333:key/*'];
+  const aws = loadConfig({ ADMIN_TOKEN: base.ADMIN_TOKEN, KMS_PROVIDERS: 'aws', AWS_KMS_ALLOWED_KEYS: arns.join(', '), AUDIT_HMAC_KEY: randomBytes(32).toString('base64') });
   t.equal(aws.kms.localMasterKey, undefined);
-  t.same(aws.kms.aws, { allowedKeys: ['arn:a', 'arn:b'], replicaRegions: [], regionEndpoints: {} });
+  t.same(aws.kms.aws, { allowedKeys: arns, replicaRegions: [], regionEndpoints: {} });
   const mrk = loadConfig({
     ADMIN_TOKEN: base.ADMIN_TOKEN,
     LOCAL_MASTER_KEY: base.LOCAL_MASTER_KEY,
     KMS_PROVIDERS: 'local,aws',
+    AWS_KMS_ALLOWED_KEYS: '*',
     AWS_KMS_REPLICA_REGIONS: 'us-west-2,eu-west-1',
     AWS_KMS_REGION_ENDPOINTS: 'us-east-1=http://127.0.0.1:1,us-west-2=https://kms.us-west-2.amazonaws.com',
   });
   t.same(mrk.kms.aws?.replicaRegions, ['us-west-2', 'eu-west-1']);
   t.same(mrk.kms.aws?.regionEndpoints, { 'us-east-1': 'http://127.0.0.1:1', 'us-west-2': 'https://kms.us-west-2.amazonaws.com' });
+});
+
+t.test('with aws on, the KMS keys clients may name are configured: a list of ARN patterns, or an explicit *', async (t) => {
+  const aws = { ...base, KMS_PROVIDERS: 'local,aws' };
+  t.throws(() => loadConfig(aws), ConfigError);
+  t.throws(() => loadConfig(aws), /KMS_PROVIDERS includes aws: set AWS_KMS_ALLOWED_KEYS/, 'no list: the boot stops, naming the variable');
+  t.throws(() => loadConfig({ ...aws, AWS_KMS_ALLOWED_KEYS: ' , ' }), /set AWS_KMS_ALLOWED_KEYS/, 'an empty list is no list');
+  for (const entry of ['arn:a', 'key/*', 'arn:aws:kms:eu-west-1:111122223333:secret/x', 'arn:aws:s3:::bucket', 'arn:aws:kms:eu-west-1:1111:key/x', '**,x']) {
+    t.throws(() => loadConfig({ ...aws, AWS_KMS_ALLOWED_KEYS: entry }), /AWS_KMS_ALLOWED_KEYS entry 1 is not a KMS key or alias ARN/, entry);
+  }
+  t.same(loadConfig({ ...aws, AWS_KMS_ALLOWED_KEYS: '*' }).kms.aws?.allowedKeys, ['*'], 'an explicit * is accepted (and warned about at boot)');
+  t.same(
+    loadConfig({ ...aws, AWS_KMS_ALLOWED_KEYS: 'arn:aws:kms:*:111122223333:key/*,arn:aws:kms:eu-west-1:111122223333:alias/app-*' }).kms.aws?.allowedKeys,
+    ['arn:aws:kms:*:111122223333:key/*', 'arn:aws:kms:eu-west-1:111122223333:alias/app-*'],
+  );
+  t.equal(loadConfig(base).kms.aws, undefined, 'without aws the list is not needed');
+});
+
+t.test('JWT settings: a key source with the issuer and audience every token must name', async (t) => {
+  const jwt = loadConfig({ ...base, JWT_JWKS_URL: 'https://idp.example/jwks', JWT_ISSUER: 'https://idp.example/', JWT_AUDIENCE: 'proxy' }).jwt;
+  t.same(jwt, { jwksFile: undefined, jwksUrl: 'https://idp.example/jwks', issuer: 'https://idp.example/', audience: 'proxy' });
+  t.equal(loadConfig(base).jwt, undefined, 'off by default');
 });
 
 t.test('the process environment is never read', async (t) => {

@@ -5,7 +5,7 @@ const grantSchema = {
   $id: 'Grant',
   type: 'object',
   description:
-    'A scope (encrypt, decrypt, keys:read, keys:write, keys:delete, keys:rewrap, clients:admin, audit:read, documents:<db.coll|*>:read|write), optionally limited to data keys by id or by alt-name pattern (* matches any run of characters).',
+    'A scope (encrypt, decrypt, keys:read, keys:write, keys:delete, keys:rewrap, clients:admin, audit:read, metrics:read, jobs:read, jobs:admin, documents:<db.coll|*>:read|write), optionally limited to data keys by id or by alt-name pattern (* matches any run of characters).',
   additionalProperties: false,
   required: ['scope'],
   properties: {

@@ -1,6 +1,6 @@
 /** Schemas of background jobs (GET /jobs/{id}) and of the master-key migration that starts one. */
 import { uuidSchema } from './common.js';
-import { keySelectionSchema } from './keys.js';
+import { allowDowngradeSchema, keySelectionSchema } from './keys.js';
 
 export const jobSchema = {
   $id: 'Job',
@@ -40,6 +40,7 @@ export const migrationBodySchema = {
     filter: keySelectionSchema,
     masterKey: { $ref: 'MasterKeyInput#' },
     dryRun: { type: 'boolean', default: false, description: 'Only list the data keys it would migrate.' },
+    allowDowngrade: allowDowngradeSchema,
   },
 } as const;
 
@@ -51,5 +52,15 @@ export const migrationDryRunSchema = {
     matched: { type: 'integer' },
     keyIds: { type: 'array', items: uuidSchema },
     masterKey: { type: 'object', additionalProperties: { type: 'string' } },
+    downgrade: {
+      type: 'object',
+      description: 'Present when some of the keys would move from a KMS to the local master key: which, and whether this request may do it.',
+      required: ['keyIds', 'allowed', 'detail'],
+      properties: {
+        keyIds: { type: 'array', items: uuidSchema },
+        allowed: { type: 'boolean', description: 'Whether the migration would run: "allowDowngrade": true, from the operator.' },
+        detail: { type: 'string' },
+      },
+    },
   },
 } as const;

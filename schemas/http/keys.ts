@@ -120,6 +120,14 @@ export const keySelectionSchema = {
   },
 } as const;
 
+/** The explicit consent to move keys from a KMS down to the local master key (operator only). */
+export const allowDowngradeSchema = {
+  type: 'boolean',
+  default: false,
+  description:
+    'Allow rewrapping data keys now under a KMS (aws) with the local master key, a weaker protection. Counts only from the operator (ADMIN_TOKEN); without it such a selection is refused with 403 FORBIDDEN.',
+} as const;
+
 export const rewrapBodySchema = {
   type: 'object',
   additionalProperties: false,
@@ -127,6 +135,7 @@ export const rewrapBodySchema = {
   properties: {
     filter: keySelectionSchema,
     masterKey: { $ref: 'MasterKeyInput#' },
+    allowDowngrade: allowDowngradeSchema,
   },
 } as const;
 

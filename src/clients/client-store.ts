@@ -60,6 +60,17 @@ interface ClientDocument {
   tokens: StoredToken[];
 }
 
+/**
+ * Judges a change to a client from the client as stored, before anything is written: throws (an
+ * AppError) to refuse it. The routes use it to keep a client administrator to clients within its
+ * own grants.
+ */
+export type ClientGuard = (current: { id: string; grants: Grant[] }) => void;
+
+/** What a guarded change answers when its condition matched nothing: read the client and judge again. */
+const CHANGED = Symbol('changed');
+const GUARD_ATTEMPTS = 3;
+
 interface UseStamp {
   _id: string;
   clientId: string;
@@ -239,10 +250,14 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000 }:
   /**
    * Remove a token, given as read. The element is pulled whole: FerretDB's $pull removes only
    * elements equal to the value given, where MongoDB would also take `{ id }` as a condition.
-   * Resolves to false when the token was already gone; throws if it is somehow still there.
+   * Resolves to false when the token was already gone (or the client no longer matches
+   * `condition`); throws if it is somehow still there.
    */
-  async function pullToken(clientId: string, stored: StoredToken): Promise<boolean> {
-    const result = await clients.updateOne({ _id: clientId, 'tokens.id': stored.id }, { $pull: { tokens: stored }, $set: { updatedAt: new Date() } });
+  async function pullToken(clientId: string, stored: StoredToken, condition: Filter<ClientDocument> = {}): Promise<boolean> {
+    const result = await clients.updateOne(
+      { _id: clientId, 'tokens.id': stored.id, ...condition },
+      { $pull: { tokens: stored }, $set: { updatedAt: new Date() } },
+    );
     if (result.matchedCount === 0) return false;
     // A revocation that silently did nothing would be the worst outcome: check.
     if ((await clients.findOne({ _id: clientId, 'tokens.id': stored.id }, { projection: { _id: 1 } })) !== null) {
@@ -282,6 +297,32 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000 }:
     const doc = typeof id === 'string' && clientIdPattern.test(id) ? await clients.findOne({ _id: id }) : null;
     if (doc === null) throw new AppError('CLIENT_NOT_FOUND');
     return doc;
+  }
+
+  /**
+   * Make a change to a client after `guard` (if any) approved the client as stored. `change` puts
+   * `condition` (the grants the guard saw) in its write filter and answers CHANGED when nothing
+   * matched: a grant change racing the check, from another process or another administrator, then
+   * makes the write miss instead of acting on a client the guard never saw, and the client is read
+   * and judged again. A client deleted meanwhile ends as CLIENT_NOT_FOUND.
+   */
+  async function judged<T>(
+    id: string,
+    guard: ClientGuard | undefined,
+    change: (current: ClientDocument, condition: Filter<ClientDocument>) => Promise<T | typeof CHANGED>,
+  ): Promise<T> {
+    for (let attempt = 0; attempt < GUARD_ATTEMPTS; attempt++) {
+      const current = await requireClient(id);
+      guard?.({ id: current._id, grants: current.grants });
+      const result = await change(current, guard === undefined ? {} : { grants: current.grants });
+      if (result !== CHANGED) return result;
+    }
+    throw new Error('the client kept changing while a change to it was judged');
+  }
+
+  /** Whether the client is still as `condition` says (false also when it is gone). */
+  async function stillMatches(id: string, condition: Filter<ClientDocument>): Promise<boolean> {
+    return (await clients.findOne({ _id: id, ...condition }, { projection: { _id: 1 } })) !== null;
   }
 
   async function view(doc: ClientDocument): Promise<ClientView> {
@@ -333,8 +374,11 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000 }:
       return view(await requireClient(id));
     },
 
-    /** Change name, grants or the disabled flag; takes effect at once for this process's cache. */
-    async updateClient(id: string, patch: { name?: string; grants?: Grant[]; disabled?: boolean }): Promise<ClientView> {
+    /**
+     * Change name, grants or the disabled flag; takes effect at once for this process's cache.
+     * `guard` judges the client as stored first (see ClientGuard).
+     */
+    async updateClient(id: string, patch: { name?: string; grants?: Grant[]; disabled?: boolean }, guard?: ClientGuard): Promise<ClientView> {
       const set: Partial<ClientDocument> = {};
       if (patch.name !== undefined) set.name = checkName(patch.name);
       if (patch.grants !== undefined) set.grants = checkGrants(patch.grants);
@@ -342,59 +386,71 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000 }:
         if (typeof patch.disabled !== 'boolean') throw new AppError('VALIDATION_FAILED', 'disabled must be a boolean.');
         set.disabled = patch.disabled;
       }
-      if (typeof id !== 'string' || !clientIdPattern.test(id)) throw new AppError('CLIENT_NOT_FOUND');
-      // No projection: FerretDB does not support one on findAndModify.
-      const doc = await serialised(() => clients.findOneAndUpdate({ _id: id }, { $set: { ...set, updatedAt: new Date() } }, { returnDocument: 'after' }));
+      const doc = await serialised(() =>
+        judged(id, guard, async (_current, condition) => {
+          // No projection: FerretDB does not support one on findAndModify.
+          const updated = await clients.findOneAndUpdate({ _id: id, ...condition }, { $set: { ...set, updatedAt: new Date() } }, { returnDocument: 'after' });
+          return updated ?? CHANGED;
+        }),
+      );
       invalidate(id);
-      if (doc === null) throw new AppError('CLIENT_NOT_FOUND');
       return view(doc);
     },
 
-    async deleteClient(id: string): Promise<void> {
-      if (typeof id !== 'string' || !clientIdPattern.test(id)) throw new AppError('CLIENT_NOT_FOUND');
-      const result = await serialised(() => clients.deleteOne({ _id: id }));
+    /** Delete a client, its tokens and their use stamps; `guard` judges it first (see ClientGuard). */
+    async deleteClient(id: string, guard?: ClientGuard): Promise<void> {
+      await serialised(() =>
+        judged(id, guard, async (_current, condition) => ((await clients.deleteOne({ _id: id, ...condition })).deletedCount === 1 ? true : CHANGED)),
+      );
       invalidate(id);
-      if (result.deletedCount === 0) throw new AppError('CLIENT_NOT_FOUND');
       await stamps.deleteMany({ _id: STAMP_IDS, clientId: id });
     },
 
     /**
      * Issue another token for a client (e.g. to rotate: issue, switch, revoke the old one). The
      * token is returned this once. Expired tokens are dropped; at most MAX_TOKENS live ones.
+     * `guard` judges the client first (see ClientGuard): a token acts with all of its grants.
      */
-    async issueToken(clientId: string, options: { expiresAt?: Date } = {}): Promise<{ tokenId: string; token: string }> {
-      const { expiresAt } = options;
+    async issueToken(clientId: string, options: { expiresAt?: Date; guard?: ClientGuard } = {}): Promise<{ tokenId: string; token: string }> {
+      const { expiresAt, guard } = options;
       if (expiresAt !== undefined && (!(expiresAt instanceof Date) || Number.isNaN(expiresAt.getTime()) || expiresAt.getTime() <= Date.now())) {
         throw new AppError('VALIDATION_FAILED', 'expiresAt must be a date in the future.');
       }
       await ensureIndexes();
       const { stored, token } = newToken(await freeTokenId(), expiresAt);
-      await serialised(async () => {
-        const doc = await requireClient(clientId);
-        const now = Date.now();
-        for (const old of doc.tokens ?? []) {
-          if (old.expiresAt !== undefined && old.expiresAt.getTime() <= now) await pullToken(clientId, old);
-        }
-        // The count is checked by the update itself, so two concurrent issues cannot pass the limit.
-        const pushed = await clients.updateOne(
-          { _id: clientId, [`tokens.${MAX_TOKENS - 1}`]: { $exists: false } },
-          { $push: { tokens: stored }, $set: { updatedAt: new Date() } },
-        );
-        if (pushed.matchedCount === 0) {
-          await requireClient(clientId);
+      await serialised(() =>
+        judged(clientId, guard, async (doc, condition) => {
+          const now = Date.now();
+          for (const old of doc.tokens ?? []) {
+            if (old.expiresAt !== undefined && old.expiresAt.getTime() <= now) await pullToken(clientId, old);
+          }
+          // The count is checked by the update itself, so two concurrent issues cannot pass the limit.
+          const pushed = await clients.updateOne(
+            { _id: clientId, ...condition, [`tokens.${MAX_TOKENS - 1}`]: { $exists: false } },
+            { $push: { tokens: stored }, $set: { updatedAt: new Date() } },
+          );
+          if (pushed.matchedCount === 1) return true;
+          if (!(await stillMatches(clientId, condition))) return CHANGED;
           throw new AppError('VALIDATION_FAILED', `A client may hold at most ${MAX_TOKENS} tokens: revoke one first.`);
-        }
-      });
+        }),
+      );
       return { tokenId: stored.id, token };
     },
 
-    /** Revoke a token; in this process at once, in others within `cacheTtlMs`. */
-    async revokeToken(clientId: string, tokenId: string): Promise<void> {
+    /**
+     * Revoke a token; in this process at once, in others within `cacheTtlMs`. `guard` judges the
+     * client first (see ClientGuard).
+     */
+    async revokeToken(clientId: string, tokenId: string, guard?: ClientGuard): Promise<void> {
       if (typeof tokenId !== 'string' || !tokenIdPattern.test(tokenId)) throw new AppError('CLIENT_NOT_FOUND');
-      const removed = await serialised(async () => {
-        const stored = (await requireClient(clientId)).tokens?.find((token) => token.id === tokenId);
-        return stored !== undefined && (await pullToken(clientId, stored));
-      });
+      const removed = await serialised(() =>
+        judged(clientId, guard, async (doc, condition) => {
+          const stored = doc.tokens?.find((token) => token.id === tokenId);
+          if (stored === undefined) return false;
+          if (await pullToken(clientId, stored, condition)) return true;
+          return (await stillMatches(clientId, condition)) ? false : CHANGED;
+        }),
+      );
       invalidate(clientId);
       if (!removed) throw new AppError('CLIENT_NOT_FOUND');
     },

@@ -10,8 +10,10 @@ export interface JwtVerifierOptions {
   jwksFile?: string;
   /** https, or http on a loopback host only: keys fetched over plain HTTP could be anyone's. */
   jwksUrl?: string;
-  issuer?: string;
-  audience?: string;
+  /** Required `iss`: a key set may be shared by several issuers. */
+  issuer: string;
+  /** Required `aud`: the identity provider also signs tokens meant for other services. */
+  audience: string;
   /** Allowed clock skew for exp / nbf / iat (default 30 s). */
   clockToleranceSec?: number;
 }
@@ -57,14 +59,17 @@ function remoteJwks(url: string): JWTVerifyGetKey {
 }
 
 /**
- * Build a verifier. Misconfiguration (no or two key sources, an unreadable or private JWKS file,
- * a plain-http remote URL) throws here, at boot. `verify` resolves to the token's subject or
- * rejects with `UNAUTHORIZED` and no detail; the reason is kept as the cause, for the log.
- * Tokens must carry `sub` and `exp`.
+ * Build a verifier. Misconfiguration (no or two key sources, no issuer or audience, an unreadable
+ * or private JWKS file, a plain-http remote URL) throws here, at boot. `verify` resolves to the
+ * token's subject or rejects with `UNAUTHORIZED` and no detail; the reason is kept as the cause,
+ * for the log. Tokens must carry `sub`, `exp`, the configured `iss` and the configured `aud`.
  */
 export function createJwtVerifier(options: JwtVerifierOptions) {
   const { jwksFile, jwksUrl, issuer, audience, clockToleranceSec = 30 } = options;
   if ((jwksFile === undefined) === (jwksUrl === undefined)) throw new Error('give exactly one of jwksFile and jwksUrl');
+  // Checked here too, not only in the config: a verifier that skips them must not be buildable.
+  if (typeof issuer !== 'string' || issuer === '') throw new Error('give the issuer that tokens must name (iss)');
+  if (typeof audience !== 'string' || audience === '') throw new Error('give the audience that tokens must name (aud)');
   const keys = jwksFile !== undefined ? loadJwksFile(jwksFile) : remoteJwks(jwksUrl!);
 
   return {
@@ -74,10 +79,10 @@ export function createJwtVerifier(options: JwtVerifierOptions) {
         const { payload } = await jwtVerify(jwt, keys, {
           algorithms: JWT_ALGORITHMS,
           // Without an expiry a leaked token would be good forever.
-          requiredClaims: ['sub', 'exp'],
+          requiredClaims: ['sub', 'exp', 'iss', 'aud'],
           clockTolerance: clockToleranceSec,
-          ...(issuer !== undefined ? { issuer } : {}),
-          ...(audience !== undefined ? { audience } : {}),
+          issuer,
+          audience,
         });
         if (typeof payload.sub !== 'string' || payload.sub.length === 0) throw new Error('sub is not a non-empty string');
         return { subject: payload.sub };

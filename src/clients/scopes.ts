@@ -18,6 +18,7 @@ export const SCOPES = [
   'audit:read',
   'metrics:read',
   'jobs:read',
+  'jobs:admin',
 ] as const;
 
 /**
@@ -111,6 +112,30 @@ export function globMatches(pattern: string, text: string): boolean {
   return p === pattern.length;
 }
 
+/** `pattern` with each run of stars made one star: the same language, a shorter input to match. */
+function collapseStars(pattern: string): string {
+  let out = '';
+  for (let i = 0; i < pattern.length; i++) {
+    if (pattern[i] === '*' && out.endsWith('*')) continue;
+    out += pattern[i];
+  }
+  return out;
+}
+
+/**
+ * Whether every name the glob `inner` matches is also matched by the glob `outer`
+ * (L(inner) ⊆ L(outer)), for handing out a key limit no wider than one held.
+ *
+ * Sound, not complete: `inner` is matched by `outer` as a plain text in which each `*` is a
+ * character that only a star of `outer` can absorb (a literal of `outer` never matches it). Then
+ * any name `inner` matches is matched by `outer` too: the star of `outer` that absorbed a star of
+ * `inner` absorbs whatever that star stood for. Some true inclusions are refused (the safe side);
+ * none is wrongly accepted. Costs one `globMatches`, so O(|outer| × |inner|) at worst.
+ */
+export function patternIncludes(outer: string, inner: string): boolean {
+  return globMatches(outer, collapseStars(inner));
+}
+
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
   const proto = Object.getPrototypeOf(value);
@@ -172,6 +197,84 @@ function scopeMatches(granted: string, requested: string): boolean {
   if (grant === undefined || grant.ns !== '*') return false;
   const want = parseDocumentsScope(requested);
   return want !== undefined && want.ns !== '' && want.access === grant.access;
+}
+
+/** A held grant without key limits. An empty list (which `checkGrants` never stores) counts as a limit: the narrow reading. */
+function heldUnlimited(grant: Grant): boolean {
+  return grant.keyIds === undefined && grant.keyAltNames === undefined;
+}
+
+/** A requested grant without key limits. Empty lists count as none here: the wide reading. */
+function requestedUnlimited(grant: Grant): boolean {
+  return !grant.keyIds?.length && !grant.keyAltNames?.length;
+}
+
+/** Why `held` does not cover the one grant `want`, or undefined when it does. */
+function whyNotCovered(held: readonly Grant[], want: Grant): string | undefined {
+  if (held.some((grant) => grant.scope === ALL_SCOPES)) return undefined;
+  const same = held.filter((grant) => scopeMatches(grant.scope, want.scope));
+  if (same.length === 0) return 'is a scope you do not hold';
+  if (same.some(heldUnlimited)) return undefined;
+  if (requestedUnlimited(want)) return 'has no key limits, and your grants of that scope do';
+  // Grants of one scope add up: a limit is covered when any of them lists the id or holds a
+  // pattern including the requested one.
+  const ids = new Set(same.flatMap((grant) => grant.keyIds ?? []).map((id) => id.toLowerCase()));
+  const patterns = same.flatMap((grant) => grant.keyAltNames ?? []);
+  const id = (want.keyIds ?? []).findIndex((keyId) => !ids.has(keyId.toLowerCase()));
+  if (id !== -1) return `has keyIds[${id}], which none of your grants of that scope lists`;
+  const name = (want.keyAltNames ?? []).findIndex((pattern) => !patterns.some((mine) => patternIncludes(mine, pattern)));
+  if (name !== -1) return `has keyAltNames[${name}], which is wider than your patterns for that scope`;
+  return undefined;
+}
+
+/**
+ * Grants are bounded by the granter: the first of `requested` that `held` does not cover,
+ * described for an error detail ("grants[2] (decrypt) is a scope you do not hold": an index, a
+ * scope, a reason, never an id or a pattern), or undefined when `held` covers them all.
+ *
+ * A requested grant is covered by the held grants of a matching scope (`*` matches every scope;
+ * `documents:*:read` matches `documents:<ns>:read`), taken together: an unlimited one covers
+ * anything; otherwise the requested grant must be limited too, each of its key ids listed in one
+ * of them and each of its alt-name patterns included in one of theirs (`patternIncludes`). Key
+ * ids are not resolved to names (this does no I/O): a key id is covered only by that key id.
+ */
+export function uncoveredGrant(held: readonly Grant[], requested: readonly Grant[]): string | undefined {
+  for (const [i, want] of requested.entries()) {
+    const why = whyNotCovered(held, want);
+    if (why !== undefined) return `grants[${i}] (${want.scope}) ${why}`;
+  }
+  return undefined;
+}
+
+/**
+ * Refuse (403 FORBIDDEN) unless `principal` holds every grant of `grants`, with key limits no
+ * wider than its own. `whose` names the grants in the detail: what the caller hands out, or the
+ * target client's (acting on a client is acting with its power: a token for it, its name or its
+ * subject, which could be pointed at the caller).
+ */
+export function assertGrantsCovered(principal: Principal, grants: readonly Grant[], whose: 'requested' | 'target'): void {
+  const why = uncoveredGrant(principal.grants, grants);
+  if (why === undefined) return;
+  throw new AppError(
+    'FORBIDDEN',
+    whose === 'requested' ? `You may hand out only grants you hold: ${why}.` : `That client holds more than you do: its ${why}.`,
+  );
+}
+
+/** Whether `principal` is the operator: only it holds `*` (`checkGrants` refuses it to clients). */
+export function isOperator(principal: Principal): boolean {
+  return principal.grants.some((grant) => grant.scope === ALL_SCOPES);
+}
+
+/**
+ * The index of the first of `names` that `principal`'s grants of `scope` do not cover, or -1.
+ * For names being claimed (a new key, an added alt name), removed, or selected: each must be
+ * covered on its own. Using an existing key is different (`allows` with the key's names: any
+ * one of them will do), and must stay so; here "any" would let `["billing-x", "hr-2027"]` claim
+ * another team's name through one of one's own.
+ */
+export function uncoveredAltName(principal: Principal, scope: string, names: readonly string[]): number {
+  return names.findIndex((name) => !allows(principal, scope, { keyAltNames: [name] }));
 }
 
 function limitsSatisfied(grant: Grant, target: ScopeTarget): boolean {

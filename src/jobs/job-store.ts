@@ -74,8 +74,13 @@ export function createJobStore(collection: Collection<JobRecord>) {
       const state = 'result' in outcome ? 'succeeded' : 'failed';
       await collection.updateOne({ _id: id }, { $set: { ...outcome, state, progress, updatedAt: now, heartbeatAt: now, finishedAt: now } });
     },
-    async get(id: string): Promise<JobView> {
-      const job = await collection.findOne({ _id: id });
+    /**
+     * A job, if `viewer` may see it: its creator, or anyone when `createdBy` is not given. Another
+     * client's job is JOB_NOT_FOUND like a missing one, decided by the query itself, so neither
+     * the answer nor its timing says whether it exists.
+     */
+    async get(id: string, viewer: { createdBy?: string } = {}): Promise<JobView> {
+      const job = await collection.findOne(viewer.createdBy === undefined ? { _id: id } : { _id: id, createdBy: viewer.createdBy });
       if (job === null) throw new AppError('JOB_NOT_FOUND');
       return toJobView(job);
     },

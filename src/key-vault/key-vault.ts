@@ -4,7 +4,7 @@ import { MongoServerError, type Collection, type Filter, Binary, UUID } from 'mo
 import { KEY_LENGTH } from '../crypto/aead.js';
 import { AppError, isAppError } from '../errors.js';
 import type { Kms } from '../kms/kms.js';
-import { readStoredMasterKey, type MasterKey } from '../kms/master-key.js';
+import { isDowngrade, readStoredMasterKey, type MasterKey } from '../kms/master-key.js';
 import type { DataKeyCache, KeyOrError } from './data-key-cache.js';
 import { keyIdToString, storedMasterKey, toKeyView, type KeyDocument } from './key-document.js';
 
@@ -41,6 +41,23 @@ const DUPLICATE_KEY = 11000;
 const NOT_IMPLEMENTED = 238;
 const INDEX_CONFLICTS = new Set([85, 86]);
 const MAX_REWRAP = 10_000;
+
+/** What moving keys from a KMS down to the local master key takes; the routes decide who has it. */
+export const DOWNGRADE_NEEDS =
+  'These data keys would move from a KMS to the local master key, a weaker protection: that needs "allowDowngrade": true, from the operator.';
+
+export interface RewrapOptions {
+  /** Allow rewrapping keys now under a KMS with the local master key (see `isDowngrade`). */
+  allowDowngrade?: boolean;
+}
+
+/** Refuse (403) a rewrap that would downgrade some of `docs`, unless allowed. */
+function checkDowngrade(docs: { masterKey?: unknown }[], to: MasterKey, options: RewrapOptions): void {
+  if (options.allowDowngrade === true) return;
+  if (docs.some((doc) => isDowngrade((doc.masterKey as { provider?: unknown } | undefined)?.provider, to.provider))) {
+    throw new AppError('FORBIDDEN', DOWNGRADE_NEEDS);
+  }
+}
 
 /**
  * The key vault: data-key documents in a MongoDB collection read and written with majority
@@ -237,8 +254,14 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
      * Re-encrypt the matching data keys under a new master key, leaving the data keys (and so every
      * ciphertext) unchanged. All keys are unwrapped and rewrapped before anything is written, so a
      * KMS failure writes nothing; each document is then replaced only if nobody changed it meanwhile.
+     * Keys now under a KMS are not moved to the local master key unless `allowDowngrade` (403).
      */
-    async rewrap(selector: KeySelector, newMasterKey: MasterKey, authorize?: (keyIds: string[]) => Promise<Set<string>>): Promise<RewrapResult> {
+    async rewrap(
+      selector: KeySelector,
+      newMasterKey: MasterKey,
+      authorize?: (keyIds: string[]) => Promise<Set<string>>,
+      options: RewrapOptions = {},
+    ): Promise<RewrapResult> {
       kms.checkUsable(newMasterKey);
       const docs = await collection.find(selectorFilter(selector)).limit(MAX_REWRAP + 1).toArray();
       if (docs.length > MAX_REWRAP) throw new AppError('VALIDATION_FAILED', `Select at most ${MAX_REWRAP} keys per rewrap.`);
@@ -247,6 +270,9 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
         const allowed = await authorize(ids);
         if (ids.some((id) => !allowed.has(id))) throw new AppError('FORBIDDEN', 'The selection includes data keys your grants do not cover.');
       }
+      // Judged on the documents read here; each write below is conditional on the wrapping read,
+      // so a key rewrapped meanwhile (say, up to a KMS) is left alone, not downgraded.
+      checkDowngrade(docs, newMasterKey, options);
       const rewrapped: { doc: KeyDocument; material: Buffer }[] = [];
       for (const doc of docs) {
         const dataKey = await unwrap(doc);
@@ -304,16 +330,24 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
       return found;
     },
 
-    /** The keys a migration would touch (a dry run: no KMS call, nothing written). */
-    async planMigration(selector: KeySelector, authorize?: (keyIds: string[]) => Promise<Set<string>>): Promise<string[]> {
-      const docs = await collection.find(selectorFilter(selector), { projection: { _id: 1 } }).limit(MAX_REWRAP + 1).toArray();
+    /**
+     * The keys a migration to `newMasterKey` would touch, and those of them it would downgrade
+     * (see `isDowngrade`): a dry run, no KMS call, nothing written.
+     */
+    async planMigration(
+      selector: KeySelector,
+      newMasterKey: MasterKey,
+      authorize?: (keyIds: string[]) => Promise<Set<string>>,
+    ): Promise<{ keyIds: string[]; downgradeKeyIds: string[] }> {
+      const docs = await collection.find(selectorFilter(selector), { projection: { _id: 1, 'masterKey.provider': 1 } }).limit(MAX_REWRAP + 1).toArray();
       if (docs.length > MAX_REWRAP) throw new AppError('VALIDATION_FAILED', `Select at most ${MAX_REWRAP} keys per migration.`);
       const ids = docs.map((doc) => keyIdToString(doc._id.buffer));
       if (authorize) {
         const allowed = await authorize(ids);
         if (ids.some((id) => !allowed.has(id))) throw new AppError('FORBIDDEN', 'The selection includes data keys your grants do not cover.');
       }
-      return ids;
+      const downgradeKeyIds = docs.filter((doc) => isDowngrade(doc.masterKey?.provider, newMasterKey.provider)).map((doc) => keyIdToString(doc._id.buffer));
+      return { keyIds: ids, downgradeKeyIds };
     },
 
     /**
@@ -322,15 +356,21 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
      * its new wrapping, bypassing the cache, and compares it with the original (by SHA-256). A key
      * that does not verify is restored to its old wrapping and the migration fails. Keys are done
      * one at a time, so a failure part way leaves each key valid under one master key or the other;
-     * running the same selection again resumes with the keys still left.
+     * running the same selection again resumes with the keys still left. Keys now under a KMS are
+     * not moved to the local master key unless `allowDowngrade`: checked again here, on the keys as
+     * the job reads them, since they may have been rewrapped since they were planned.
      */
     async migrateMasterKey(
       selector: KeySelector,
       newMasterKey: MasterKey,
-      options: { onProgress?: (progress: { total: number; done: number; failed: number; phase: string }) => Promise<void>; signal?: AbortSignal } = {},
+      options: RewrapOptions & {
+        onProgress?: (progress: { total: number; done: number; failed: number; phase: string }) => Promise<void>;
+        signal?: AbortSignal;
+      } = {},
     ) {
       kms.checkUsable(newMasterKey);
       const docs = await collection.find(selectorFilter(selector)).limit(MAX_REWRAP).toArray();
+      checkDowngrade(docs, newMasterKey, options);
       const stored = storedMasterKey(newMasterKey);
       const progress = { total: docs.length, done: 0, failed: 0, phase: 'rewrapping' };
       const migrated: { doc: KeyDocument; digest: string }[] = [];

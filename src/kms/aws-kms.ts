@@ -1,4 +1,5 @@
 import { DecryptCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
+import { LRUCache } from 'lru-cache';
 import CircuitBreaker from 'opossum';
 import { AppError, isAppError } from '../errors.js';
 import type { KmsProvider } from './kms-provider.js';
@@ -19,6 +20,23 @@ export interface AwsKmsOptions {
   replicaRegions?: string[];
   /** Endpoint overrides by region (server configuration only). */
   regionEndpoints?: Record<string, string>;
+  /**
+   * The regions the configuration names (those of the allowed keys; replica regions are added):
+   * their clients are kept, and readiness looks at them only.
+   */
+  regions: string[];
+  /** Most clients kept at once for regions outside `regions` (reachable only with wildcard entries). */
+  maxOtherRegions?: number;
+}
+
+const DEFAULT_MAX_OTHER_REGIONS = 8;
+
+/** One region's KMS client behind its circuit breaker. */
+interface RegionClient {
+  readonly breaker: CircuitBreaker<[EncryptCommand | DecryptCommand], unknown>;
+  fire(command: EncryptCommand | DecryptCommand): Promise<unknown>;
+  /** Close the client once no call is running on it. */
+  retire(): void;
 }
 
 /** Multi-region keys share their id (mrk-…) across regions: the same key in another region. */
@@ -67,58 +85,84 @@ export function classifyAwsError(err: unknown): AppError {
  * The `aws` provider: data keys wrapped by AWS KMS Encrypt and unwrapped by Decrypt, with no
  * encryption context, exactly as MongoDB drivers do (adding one would lock drivers out of the keys).
  */
-export function createAwsKms(options: AwsKmsOptions): KmsProvider<AwsMasterKey> & { destroy(): void; isHealthy(): boolean } {
-  const clients = new Map<string, KMSClient>();
-  const breakers = new Map<string, CircuitBreaker<[EncryptCommand | DecryptCommand], unknown>>();
+export function createAwsKms(options: AwsKmsOptions): KmsProvider<AwsMasterKey> & { destroy(): void; isHealthy(): boolean; regionsInUse(): string[] } {
+  const configured = new Set([...options.regions, ...(options.replicaRegions ?? [])]);
+  // Configured regions keep their client and breaker for the life of the process; there are as many
+  // as the configuration names. Any other region (reachable only through a wildcard allow-list
+  // entry) shares a small LRU, so no sequence of requests can make these grow without bound.
+  const pinned = new Map<string, RegionClient>();
+  const others = new LRUCache<string, RegionClient>({
+    max: options.maxOtherRegions ?? DEFAULT_MAX_OTHER_REGIONS,
+    dispose: (entry) => entry.retire(),
+  });
 
-  function clientFor(region: string): KMSClient {
-    let client = clients.get(region);
-    if (client === undefined) {
-      client = new KMSClient({
-        region,
-        endpoint: options.regionEndpoints?.[region] ?? options.endpoint,
-        credentials: options.credentials,
-        maxAttempts: options.maxAttempts,
-        requestHandler: { connectionTimeout: Math.min(options.timeoutMs, 3000), requestTimeout: options.timeoutMs },
-      });
-      clients.set(region, client);
-    }
-    return client;
+  function regionClient(region: string): RegionClient {
+    const client = new KMSClient({
+      region,
+      endpoint: options.regionEndpoints?.[region] ?? options.endpoint,
+      credentials: options.credentials,
+      maxAttempts: options.maxAttempts,
+      requestHandler: { connectionTimeout: Math.min(options.timeoutMs, 3000), requestTimeout: options.timeoutMs },
+    });
+    /**
+     * A circuit breaker per region stops hammering a KMS that keeps failing: once half of the recent
+     * calls failed transiently, calls fail fast (503, Retry-After) until one trial call succeeds.
+     * Refusals (access denied, unusable key) are answers, not outages, and do not count.
+     */
+    const breaker = new CircuitBreaker(
+      async (command: EncryptCommand | DecryptCommand) => {
+        try {
+          return await client.send(command as never, { abortSignal: AbortSignal.timeout(options.timeoutMs) });
+        } catch (err) {
+          throw classifyAwsError(err);
+        }
+      },
+      {
+        timeout: false,
+        resetTimeout: options.breakerResetMs,
+        errorThresholdPercentage: 50,
+        volumeThreshold: 3,
+        rollingCountTimeout: 10_000,
+        errorFilter: (err: unknown) => !(isAppError(err) && err.code === 'KMS_UNAVAILABLE'),
+      },
+    );
+    let inFlight = 0;
+    let retired = false;
+    const close = () => {
+      breaker.shutdown();
+      client.destroy();
+    };
+    return {
+      breaker,
+      async fire(command) {
+        inFlight++;
+        try {
+          return await breaker.fire(command);
+        } finally {
+          // An entry evicted while calls were running closes once the last one is done.
+          if (--inFlight === 0 && retired) close();
+        }
+      },
+      retire() {
+        retired = true;
+        if (inFlight === 0) close();
+      },
+    };
   }
 
-  /**
-   * A circuit breaker per region stops hammering a KMS that keeps failing: once half of the recent
-   * calls failed transiently, calls fail fast (503, Retry-After) until one trial call succeeds.
-   * Refusals (access denied, unusable key) are answers, not outages, and do not count.
-   */
-  function breakerFor(region: string) {
-    let breaker = breakers.get(region);
-    if (breaker === undefined) {
-      breaker = new CircuitBreaker(
-        async (command: EncryptCommand | DecryptCommand) => {
-          try {
-            return await clientFor(region).send(command as never, { abortSignal: AbortSignal.timeout(options.timeoutMs) });
-          } catch (err) {
-            throw classifyAwsError(err);
-          }
-        },
-        {
-          timeout: false,
-          resetTimeout: options.breakerResetMs,
-          errorThresholdPercentage: 50,
-          volumeThreshold: 3,
-          rollingCountTimeout: 10_000,
-          errorFilter: (err: unknown) => !(isAppError(err) && err.code === 'KMS_UNAVAILABLE'),
-        },
-      );
-      breakers.set(region, breaker);
+  function clientFor(region: string): RegionClient {
+    let entry = pinned.get(region) ?? others.get(region);
+    if (entry === undefined) {
+      entry = regionClient(region);
+      if (configured.has(region)) pinned.set(region, entry);
+      else others.set(region, entry);
     }
-    return breaker;
+    return entry;
   }
 
   async function send<T>(region: string, command: EncryptCommand | DecryptCommand): Promise<T> {
     try {
-      return (await breakerFor(region).fire(command)) as T;
+      return (await clientFor(region).fire(command)) as T;
     } catch (err) {
       if (isAppError(err)) throw err;
       if ((err as { code?: string }).code === 'EOPENBREAKER') {
@@ -163,13 +207,21 @@ export function createAwsKms(options: AwsKmsOptions): KmsProvider<AwsMasterKey> 
       return plaintext;
     },
     destroy() {
-      for (const breaker of breakers.values()) breaker.shutdown();
-      for (const client of clients.values()) client.destroy();
-      clients.clear();
+      for (const entry of pinned.values()) entry.retire();
+      pinned.clear();
+      others.clear();
     },
-    /** False while any region's circuit is open: KMS is known to be failing. */
+    /**
+     * False while the circuit of a configured region is open: KMS is known to be failing for the
+     * keys the server is configured with. Other regions do not count: a key in an unlisted region
+     * (under a wildcard entry) failing must not take every instance out of the load balancer.
+     */
     isHealthy() {
-      return [...breakers.values()].every((breaker) => !breaker.opened);
+      return [...pinned.values()].every((entry) => !entry.breaker.opened);
+    },
+    /** The regions that currently have a KMS client (and a breaker). */
+    regionsInUse() {
+      return [...pinned.keys(), ...others.keys()];
     },
   };
 }

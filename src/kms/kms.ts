@@ -1,5 +1,6 @@
 import { AppError, isAppError } from '../errors.js';
 import { noMetrics, type KmsOutcome, type Metrics } from '../metrics/metrics.js';
+import { createKeyAllowList } from './allowed-keys.js';
 import { createAwsKms, type AwsKmsOptions } from './aws-kms.js';
 import type { KmsProvider } from './kms-provider.js';
 import { createLocalKms } from './local-kms.js';
@@ -8,9 +9,12 @@ import type { MasterKey, ProviderName } from './master-key.js';
 export interface KmsOptions {
   /** The 96-byte local master key; without it the `local` provider is off. */
   localMasterKey?: Buffer;
-  /** AWS settings; without them the `aws` provider is off. */
-  aws?: AwsKmsOptions;
-  /** ARNs a client may name when creating or rewrapping keys; empty means any ARN. */
+  /** AWS settings; without them the `aws` provider is off. The regions come from the allow-list. */
+  aws?: Omit<AwsKmsOptions, 'regions'>;
+  /**
+   * The AWS master keys the server may use (AWS_KMS_ALLOWED_KEYS): ARN patterns, or `*` for any.
+   * Empty allows none; a key outside it is refused before KMS is called, for wrap and unwrap alike.
+   */
   allowedAwsKeys?: string[];
 }
 
@@ -20,7 +24,7 @@ export interface Kms {
   checkUsable(masterKey: MasterKey): void;
   wrap(masterKey: MasterKey, dataKey: Buffer): Promise<Buffer>;
   unwrap(masterKey: MasterKey, keyMaterial: Buffer): Promise<Buffer>;
-  /** False while a remote KMS is known to be failing (its circuit is open). */
+  /** False while a remote KMS is known to be failing (a configured region's circuit is open). */
   isHealthy(): boolean;
   close(): void;
 }
@@ -49,8 +53,8 @@ async function measured<T>(metrics: Metrics, provider: string, operation: 'wrap'
 
 export function createKms(options: KmsOptions, metrics: Metrics = noMetrics): Kms {
   const local = options.localMasterKey ? createLocalKms(options.localMasterKey) : undefined;
-  const aws = options.aws ? createAwsKms(options.aws) : undefined;
-  const allowed = new Set(options.allowedAwsKeys ?? []);
+  const allowed = createKeyAllowList(options.allowedAwsKeys ?? []);
+  const aws = options.aws ? createAwsKms({ ...options.aws, regions: allowed.regions }) : undefined;
   const providers: ProviderName[] = [];
   if (local) providers.push('local');
   if (aws) providers.push('aws');
@@ -67,16 +71,17 @@ export function createKms(options: KmsOptions, metrics: Metrics = noMetrics): Km
     providers,
     checkUsable(masterKey) {
       providerFor(masterKey);
-      if (masterKey.provider === 'aws' && allowed.size > 0 && !allowed.has(masterKey.key)) {
-        throw new AppError('MASTER_KEY_NOT_ALLOWED');
-      }
+      if (masterKey.provider === 'aws' && !allowed.allows(masterKey)) throw new AppError('MASTER_KEY_NOT_ALLOWED');
     },
-    wrap(masterKey, dataKey) {
+    async wrap(masterKey, dataKey) {
       this.checkUsable(masterKey);
       const provider = providerFor(masterKey);
       return measured(metrics, masterKey.provider, 'wrap', () => provider.wrap(masterKey, dataKey));
     },
-    unwrap(masterKey, keyMaterial) {
+    async unwrap(masterKey, keyMaterial) {
+      // Key documents are not only written by this server (drivers share the vault): what a stored
+      // master key names is checked like what a client names, so only configured KMS is reached.
+      this.checkUsable(masterKey);
       const provider = providerFor(masterKey);
       return measured(metrics, masterKey.provider, 'unwrap', () => provider.unwrap(masterKey, keyMaterial));
     },

@@ -48,6 +48,17 @@ export function parseMasterKey(input: { provider: string; key?: string; region?:
   throw new AppError('INVALID_MASTER_KEY', 'Unknown master-key provider.');
 }
 
+/**
+ * Whether rewrapping a data key now wrapped under the provider `from` (a stored key document's
+ * `masterKey.provider`) under `to` weakens its protection. The local master key is bytes in this
+ * service's configuration and memory; a KMS key never leaves the KMS, and each unwrap is an
+ * authorised, logged call. So moving from any KMS (aws, and gcp, azure or kmip written by
+ * drivers, or anything unknown: the safe side) to `local` is a downgrade; nothing else is.
+ */
+export function isDowngrade(from: unknown, to: ProviderName): boolean {
+  return to === 'local' && from !== 'local';
+}
+
 /** Read a stored `masterKey` field, as written by this service or by any driver. */
 export function readStoredMasterKey(stored: unknown): MasterKey {
   const mk = stored as { provider?: unknown; key?: unknown; region?: unknown; endpoint?: unknown } | null;

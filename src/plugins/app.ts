@@ -119,8 +119,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(encryptionPlugin);
     await app.register(documentsPlugin);
     await app.register(clientsPlugin);
-    await app.register(authPlugin);
     await app.register(hardeningPlugin);
+    await app.register(authPlugin);
     await app.register(auditPlugin);
     await app.register(idempotencyPlugin);
     await app.register(jobsPlugin);

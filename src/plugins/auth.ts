@@ -37,6 +37,10 @@ function digest(token: string): Buffer {
  * Who is calling: the operator token, a client API token, a JWT from the configured issuer, or a
  * client certificate (mTLS); then whether the route's scope is granted. 401 for no or bad
  * credentials, 403 for a missing scope. Tokens are compared by digest, in constant time.
+ *
+ * The request limits run inside this hook, around the credential check: it is the first hook of
+ * every request that writes anything (audit, idempotency come later), and a limit must refuse a
+ * request before anything is written for it.
  */
 export default fp(
   async (app) => {
@@ -73,7 +77,13 @@ export default fp(
 
     app.addHook('onRequest', async (request, reply) => {
       const { url, config } = request.routeOptions;
-      if (config.public === true || url === DOCS_PREFIX || url?.startsWith(`${DOCS_PREFIX}/`)) return;
+      if (config.public === true || url === DOCS_PREFIX || url?.startsWith(`${DOCS_PREFIX}/`)) {
+        await app.limits.spend(request, reply);
+        return;
+      }
+      // A source that keeps failing is cut off before its credentials are looked at: a guesser
+      // learns nothing more, even when it guesses right.
+      app.limits.checkFailedAuth(request, reply);
       let principal: Principal | undefined;
       try {
         principal = await authenticate(request);
@@ -81,16 +91,20 @@ export default fp(
         if (!(err instanceof AppError) || err.code !== 'UNAUTHORIZED') throw err;
       }
       if (principal === undefined) {
+        // Only presented credentials count: a request without any guessed nothing.
+        if (request.headers.authorization !== undefined) app.limits.recordFailedAuth(request);
         reply.header('www-authenticate', 'Bearer');
         throw new AppError('UNAUTHORIZED');
       }
       request.principal = principal;
       request.caller = { principal, keysNamed: new Set() };
+      // Before the scope check: a refused (403) request is audited, and that write is spent too.
+      await app.limits.spend(request, reply);
       if (config.scope === undefined) return; // unknown routes: answered 404 after authentication
       const ns = (request.params as { ns?: string } | undefined)?.ns ?? '';
       request.scope = config.scope.replace('{ns}', ns);
       if (!allows(principal, request.scope)) throw new AppError('FORBIDDEN', `This needs the ${request.scope} scope.`);
     });
   },
-  { name: 'auth', dependencies: ['config', 'clients', 'key-vault'] },
+  { name: 'auth', dependencies: ['config', 'clients', 'key-vault', 'hardening'] },
 );

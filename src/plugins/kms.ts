@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin';
+import { ANY_KEY } from '../kms/allowed-keys.js';
 import { createKms, type Kms } from '../kms/kms.js';
 
 declare module 'fastify' {
@@ -23,6 +24,9 @@ export default fp(
       },
       allowedAwsKeys: settings.aws?.allowedKeys,
     }, app.metrics);
+    if (settings.aws?.allowedKeys.includes(ANY_KEY)) {
+      app.log.warn('AWS_KMS_ALLOWED_KEYS is *: clients may name any KMS key in any region this identity can use; list the key ARNs instead');
+    }
     app.decorate('kms', kms);
     app.addHook('onClose', async () => kms.close());
   },

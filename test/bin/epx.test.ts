@@ -33,6 +33,11 @@ t.test('epx drives keys, the rotation report and a migration job over HTTP, with
   t.match(migrated.text, /succeeded: .*"rewrapped":2.*"verified":2/);
   t.match((await epx('keys', 'list', '--provider', 'aws')).text, /cli-1/);
 
+  const down = ['keys', 'migrate', '--from-key', stack.keyArn, '--to-provider', 'local'];
+  t.match((await epx(...down, '--dry-run')).text, /would migrate 2 data keys[\s\S]*2 of them down from a KMS to the local master key: refused\. .*allowDowngrade/);
+  t.equal((await epx(...down)).code, EXIT.refused, 'a downgrade without --allow-downgrade → 1');
+  t.match((await epx(...down, '--dry-run', '--allow-downgrade')).text, /2 of them down from a KMS to the local master key: allowed/);
+
   t.equal((await epx('keys', 'create', '--provider', 'aws', '--key', 'arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000')).code, EXIT.refused, '4xx → 1');
   t.equal((await epx('keys', 'create')).code, EXIT.usage, 'missing provider → 2');
   t.equal((await epx('keys', 'frobnicate')).code, EXIT.usage);

@@ -299,3 +299,62 @@ t.test('ensureIndexes can run twice and on a second store', async (t) => {
   const names = (await collection.listIndexes().toArray()).map((index) => index.name).sort();
   t.same(names, ['_id_', 'certSubject_1', 'jwtSubject_1', 'tokens.id_1']);
 });
+
+t.test('a guard judges the client as stored; a grant change racing it makes the write miss and the client judged again', async (t) => {
+  const { collection } = setup(t);
+  // The race, made deterministic: the first write after `arm` is preceded by another writer's
+  // grant change, landing after the guard read and approved the client.
+  let raise: (() => Promise<unknown>) | undefined;
+  const writes = new Set<PropertyKey>(['findOneAndUpdate', 'updateOne', 'deleteOne']);
+  const racing = new Proxy(collection, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop) as unknown;
+      if (typeof value !== 'function') return value;
+      if (!writes.has(prop)) return value.bind(target);
+      return async (...args: unknown[]) => {
+        const before = raise;
+        raise = undefined;
+        if (before) await before();
+        return value.apply(target, args);
+      };
+    },
+  });
+  const store = createClientStore({ collection: racing, cacheTtlMs: 60_000 });
+  const { client, token } = await store.createClient({ name: 'target', grants: [{ scope: 'encrypt' }] });
+  const arm = () => {
+    raise = () => collection.updateOne({ _id: client.id }, { $set: { grants: [{ scope: 'encrypt' }, { scope: 'decrypt' }] } });
+  };
+  const reset = () => collection.updateOne({ _id: client.id }, { $set: { grants: [{ scope: 'encrypt' }] } });
+  const judge = () => {
+    const seen: string[][] = [];
+    const guard = (current: { id: string; grants: { scope: string }[] }) => {
+      seen.push(current.grants.map((grant) => grant.scope));
+      if (current.grants.some((grant) => grant.scope !== 'encrypt')) throw new AppError('FORBIDDEN', 'more than the caller holds');
+    };
+    return { seen, guard };
+  };
+  const attempts: [string, (guard: ReturnType<typeof judge>['guard']) => Promise<unknown>][] = [
+    ['update', (guard) => store.updateClient(client.id, { name: 'renamed', disabled: true }, guard)],
+    ['issue a token', (guard) => store.issueToken(client.id, { guard })],
+    ['revoke a token', (guard) => store.revokeToken(client.id, tokenIdOf(token), guard)],
+    ['delete', (guard) => store.deleteClient(client.id, guard)],
+  ];
+  for (const [what, attempt] of attempts) {
+    await reset();
+    const { seen, guard } = judge();
+    arm();
+    t.match(await rejection(attempt(guard)), { code: 'FORBIDDEN' }, `${what}: refused once the change is seen`);
+    t.same(seen, [['encrypt'], ['encrypt', 'decrypt']], `${what}: judged on what was read, then again`);
+    const stored = await collection.findOne({ _id: client.id });
+    t.match(stored, { name: 'target', disabled: false, tokens: [{ id: tokenIdOf(token) }] }, `${what}: nothing was written`);
+    t.equal(stored!.tokens.length, 1, `${what}: no token added`);
+  }
+  t.ok(await store.authenticateToken(token), 'the token still works');
+
+  await reset();
+  const { seen, guard } = judge();
+  t.match(await store.updateClient(client.id, { name: 'renamed' }, guard), { name: 'renamed' }, 'without a race, one judgement and the write');
+  t.same(seen, [['encrypt']]);
+  t.match(await rejection(store.deleteClient(`cl_${'0'.repeat(24)}`, guard)), { code: 'CLIENT_NOT_FOUND' }, 'an unknown client is not found before it is judged');
+  t.same(seen, [['encrypt']]);
+});

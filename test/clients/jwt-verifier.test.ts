@@ -10,6 +10,7 @@ import { AppError } from '../../src/errors.js';
 
 const ISSUER = 'https://idp.example.test/';
 const AUDIENCE = 'encryption-proxy';
+const names = { issuer: ISSUER, audience: AUDIENCE };
 
 const dir = mkdtempSync(join(tmpdir(), 'jwks-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -118,10 +119,13 @@ t.test('a JWKS file: valid tokens give their subject, the rest are refused', asy
   t.match(await refusal(strict.verify(await sign({ expiresIn: Math.floor(Date.now() / 1000) - 10 }))), { code: 'UNAUTHORIZED' }, 'no tolerance when told');
 });
 
-t.test('without issuer and audience settings, any issuer and audience pass', async (t) => {
-  const verifier = createJwtVerifier({ jwksFile });
-  t.same(await verifier.verify(await sign({ issuer: null, audience: null })), { subject: 'user-1' });
-  t.match(await refusal(verifier.verify(await sign({ key: stranger.privateKey }))), { code: 'UNAUTHORIZED' }, 'the signature still counts');
+t.test('issuer and audience are required: no verifier skips them', async (t) => {
+  const unchecked = [{ jwksFile }, { jwksFile, issuer: ISSUER }, { jwksFile, audience: AUDIENCE }, { jwksFile, issuer: '', audience: AUDIENCE }, { jwksFile, issuer: ISSUER, audience: '' }];
+  for (const options of unchecked) {
+    t.throws(() => createJwtVerifier(options as never), /give the (issuer|audience)/, JSON.stringify(Object.keys(options)));
+  }
+  const verifier = createJwtVerifier({ jwksFile, ...names });
+  t.match(await refusal(verifier.verify(await sign({ issuer: null, audience: null }))), { code: 'UNAUTHORIZED' }, 'a token naming neither is refused');
 });
 
 t.test('a JWKS URL', async (t) => {
@@ -149,18 +153,18 @@ t.test('a JWKS URL', async (t) => {
 });
 
 t.test('misconfiguration fails when the verifier is built', async (t) => {
-  t.throws(() => createJwtVerifier({}), /exactly one/);
-  t.throws(() => createJwtVerifier({ jwksFile, jwksUrl: 'https://idp.example.test/jwks' }), /exactly one/);
-  t.throws(() => createJwtVerifier({ jwksFile: join(dir, 'missing.json') }), /cannot be read/);
-  t.throws(() => createJwtVerifier({ jwksFile: writeJwks('broken.json', '{"keys": [') }), /cannot be read/);
-  t.throws(() => createJwtVerifier({ jwksFile: writeJwks('empty.json', { keys: [] }) }), /at least one key/);
-  t.throws(() => createJwtVerifier({ jwksFile: writeJwks('not-a-set.json', [1, 2]) }), /at least one key/);
+  t.throws(() => createJwtVerifier({ ...names }), /exactly one/);
+  t.throws(() => createJwtVerifier({ jwksFile, jwksUrl: 'https://idp.example.test/jwks', ...names }), /exactly one/);
+  t.throws(() => createJwtVerifier({ jwksFile: join(dir, 'missing.json'), ...names }), /cannot be read/);
+  t.throws(() => createJwtVerifier({ jwksFile: writeJwks('broken.json', '{"keys": ['), ...names }), /cannot be read/);
+  t.throws(() => createJwtVerifier({ jwksFile: writeJwks('empty.json', { keys: [] }), ...names }), /at least one key/);
+  t.throws(() => createJwtVerifier({ jwksFile: writeJwks('not-a-set.json', [1, 2]), ...names }), /at least one key/);
   const privateJwk = { ...(await exportJWK(es.privateKey)), kid: 'es' };
-  t.throws(() => createJwtVerifier({ jwksFile: writeJwks('private.json', { keys: [privateJwk] }) }), /public keys only/);
-  t.throws(() => createJwtVerifier({ jwksFile: writeJwks('oct.json', { keys: [{ kty: 'oct', k: 'c2VjcmV0' }] }) }), /public keys only/);
-  t.throws(() => createJwtVerifier({ jwksUrl: 'not a url' }), /not a valid URL/);
-  t.throws(() => createJwtVerifier({ jwksUrl: 'http://idp.example.test/jwks' }), /must use https/);
-  t.throws(() => createJwtVerifier({ jwksUrl: 'ftp://idp.example.test/jwks' }), /must use https/);
-  t.ok(createJwtVerifier({ jwksUrl: 'https://idp.example.test/jwks' }), 'https is fine (nothing is fetched before the first token)');
-  t.ok(createJwtVerifier({ jwksUrl: 'http://localhost:8080/jwks' }), 'plain http on loopback is fine');
+  t.throws(() => createJwtVerifier({ jwksFile: writeJwks('private.json', { keys: [privateJwk] }), ...names }), /public keys only/);
+  t.throws(() => createJwtVerifier({ jwksFile: writeJwks('oct.json', { keys: [{ kty: 'oct', k: 'c2VjcmV0' }] }), ...names }), /public keys only/);
+  t.throws(() => createJwtVerifier({ jwksUrl: 'not a url', ...names }), /not a valid URL/);
+  t.throws(() => createJwtVerifier({ jwksUrl: 'http://idp.example.test/jwks', ...names }), /must use https/);
+  t.throws(() => createJwtVerifier({ jwksUrl: 'ftp://idp.example.test/jwks', ...names }), /must use https/);
+  t.ok(createJwtVerifier({ jwksUrl: 'https://idp.example.test/jwks', ...names }), 'https is fine (nothing is fetched before the first token)');
+  t.ok(createJwtVerifier({ jwksUrl: 'http://localhost:8080/jwks', ...names }), 'plain http on loopback is fine');
 });

@@ -1,5 +1,17 @@
 import t from 'tap';
-import { allows, checkGrants, globMatches, MAX_GRANTS, type Grant, type Principal } from '../../src/clients/scopes.js';
+import {
+  allows,
+  assertGrantsCovered,
+  checkGrants,
+  globMatches,
+  isOperator,
+  MAX_GRANTS,
+  patternIncludes,
+  uncoveredAltName,
+  uncoveredGrant,
+  type Grant,
+  type Principal,
+} from '../../src/clients/scopes.js';
 import { AppError } from '../../src/errors.js';
 
 const KEY_A = '0f1e2d3c-4b5a-4697-8877-665544332211';
@@ -223,4 +235,161 @@ t.test("allows: the operator's '*' allows everything", async (t) => {
   }
   t.equal(allows(operator, 'decrypt', { keyId: KEY_B, keyAltNames: ['whatever'] }), true);
   t.equal(allows(operator, 'documents:read', { collection: 'a.b' }), true);
+});
+
+t.test('patternIncludes: only inclusions it is sure of', async (t) => {
+  const cases: [outer: string, inner: string, expected: boolean][] = [
+    ['billing-*', 'billing-*', true],
+    ['billing-*', 'billing-eu-*', true],
+    ['billing-*', 'billing-x', true],
+    ['billing-*', 'billing-', true],
+    ['billing-*', 'billing*', false],
+    ['billing-*', 'billin*', false],
+    ['billing-*', '*', false],
+    ['billing-*', '*billing-*', false],
+    ['billing-*', 'hr-2027', false],
+    ['*', '*', true],
+    ['*', 'anything*at*all', true],
+    ['*-pii', 'hr-*-pii', true],
+    ['*-pii', 'hr-pii*', false],
+    ['*-pii', '*', false],
+    ['a*b', 'a*c*b', true],
+    ['a*b', 'a*', false],
+    ['a*b*', 'a*', false],
+    ['a*', 'a', true],
+    ['a', 'a*', false],
+    ['a', 'a', true],
+    ['a', 'b', false],
+    ['a**b', 'a***b', true],
+    ['a*b', 'a***b', true],
+    ['a*a', 'a*', false],
+    ['ab*', 'a*b', false],
+    ['*b*', 'a*b', true],
+    // A literal of the outer pattern never matches a star of the inner one.
+    ['x*y', '**', false],
+    ['tenant-\u00e9*', 'tenant-\u00e9t\u00e9*', true],
+  ];
+  for (const [outer, inner, expected] of cases) t.equal(patternIncludes(outer, inner), expected, `${JSON.stringify(inner)} ⊆ ${JSON.stringify(outer)}`);
+});
+
+t.test('patternIncludes is sound: no name of the inner pattern escapes the outer one', async (t) => {
+  // Every pattern over {a, b, *} up to 4 characters against every name over {a, b} up to 5:
+  // whenever the inclusion is claimed, each name the inner pattern matches, the outer matches too.
+  const patterns = [''];
+  for (let length = 1; length <= 4; length++) {
+    for (const prefix of patterns.filter((p) => p.length === length - 1)) for (const c of 'ab*') patterns.push(prefix + c);
+  }
+  const names = [''];
+  for (let length = 1; length <= 5; length++) {
+    for (const prefix of names.filter((n) => n.length === length - 1)) for (const c of 'ab') names.push(prefix + c);
+  }
+  let claimed = 0;
+  let wrong = 0;
+  for (const outer of patterns) {
+    for (const inner of patterns) {
+      if (!patternIncludes(outer, inner)) continue;
+      claimed++;
+      if (names.some((name) => globMatches(inner, name) && !globMatches(outer, name))) wrong++;
+    }
+  }
+  t.ok(claimed > 1000, `${claimed} inclusions claimed`);
+  t.equal(wrong, 0, 'none of them wrongly');
+});
+
+t.test('patternIncludes stays fast on adversarial input', async (t) => {
+  const outer = `${'*a'.repeat(120)}*b`;
+  const inner = `${'a*'.repeat(127)}a`;
+  const started = process.hrtime.bigint();
+  for (let i = 0; i < 100; i++) t.equal(patternIncludes(outer, inner), false);
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  t.ok(ms < 2000, `100 worst-case inclusions took ${ms.toFixed(1)} ms`);
+  t.end();
+});
+
+t.test('uncoveredGrant: grants are bounded by the granter', async (t) => {
+  const held: Grant[] = [
+    { scope: 'clients:admin' },
+    { scope: 'encrypt', keyAltNames: ['billing-*'] },
+    { scope: 'encrypt', keyIds: [KEY_A] },
+    { scope: 'decrypt', keyAltNames: ['billing-eu-*', 'billing-us-*'] },
+    { scope: 'keys:read' },
+    { scope: 'documents:*:read' },
+    { scope: 'documents:hr.employees:write' },
+  ];
+  const covered: Grant[][] = [
+    [],
+    [{ scope: 'clients:admin' }],
+    [{ scope: 'encrypt', keyAltNames: ['billing-*'] }],
+    [{ scope: 'encrypt', keyAltNames: ['billing-eu-*', 'billing-x'] }],
+    [{ scope: 'encrypt', keyIds: [KEY_A.toUpperCase()] }],
+    [{ scope: 'encrypt', keyIds: [KEY_A], keyAltNames: ['billing-*'] }, { scope: 'keys:read', keyIds: [KEY_B] }],
+    [{ scope: 'decrypt', keyAltNames: ['billing-us-*', 'billing-eu-1'] }],
+    [{ scope: 'keys:read' }, { scope: 'keys:read', keyAltNames: ['*'] }],
+    [{ scope: 'documents:*:read' }, { scope: 'documents:hr.employees:read' }, { scope: 'documents:a.b:read' }],
+    [{ scope: 'documents:hr.employees:write' }],
+  ];
+  for (const requested of covered) t.equal(uncoveredGrant(held, requested), undefined, JSON.stringify(requested));
+
+  const refused: [requested: Grant[], detail: string][] = [
+    [[{ scope: 'decrypt' }], 'grants[0] (decrypt) has no key limits, and your grants of that scope do'],
+    [[{ scope: 'keys:delete' }], 'grants[0] (keys:delete) is a scope you do not hold'],
+    [[{ scope: 'clients:admin' }, { scope: 'audit:read' }], 'grants[1] (audit:read) is a scope you do not hold'],
+    [[{ scope: 'encrypt' }], 'grants[0] (encrypt) has no key limits, and your grants of that scope do'],
+    [[{ scope: 'encrypt', keyAltNames: ['*'] }], 'grants[0] (encrypt) has keyAltNames[0], which is wider than your patterns for that scope'],
+    [[{ scope: 'encrypt', keyAltNames: ['billing-*', 'billing*'] }], 'grants[0] (encrypt) has keyAltNames[1], which is wider than your patterns for that scope'],
+    [[{ scope: 'encrypt', keyAltNames: ['hr-2027'] }], 'grants[0] (encrypt) has keyAltNames[0], which is wider than your patterns for that scope'],
+    [[{ scope: 'encrypt', keyIds: [KEY_B] }], 'grants[0] (encrypt) has keyIds[0], which none of your grants of that scope lists'],
+    [[{ scope: 'encrypt', keyIds: [KEY_A, KEY_B] }], 'grants[0] (encrypt) has keyIds[1], which none of your grants of that scope lists'],
+    [[{ scope: 'decrypt', keyIds: [KEY_A] }], 'grants[0] (decrypt) has keyIds[0], which none of your grants of that scope lists'],
+    [[{ scope: 'decrypt', keyAltNames: ['billing-*'] }], 'grants[0] (decrypt) has keyAltNames[0], which is wider than your patterns for that scope'],
+    [[{ scope: 'documents:*:write' }], 'grants[0] (documents:*:write) is a scope you do not hold'],
+    [[{ scope: 'documents:hr.other:write' }], 'grants[0] (documents:hr.other:write) is a scope you do not hold'],
+    // Empty limit lists would mean "any key" to the key authorizer: the wide reading.
+    [[{ scope: 'encrypt', keyIds: [] }], 'grants[0] (encrypt) has no key limits, and your grants of that scope do'],
+  ];
+  for (const [requested, detail] of refused) t.equal(uncoveredGrant(held, requested), detail, JSON.stringify(requested));
+  t.notMatch(uncoveredGrant(held, [{ scope: 'encrypt', keyIds: [KEY_B], keyAltNames: ['hr-2027'] }]), /hr-2027|aaaaaaaa/, 'no id or pattern in the detail');
+
+  t.equal(uncoveredGrant([], [{ scope: 'encrypt' }]), 'grants[0] (encrypt) is a scope you do not hold');
+  t.equal(uncoveredGrant([{ scope: 'encrypt', keyIds: [] }], [{ scope: 'encrypt', keyIds: [KEY_A] }]), 'grants[0] (encrypt) has keyIds[0], which none of your grants of that scope lists', 'an empty held list covers no key');
+  t.equal(uncoveredGrant([{ scope: 'documents:hr.employees:read' }], [{ scope: 'documents:*:read' }]), 'grants[0] (documents:*:read) is a scope you do not hold');
+});
+
+t.test("uncoveredGrant: the operator's '*' covers everything", async (t) => {
+  const everything: Grant[] = [
+    { scope: 'decrypt' },
+    { scope: 'keys:delete' },
+    { scope: 'clients:admin' },
+    { scope: 'documents:*:read' },
+    { scope: 'encrypt', keyIds: [KEY_A], keyAltNames: ['*'] },
+  ];
+  t.equal(uncoveredGrant([{ scope: '*' }], everything), undefined);
+});
+
+t.test('assertGrantsCovered and isOperator', async (t) => {
+  const admin = principal({ scope: 'clients:admin' }, { scope: 'encrypt', keyAltNames: ['billing-*'] });
+  t.doesNotThrow(() => assertGrantsCovered(admin, [{ scope: 'encrypt', keyAltNames: ['billing-1'] }], 'requested'));
+  t.match(thrown(() => assertGrantsCovered(admin, [{ scope: 'decrypt' }], 'requested')), {
+    code: 'FORBIDDEN',
+    detail: 'You may hand out only grants you hold: grants[0] (decrypt) is a scope you do not hold.',
+  });
+  t.match(thrown(() => assertGrantsCovered(admin, [{ scope: 'clients:admin' }, { scope: 'keys:delete' }], 'target')), {
+    code: 'FORBIDDEN',
+    detail: 'That client holds more than you do: its grants[1] (keys:delete) is a scope you do not hold.',
+  });
+  t.doesNotThrow(() => assertGrantsCovered(principal({ scope: '*' }), [{ scope: 'keys:delete' }], 'target'));
+  t.equal(isOperator(principal({ scope: '*' })), true);
+  t.equal(isOperator(admin), false);
+  t.equal(isOperator(principal()), false);
+});
+
+t.test('uncoveredAltName: each name claimed must be covered on its own', async (t) => {
+  const p = principal({ scope: 'keys:write', keyAltNames: ['billing-*'] }, { scope: 'keys:write', keyIds: [KEY_A] }, { scope: 'keys:read' });
+  t.equal(uncoveredAltName(p, 'keys:write', ['billing-x']), -1);
+  t.equal(uncoveredAltName(p, 'keys:write', ['billing-x', 'hr-2027']), 1, 'one covered name does not carry another');
+  t.equal(uncoveredAltName(p, 'keys:write', ['hr-2027', 'billing-x']), 0);
+  t.equal(uncoveredAltName(p, 'keys:write', []), -1);
+  t.equal(uncoveredAltName(p, 'keys:read', ['hr-2027']), -1, 'an unlimited grant covers any name');
+  t.equal(uncoveredAltName(p, 'keys:delete', ['billing-x']), 0);
+  t.equal(uncoveredAltName(principal({ scope: '*' }), 'keys:write', ['anything']), -1);
 });

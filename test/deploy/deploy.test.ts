@@ -32,6 +32,7 @@ t.test("the proxy's compose environment passes the service's own configuration c
   env.ADMIN_TOKEN_FILE = join(dir, 'admin-token');
   const config = loadConfig({ ...env, HOST: '0.0.0.0' });
   t.equal(config.kms.aws?.endpoint, 'http://kms:5000');
+  t.same(config.kms.aws?.allowedKeys, ['arn:aws:kms:us-east-1:123456789012:key/*'], 'with aws on, the KMS keys clients may name are listed');
   t.equal(config.kms.localMasterKey?.length, 96);
 });
 

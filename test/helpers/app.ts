@@ -51,7 +51,10 @@ interface TestAppOptions {
   env?: Record<string, string>;
   /** Reuse a key vault database (and local master key) of another test app. */
   share?: TestApp;
-  /** Add the AWS provider with the moto endpoint and these credentials. */
+  /**
+   * Add the AWS provider with the moto endpoint and these credentials; the allow-list holds the two
+   * moto keys (set AWS_KMS_ALLOWED_KEYS in `env` for others).
+   */
   aws?: { accessKeyId: string; secretAccessKey: string };
 }
 
@@ -87,6 +90,7 @@ export async function createTestApp(
           AWS_KMS_ENDPOINT: stack.kmsEndpoint,
           AWS_ACCESS_KEY_ID: options.aws.accessKeyId,
           AWS_SECRET_ACCESS_KEY: options.aws.secretAccessKey,
+          AWS_KMS_ALLOWED_KEYS: `${stack.keyArn},${stack.keyArn2}`,
           KMS_MAX_ATTEMPTS: '1',
         }
       : {}),

@@ -5,7 +5,9 @@ import { stack } from '../helpers/stack.js';
 const values = ['alpha', { $numberInt: '42' }, { $date: { $numberLong: '1700000000000' } }];
 
 t.test('AWS KMS through moto with IAM enforced', async (t) => {
-  const h = await createTestApp(t, { aws: stack.allowed });
+  // A key moto does not have, listed on purpose: KMS itself must refuse it.
+  const missing = stack.keyArn.replace(/key\/.*/, 'key/00000000-0000-0000-0000-000000000000');
+  const h = await createTestApp(t, { aws: stack.allowed, env: { AWS_KMS_ALLOWED_KEYS: [stack.keyArn, stack.keyArn2, missing].join(',') } });
 
   t.test('the service identity creates and uses AWS-wrapped keys', async (t) => {
     const res = await h.call('POST', '/keys', { masterKey: { provider: 'aws', key: stack.keyArn }, keyAltNames: ['aws-1'] });
@@ -32,7 +34,6 @@ t.test('AWS KMS through moto with IAM enforced', async (t) => {
 
   t.test('an unknown master key is refused, nothing written', async (t) => {
     const before = (await keyVaultDocs(h)).length;
-    const missing = stack.keyArn.replace(/key\/.*/, 'key/00000000-0000-0000-0000-000000000000');
     const res = await h.call('POST', '/keys', { masterKey: { provider: 'aws', key: missing } });
     t.equal(res.statusCode, 422, res.body);
     t.equal(res.json().code, 'MASTER_KEY_UNUSABLE');

@@ -23,6 +23,7 @@ t.test('a failing KMS opens the circuit: calls fail fast as KMS_UNAVAILABLE and 
     timeoutMs: 1000,
     maxAttempts: 1,
     breakerResetMs: 60_000,
+    regions: ['us-east-1'],
   });
   t.teardown(() => kms.destroy());
   const key = { provider: 'aws' as const, key: 'arn:aws:kms:us-east-1:123456789012:key/x', region: 'us-east-1' };
@@ -37,4 +38,28 @@ t.test('a failing KMS opens the circuit: calls fail fast as KMS_UNAVAILABLE and 
   }
   t.ok(Date.now() - started < 200, 'twenty calls fail fast');
   t.equal(connections(), seen, 'and none of them reached KMS');
+});
+
+t.test('only configured regions count for health, and clients for other regions are bounded', async (t) => {
+  const { url, server } = await droppingServer();
+  t.teardown(() => server.close());
+  const kms = createAwsKms({
+    endpoint: url,
+    credentials: { accessKeyId: 'a', secretAccessKey: 'b' },
+    timeoutMs: 1000,
+    maxAttempts: 1,
+    breakerResetMs: 60_000,
+    regions: ['us-east-1'],
+    maxOtherRegions: 2,
+  });
+  t.teardown(() => kms.destroy());
+  const keyIn = (region: string) => ({ provider: 'aws' as const, key: `arn:aws:kms:${region}:123456789012:key/x`, region });
+  for (const region of ['zz-one-1', 'zz-two-2', 'zz-three-3', 'zz-four-4', 'zz-five-5']) {
+    for (let i = 0; i < 3; i++) await t.rejects(kms.unwrap(keyIn(region), Buffer.alloc(10)), { code: 'KMS_UNAVAILABLE' } as never);
+  }
+  t.equal(kms.isHealthy(), true, 'open circuits of unconfigured regions do not make the service unhealthy');
+  t.same(kms.regionsInUse(), ['zz-five-5', 'zz-four-4'], 'at most maxOtherRegions clients for unconfigured regions, the least recently used dropped');
+  for (let i = 0; i < 3; i++) await t.rejects(kms.unwrap(keyIn('us-east-1'), Buffer.alloc(10)), { code: 'KMS_UNAVAILABLE' } as never);
+  t.equal(kms.isHealthy(), false, 'an open circuit of a configured region does');
+  t.same(kms.regionsInUse().sort(), ['us-east-1', 'zz-five-5', 'zz-four-4']);
 });

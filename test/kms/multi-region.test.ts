@@ -36,6 +36,7 @@ t.test('a multi-region key is unwrapped through a replica region while its own r
     timeoutMs: 1000,
     maxAttempts: 1,
     breakerResetMs: 60_000,
+    regions: ['us-east-1'],
     replicaRegions: ['us-west-2'],
     regionEndpoints: { 'us-east-1': 'http://127.0.0.1:1', 'us-west-2': replica.url },
   });

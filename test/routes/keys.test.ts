@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
-import { createTestApp, keyVaultDocs } from '../helpers/app.js';
+import { createTestApp, keyVaultDocs, type TestApp } from '../helpers/app.js';
+import { stack } from '../helpers/stack.js';
 
 t.test('/keys life cycle with the local provider', async (t) => {
   const h = await createTestApp(t);
@@ -190,4 +191,147 @@ t.test('a server started with another local master key cannot use the keys, and 
   const res = await other.call('POST', '/decrypt', { ciphertext: ct });
   t.equal(res.statusCode, 400);
   t.equal(res.json().code, 'DECRYPTION_FAILED');
+});
+
+t.test('a key-limited client must cover every key name and key id it claims, removes or selects', async (t) => {
+  const h = await createTestApp(t);
+  const client = async (grants: unknown[]) => {
+    const res = await h.call('POST', '/clients', { name: 'billing team', grants });
+    t.equal(res.statusCode, 201, res.body);
+    const token = res.json().token as string;
+    return (method: string, url: string, body?: unknown) =>
+      h.app.inject({ method: method as 'GET', url, headers: { authorization: `Bearer ${token}` }, ...(body === undefined ? {} : { payload: body as object }) });
+  };
+  const billing = await client([
+    { scope: 'keys:write', keyAltNames: ['billing-*'] },
+    { scope: 'keys:read', keyAltNames: ['billing-*'] },
+    { scope: 'keys:rewrap', keyAltNames: ['billing-*'] },
+  ]);
+  const namesInVault = async () => (await keyVaultDocs(h)).flatMap((d) => d.keyAltNames ?? []).sort();
+  const forbidden = (res: { statusCode: number; body: string }, detail: RegExp, what: string) => {
+    t.equal(res.statusCode, 403, `${what}: ${res.body}`);
+    t.equal(JSON.parse(res.body).code, 'FORBIDDEN', what);
+    t.match(JSON.parse(res.body).detail, detail, what);
+  };
+
+  t.test('POST /keys: every alt name, not any', async (t) => {
+    const before = await namesInVault();
+    forbidden(
+      await billing('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['billing-x', 'hr-2027'], keyMaterial: randomBytes(96).toString('base64') }),
+      /keyAltNames\[1\]/,
+      'claiming another team’s name beside one of its own',
+    );
+    forbidden(await billing('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['hr-2027', 'billing-x'] }), /keyAltNames\[0\]/, 'in either order');
+    forbidden(await billing('POST', '/keys', { masterKey: { provider: 'local' } }), /without alt names/, 'a key without names (as before)');
+    t.same(await namesInVault(), before, 'nothing was written');
+    t.equal((await h.call('GET', '/keys/by-alt-name/hr-2027')).statusCode, 404, 'the name is still free');
+    const ok = await billing('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['billing-x', 'billing-y'] });
+    t.equal(ok.statusCode, 201, ok.body);
+  });
+
+  t.test('alt names added and removed must be covered, also on a shared key', async (t) => {
+    const shared = (await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['billing-shared', 'hr-shared'] })).json().id;
+    forbidden(await billing('POST', `/keys/${shared}/alt-names`, { keyAltName: 'hr-2028' }), /key alt name/, 'adding a name of another team');
+    forbidden(await billing('DELETE', `/keys/${shared}/alt-names/hr-shared`), /key alt name/, 'removing a name of another team');
+    t.same((await h.call('GET', `/keys/${shared}`)).json().keyAltNames, ['billing-shared', 'hr-shared'], 'the other team’s name still resolves');
+    t.equal((await billing('POST', `/keys/${shared}/alt-names`, { keyAltName: 'billing-more' })).statusCode, 200);
+    t.equal((await billing('DELETE', `/keys/${shared}/alt-names/billing-more`)).statusCode, 200);
+  });
+
+  t.test('rewrap and migration selections: every key id and alt name named must be covered', async (t) => {
+    const hr = (await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['hr-only'] })).json().id;
+    const mine = (await h.call('GET', '/keys/by-alt-name/billing-x')).json().id;
+    const unknown = '00000000-0000-4000-8000-000000000000';
+    const cases: [filter: unknown, detail: RegExp][] = [
+      [{ keyAltNames: ['hr-nothing'] }, /filter\.keyAltNames\[0\]/],
+      [{ keyAltNames: ['billing-x', 'hr-only'] }, /filter\.keyAltNames\[1\]/],
+      [{ keyIds: [unknown] }, /filter\.keyIds\[0\]/],
+      [{ keyIds: [mine, hr] }, /filter\.keyIds\[1\]/],
+    ];
+    for (const [filter, detail] of cases) {
+      forbidden(await billing('POST', '/keys/rewrap', { filter, masterKey: { provider: 'local' } }), detail, `rewrap ${JSON.stringify(filter)}`);
+      forbidden(await billing('POST', '/keys/migrations', { filter, masterKey: { provider: 'local' }, dryRun: true }), detail, `migration ${JSON.stringify(filter)}`);
+    }
+    const ok = await billing('POST', '/keys/rewrap', { filter: { keyIds: [mine.toUpperCase()], keyAltNames: ['billing-x'] }, masterKey: { provider: 'local' } });
+    t.equal(ok.statusCode, 200, ok.body);
+    t.same(ok.json().keyIds, [mine]);
+    const dry = await billing('POST', '/keys/migrations', { filter: { keyAltNames: ['billing-y'] }, masterKey: { provider: 'local' }, dryRun: true });
+    t.equal(dry.statusCode, 200, dry.body);
+    t.equal(dry.json().matched, 1);
+    forbidden(await billing('POST', '/keys/rewrap', { filter: {}, masterKey: { provider: 'local' } }), /do not cover/, 'an empty filter still needs every matched key covered (as before)');
+  });
+});
+
+async function waitForJob(h: TestApp, id: string) {
+  for (let i = 0; i < 100; i++) {
+    const job = (await h.call('GET', `/jobs/${id}`)).json();
+    if (job.state !== 'running') return job;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error('job did not finish');
+}
+
+t.test('rewrap and migration from AWS down to the local master key need allowDowngrade, from the operator', async (t) => {
+  const h = await createTestApp(t, { aws: stack.allowed });
+  const aws = { provider: 'aws', key: stack.keyArn };
+  const local = { provider: 'local' };
+  const made = await h.call('POST', '/keys', { masterKey: aws, keyAltNames: ['down-1'] });
+  t.equal(made.statusCode, 201, made.body);
+  const awsKey = made.json().id as string;
+  const localKey = (await h.call('POST', '/keys', { masterKey: local, keyAltNames: ['down-local'] })).json().id as string;
+  const ciphertext = (await h.call('POST', '/encrypt', { value: 'kept', algorithm: 'random', keyId: awsKey })).json().ciphertext;
+  const res = await h.call('POST', '/clients', { name: 'rewrapper', grants: [{ scope: 'keys:rewrap' }, { scope: 'jobs:read' }] });
+  const token = res.json().token as string;
+  const rewrapper = (method: string, url: string, body?: unknown) =>
+    h.app.inject({ method: method as 'GET', url, headers: { authorization: `Bearer ${token}` }, ...(body === undefined ? {} : { payload: body as object }) });
+  const stored = async (id: string) => (await keyVaultDocs(h)).find((d) => d._id.toString('hex') === id.replaceAll('-', ''))!;
+  const refused = (res: { statusCode: number; body: string }, what: string) => {
+    t.equal(res.statusCode, 403, `${what}: ${res.body}`);
+    t.equal(JSON.parse(res.body).code, 'FORBIDDEN', what);
+    t.match(JSON.parse(res.body).detail, /allowDowngrade/, `${what}: the detail says what is needed`);
+  };
+
+  t.test('rewrap', async (t) => {
+    const before = await keyVaultDocs(h);
+    refused(await h.call('POST', '/keys/rewrap', { filter: { keyIds: [awsKey] }, masterKey: local }), 'the operator without the flag');
+    refused(await h.call('POST', '/keys/rewrap', { filter: { keyIds: [awsKey] }, masterKey: local, allowDowngrade: false }), 'the operator with the flag false');
+    refused(await h.call('POST', '/keys/rewrap', { filter: {}, masterKey: local }), 'a selection with one AWS key among local ones');
+    refused(await rewrapper('POST', '/keys/rewrap', { filter: { keyIds: [awsKey] }, masterKey: local, allowDowngrade: true }), 'a client, even with the flag');
+    t.same(await keyVaultDocs(h), before, 'nothing was rewrapped');
+
+    t.equal((await rewrapper('POST', '/keys/rewrap', { filter: { keyIds: [localKey] }, masterKey: local })).statusCode, 200, 'local → local is no downgrade');
+    const rotated = await rewrapper('POST', '/keys/rewrap', { filter: { keyIds: [awsKey] }, masterKey: { provider: 'aws', key: stack.keyArn2 } });
+    t.equal(rotated.statusCode, 200, `AWS → AWS (CMK rotation) is no downgrade: ${rotated.body}`);
+
+    const down = await h.call('POST', '/keys/rewrap', { filter: { keyIds: [awsKey] }, masterKey: local, allowDowngrade: true });
+    t.equal(down.statusCode, 200, down.body);
+    t.same(down.json().keyIds, [awsKey]);
+    t.same((await stored(awsKey)).masterKey, { provider: 'local' });
+    t.same((await h.call('POST', '/decrypt', { ciphertext })).json(), { value: 'kept' }, 'the data key is unchanged');
+  });
+
+  t.test('migration: a dry run shows the plan and says the flag is needed; the job needs it', async (t) => {
+    const id = (await h.call('POST', '/keys', { masterKey: aws, keyAltNames: ['down-2'] })).json().id as string;
+    const body = { filter: { keyAltNames: ['down-2'] }, masterKey: local };
+    const dry = await h.call('POST', '/keys/migrations', { ...body, dryRun: true });
+    t.equal(dry.statusCode, 200, dry.body);
+    t.match(dry.json(), { dryRun: true, matched: 1, keyIds: [id], downgrade: { keyIds: [id], allowed: false, detail: /allowDowngrade/ } });
+    const byClient = await rewrapper('POST', '/keys/migrations', { ...body, dryRun: true, allowDowngrade: true });
+    t.match(byClient.json(), { matched: 1, downgrade: { keyIds: [id], allowed: false, detail: /operator/ } }, 'a client’s flag does not count');
+    const allowed = await h.call('POST', '/keys/migrations', { ...body, dryRun: true, allowDowngrade: true });
+    t.match(allowed.json(), { matched: 1, downgrade: { keyIds: [id], allowed: true } });
+    const up = await h.call('POST', '/keys/migrations', { filter: { keyIds: [localKey] }, masterKey: aws, dryRun: true });
+    t.notOk('downgrade' in up.json(), 'local → AWS is no downgrade');
+
+    refused(await h.call('POST', '/keys/migrations', body), 'the operator without the flag');
+    refused(await rewrapper('POST', '/keys/migrations', { ...body, allowDowngrade: true }), 'a client with the flag');
+    t.equal((await stored(id)).masterKey.provider, 'aws', 'no job ran');
+
+    const started = await h.call('POST', '/keys/migrations', { ...body, allowDowngrade: true });
+    t.equal(started.statusCode, 202, started.body);
+    t.equal(started.json().params.allowDowngrade, true, 'the job records that it was allowed');
+    const job = await waitForJob(h, started.json().id);
+    t.equal(job.state, 'succeeded', JSON.stringify(job));
+    t.same((await stored(id)).masterKey, { provider: 'local' });
+  });
 });
