@@ -156,8 +156,12 @@ export function createAuditSpool(options: AuditSpoolOptions) {
   /** Start preallocating the next segment (once), so a rotation does not wait for zeros. */
   function prepareSpare(): Promise<Segment> {
     if (spare === undefined) {
-      const n = nextSegmentNumber++;
-      spare = makeSegment(n);
+      // The number is taken only once the segment exists: a failure is retried under the same name.
+      const n = nextSegmentNumber;
+      spare = makeSegment(n).then((segment) => {
+        nextSegmentNumber = n + 1;
+        return segment;
+      });
       // A failure is seen by the rotation that needs it; the next rotation tries again.
       spare.catch(() => {
         spare = undefined;
@@ -221,7 +225,7 @@ export function createAuditSpool(options: AuditSpoolOptions) {
       .filter((e: Dirent) => e.isFile() && segmentPattern.test(e.name))
       .map((e) => e.name)
       .sort();
-    for (const stale of (await readdir(dir)).filter((n) => n.endsWith('.jsonl.tmp'))) await rm(join(dir, stale), { force: true });
+    for (const stale of (await readdir(dir)).filter((n) => n.endsWith('.jsonl.tmp'))) await rm(join(dir, stale), { force: true }).catch(() => undefined);
     let prev: ChainHead = { seq: 0, hmac: GENESIS };
     let first = true;
     for (const [index, name] of names.entries()) {
@@ -239,6 +243,12 @@ export function createAuditSpool(options: AuditSpoolOptions) {
         // The first record seen may follow records already shipped and removed with their segments.
         const linked = record !== undefined && signer.intact(record) && (first ? record.seq >= 1 : record.seq === prev.seq + 1 && record.prev === prev.hmac);
         if (record === undefined || !linked || (chainId !== '' && record.chainId !== chainId)) {
+          // A torn write can only leave its last line incomplete: whole records after the damage
+          // mean the spool was changed, not cut short.
+          const rest = bytes.subarray(end === -1 ? dataEnd : end + 1, dataEnd).toString('utf8').split('\n').slice(0, -1);
+          if (rest.some((line) => fromLine(line) !== undefined)) {
+            throw new SpoolCorruptError(`${name} holds a damaged record at byte ${at}, followed by others: the audit spool needs inspection`);
+          }
           // Segments made ahead of need hold only zeros; one with data after the damage is not a torn tail.
           for (const later of names.slice(index + 1)) {
             const firstByte = Buffer.alloc(1);

@@ -87,7 +87,7 @@ t.test('500 concurrent appends: seqs in call order, a valid chain, a few insert 
   const docs = await chainOf(base!);
   t.equal(docs.length, 500);
   t.same(docs[499], records[499], 'the stored record is the returned one');
-  t.same(await audit.verify(), { valid: true, checked: 500, chains: 1, problems: [], truncated: false });
+  t.same(await audit.verify(), { valid: true, checked: 500, chains: 1, problems: [], truncated: false, fromCheckpoint: 0 });
 
   // Appends that keep arriving while writes are in flight are grouped too.
   const more: Promise<AuditRecord>[] = [];
@@ -123,7 +123,7 @@ t.test('two instances on one chain appending bursts concurrently: no loss, no fo
   t.equal(docs.length, 640, 'no extra record');
   t.equal(new Set(docs.map((d) => d.requestId)).size, 640, 'every event once');
   t.same(docs.map((d) => d.seq), Array.from({ length: 640 }, (_, i) => i + 1), 'no gap');
-  t.same(await logs[0]!.verify(), { valid: true, checked: 640, chains: 1, problems: [], truncated: false });
+  t.same(await logs[0]!.verify(), { valid: true, checked: 640, chains: 1, problems: [], truncated: false, fromCheckpoint: 0 });
   // Within each instance, seqs follow the order of its calls.
   for (const parity of [0, 1]) {
     const mine = appends.flatMap((_, i) => ((Math.floor(i / 80) + (i % 80)) % 2 === parity ? [outcomes[i]!] : []));
@@ -159,7 +159,7 @@ t.test('a duplicate key in the middle of a batch: the prefix is kept, the rest r
   t.equal(burst[5]!.prev, (await base!.findOne({ _id: auditRecordId('main', 9) }))!.hmac, 'the retried records chain on b');
   const docs = await chainOf(base!);
   t.same(docs.map((d) => d.requestId), ['req-0', 'req-1', 'req-2', ...burst.slice(0, 5).map((r) => r.requestId), 'req-99', ...burst.slice(5).map((r) => r.requestId)]);
-  t.same(await a.verify(), { valid: true, checked: 14, chains: 1, problems: [], truncated: false });
+  t.same(await a.verify(), { valid: true, checked: 14, chains: 1, problems: [], truncated: false, fromCheckpoint: 0 });
 });
 
 t.test('a damaged chain stops a batch after a few retries instead of spinning', async (t) => {
@@ -191,7 +191,7 @@ t.test('a write whose answer is lost: its callers fail, and the chain goes on fr
   lose = false;
   const next = await audit.append(event(6));
   t.equal(next.seq, 7, 'the head was reloaded: the unacknowledged records are kept and followed');
-  t.same(await audit.verify(), { valid: true, checked: 7, chains: 1, problems: [], truncated: false });
+  t.same(await audit.verify(), { valid: true, checked: 7, chains: 1, problems: [], truncated: false, fromCheckpoint: 0 });
 });
 
 /** A bulk write error as the driver builds it from a server's reply, here with the reply made up. */

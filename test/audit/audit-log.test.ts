@@ -68,7 +68,7 @@ t.test('appends chain: seq +1, prev is the previous hmac, hmac over every field'
   t.notOk('value' in docs[1]!, 'fields outside the event are not stored');
   t.same(Object.keys(docs[0]!).sort(), ['_id', 'action', 'chainId', 'clientId', 'hmac', 'outcome', 'prev', 'requestId', 'seq', 'time']);
   for (const doc of docs) t.equal(doc.hmac, expectedMac(hmacKey, doc), `hmac of seq ${doc.seq}`);
-  t.same(await audit.verify(), { valid: true, checked: 3, chains: 1, problems: [], truncated: false });
+  t.same(await audit.verify(), { valid: true, checked: 3, chains: 1, problems: [], truncated: false, fromCheckpoint: 0 });
 });
 
 t.test('a restarted instance continues the chain from the database', async (t) => {
@@ -90,7 +90,7 @@ t.test('two instances sharing a chain, appending concurrently: no fork, no gap',
   t.equal(docs.length, 50);
   t.same(new Set(docs.map((d) => d.requestId)).size, 50, 'every event once');
   for (let i = 1; i < docs.length; i++) t.equal(docs[i]!.prev, docs[i - 1]!.hmac);
-  t.same(await a.verify(), { valid: true, checked: 50, chains: 1, problems: [], truncated: false });
+  t.same(await a.verify(), { valid: true, checked: 50, chains: 1, problems: [], truncated: false, fromCheckpoint: 0 });
 });
 
 t.test('appends that time out leave no fork and no gap behind', async (t) => {
@@ -148,6 +148,7 @@ t.test('changing any field of a stored record is detected', async (t) => {
       { chainId: 'main2', seq: 3, problem: 'tampered' },
     ],
     truncated: false,
+    fromCheckpoint: 0,
   }, 'a record moved to another chain: missing from its own, tampered in the other');
   await raw.replaceOne({ _id: original!._id }, original!);
 
@@ -165,7 +166,7 @@ t.test('changing any field of a stored record is detected', async (t) => {
   ], 'a renumbered record is tampered and leaves a gap');
   await raw.replaceOne({ _id: original!._id }, original!);
 
-  t.same(await audit.verify(), { valid: true, checked: 5, chains: 1, problems: [], truncated: false }, 'restored: valid again');
+  t.same(await audit.verify(), { valid: true, checked: 5, chains: 1, problems: [], truncated: false, fromCheckpoint: 0 }, 'restored: valid again');
 });
 
 t.test('a deleted middle record is reported missing; a deleted newest one is not detectable', async (t) => {
@@ -173,7 +174,7 @@ t.test('a deleted middle record is reported missing; a deleted newest one is not
   const audit = createAuditLog({ collection, hmacKey, chainId: 'main' });
   for (let i = 0; i < 10; i++) await audit.append(event(i));
   await raw.deleteOne({ _id: auditRecordId('main', 5) });
-  t.same(await audit.verify(), { valid: false, checked: 9, chains: 1, problems: [{ chainId: 'main', seq: 5, problem: 'missing' }], truncated: false });
+  t.same(await audit.verify(), { valid: false, checked: 9, chains: 1, problems: [{ chainId: 'main', seq: 5, problem: 'missing' }], truncated: false, fromCheckpoint: 0 });
   await raw.deleteMany({ _id: { $in: [auditRecordId('main', 1), auditRecordId('main', 7), auditRecordId('main', 8)] } });
   t.same((await audit.verify()).problems, [
     { chainId: 'main', seq: 1, problem: 'missing' },
@@ -258,5 +259,5 @@ t.test('malformed events and options are refused', async (t) => {
   // A lone surrogate is stored as U+FFFD by BSON; the record must still verify.
   const odd = await audit.append({ ...event(1), paths: ['a\ud800b'] });
   t.same(odd.paths, ['a\ufffdb']);
-  t.same(await audit.verify(), { valid: true, checked: 1, chains: 1, problems: [], truncated: false });
+  t.same(await audit.verify(), { valid: true, checked: 1, chains: 1, problems: [], truncated: false, fromCheckpoint: 0 });
 });

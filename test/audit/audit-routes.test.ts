@@ -16,6 +16,8 @@ t.test('every operation leaves audit events, chained so tampering or removal is 
   for (const expected of ['keys.create:started', 'keys.create:succeeded', 'crypto.encrypt:succeeded', 'crypto.decrypt:succeeded', 'crypto.decrypt:failed']) {
     t.ok(actions.includes(expected), `${expected} recorded`);
   }
+  // Side-effect-free operations record one event, with their outcome; changes also a `started` one.
+  t.notOk(actions.includes('crypto.encrypt:started') || actions.includes('crypto.decrypt:started'), 'no started event for encrypt and decrypt');
   t.ok(events.find((e) => e.action === 'crypto.encrypt' && e.outcome === 'succeeded')!.keyIds!.includes(key), 'key ids are recorded');
   t.ok(events.every((e) => e.clientId === 'admin'));
   t.notMatch(page.body, /CANARY/, 'never values');
@@ -23,24 +25,41 @@ t.test('every operation leaves audit events, chained so tampering or removal is 
   const clean = (await app.call('GET', '/audit/verify')).json();
   t.equal(clean.valid, true, 'a clean chain verifies');
   t.same(clean.problems, []);
-  t.ok(clean.checked >= 8);
+  t.ok(clean.checked >= 6, `${clean.checked} events checked`);
+  t.equal(clean.fromCheckpoint, 0, 'the first verification starts at the first event');
+
+  // The next verification starts at the checkpoint the first one signed: it reads only what is new.
+  await app.call('POST', '/encrypt', { value: 'more', algorithm: 'random', keyId: key });
+  const incremental = (await app.call('GET', '/audit/verify')).json();
+  t.equal(incremental.valid, true);
+  t.equal(incremental.fromCheckpoint, 1);
+  t.ok(incremental.checked < clean.checked, `only the new events are read (${incremental.checked})`);
 
   const victim = await audit.findOne({ action: 'crypto.decrypt', outcome: 'succeeded' });
   await audit.updateOne({ _id: victim!._id }, { $set: { clientId: 'someone-else' } });
-  const tampered = (await app.call('GET', '/audit/verify')).json();
+  const tampered = (await app.call('GET', '/audit/verify?full=true')).json();
   t.equal(tampered.valid, false);
-  t.ok(tampered.problems.some((p: { problem: string }) => p.problem === 'tampered'), 'an edited event is detected');
+  t.ok(tampered.problems.some((p: { problem: string }) => p.problem === 'tampered'), 'an edited event is detected by a full verification');
   await audit.updateOne({ _id: victim!._id }, { $set: { clientId: victim!.clientId } });
 
-  const removed = await audit.findOne({ action: 'crypto.encrypt', outcome: 'started' });
+  const removed = await audit.findOne({ action: 'keys.create', outcome: 'started' });
   await audit.deleteOne({ _id: removed!._id });
-  const gap = (await app.call('GET', '/audit/verify')).json();
+  const gap = (await app.call('GET', '/audit/verify?full=true')).json();
   t.equal(gap.valid, false);
   t.ok(gap.problems.some((p: { problem: string }) => p.problem === 'missing'), 'a removed event is detected');
+  await audit.insertOne(removed!);
+
+  // The newest events removed: the chain ends before the head its instance published.
+  await app.app.audit.flush(5000);
+  const newest = await audit.find({}).sort({ seq: -1 }).limit(2).toArray();
+  await audit.deleteMany({ _id: { $in: newest.map((d) => d._id) } });
+  const cut = await app.app.audit.verify({ full: true });
+  t.equal(cut.valid, false);
+  t.ok(cut.problems.some((p) => p.problem === 'truncated'), 'a chain whose newest events were removed is reported');
 });
 
-t.test('fail closed: with the audit store down, operations answer 503 and nothing happens', async (t) => {
-  const h = await createTestApp(t, { env: { AUDIT_URI: 'mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300' } });
+t.test('database mode fails closed: with the audit store down, operations answer 503 and nothing happens', async (t) => {
+  const h = await createTestApp(t, { env: { AUDIT_MODE: 'database', AUDIT_URI: 'mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300' } });
   const before = (await keyVaultDocs(h)).length;
   const created = await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['never-written'] });
   t.equal(created.statusCode, 503);
@@ -62,4 +81,25 @@ t.test('document operations record the collection and its encrypted field paths,
   t.equal(done.collection, h.ns);
   t.ok(done.paths.includes('ssn') && done.paths.includes('medical.diagnosis'));
   t.notMatch(JSON.stringify(events), /CANARY/);
+});
+
+t.test('spool mode fails closed: once the records waiting for the database pass the bound, operations answer 503', async (t) => {
+  const h = await createTestApp(t, {
+    env: { AUDIT_SPOOL_MAX_BACKLOG: '100', AUDIT_URI: 'mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300' },
+  });
+  const key = (await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['spooled'] })).json().id;
+  t.ok(key, 'with the audit database away, the spool still takes events');
+  let answered = 0;
+  let refused = 0;
+  for (let i = 0; i < 120; i++) {
+    const res = await h.call('POST', '/encrypt', { value: `v${i}`, algorithm: 'random', keyId: key });
+    if (res.statusCode === 200) answered++;
+    else if (res.statusCode === 503 && res.json().code === 'AUDIT_UNAVAILABLE') refused++;
+  }
+  t.equal(answered + refused, 120, 'every answer is a 200 or a 503 AUDIT_UNAVAILABLE');
+  t.ok(answered >= 90 && answered <= 100, `answered up to the bound (${answered}), then refused (${refused})`);
+  const created = await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['over-the-bound'] });
+  t.equal(created.statusCode, 503);
+  t.equal((await keyVaultDocs(h)).filter((k) => k.keyAltNames?.includes('over-the-bound')).length, 0, 'no key document was written');
+  t.equal(h.app.audit.status().backlog, 100);
 });

@@ -4,7 +4,8 @@
  * free loopback port with the given environment, killed at teardown.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, sleep, stopChild } from './servers.js';
@@ -47,22 +48,27 @@ export interface ServerProcess {
   up: boolean;
   /** Everything it wrote to stdout and stderr (pino JSON lines). */
   output(): string;
+  /** Its audit spool (a process of its own, as an instance of a fleet has). */
+  spoolDir: string;
 }
 
 /**
  * Start `node [nodeArgs] dist/src/server.js` with `env` (plus HOST, PORT, PATH), with an IPC
- * channel when asked; wait up to 20 s for readiness.
+ * channel when asked; wait up to 20 s for readiness. Its audit spool is a new directory, removed
+ * at teardown, unless `spoolDir` names one (a restart of the same instance).
  */
 export async function startServerProcess(
   t: { teardown(fn: () => unknown): void },
   env: Record<string, string>,
-  options: { nodeArgs?: string[]; ipc?: boolean } = {},
+  options: { nodeArgs?: string[]; ipc?: boolean; spoolDir?: string } = {},
 ): Promise<ServerProcess> {
   const port = await freePort();
+  const spoolDir = options.spoolDir ?? mkdtempSync(join(tmpdir(), 'server-spool-'));
+  if (options.spoolDir === undefined) t.teardown(() => rmSync(spoolDir, { recursive: true, force: true }));
   let output = '';
   const child = spawn(process.execPath, [...(options.nodeArgs ?? []), 'dist/src/server.js'], {
     cwd: root,
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env, HOST: '127.0.0.1', PORT: String(port) },
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env, AUDIT_SPOOL_DIR: spoolDir, HOST: '127.0.0.1', PORT: String(port) },
     stdio: options.ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
   });
   // Kept bounded: a long soak at LOG_LEVEL=info writes a lot.
@@ -83,5 +89,5 @@ export async function startServerProcess(
     );
     if (!up) await sleep(100);
   }
-  return { child, base, port, up, output: () => output };
+  return { child, base, port, up, output: () => output, spoolDir };
 }
