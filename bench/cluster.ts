@@ -38,4 +38,8 @@ process.on('SIGINT', stop);
 // process, and copies sharing a chain would contend on its sequence. Set BENCH_SHARED_CHAIN=1 to
 // measure the shared-chain variant instead.
 const chain = process.env.AUDIT_CHAIN_ID ?? 'main';
-for (let i = 0; i < workers; i++) cluster.fork(process.env.BENCH_SHARED_CHAIN === '1' ? {} : { AUDIT_CHAIN_ID: `${chain}-w${i}` });
+// Each worker is an instance with its own audit spool.
+const spool = process.env.AUDIT_SPOOL_DIR ?? 'data/audit-spool';
+for (let i = 0; i < workers; i++) {
+  cluster.fork({ AUDIT_SPOOL_DIR: `${spool}/w${i}`, ...(process.env.BENCH_SHARED_CHAIN === '1' ? {} : { AUDIT_CHAIN_ID: `${chain}-w${i}` }) });
+}

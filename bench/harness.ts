@@ -138,9 +138,11 @@ const SERVER_ARGS = ['--max-old-space-size=512', 'dist/src/server.js'];
 async function startProc(name: string, cpus: string | undefined, nodeArgs: string[], env: Record<string, string>, readyLine?: RegExp): Promise<Proc> {
   const port = await freePort();
   let output = '';
+  // Each process is an instance with its own audit spool, as in a fleet.
+  const spoolDir = env.AUDIT_SPOOL_DIR ?? mkdtempSync(join(os.tmpdir(), `bench-spool-${name}-`));
   const child = spawnPinned(cpus, process.execPath, nodeArgs, {
     cwd: root,
-    env: { PATH: process.env.PATH ?? '', ...env, HOST: '127.0.0.1', PORT: String(port) },
+    env: { PATH: process.env.PATH ?? '', ...env, AUDIT_SPOOL_DIR: spoolDir, HOST: '127.0.0.1', PORT: String(port) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const keep = (chunk: Buffer) => {

@@ -19,6 +19,11 @@ export interface AuditShipperOptions {
   batchSize?: number;
   /** How often the head is published again when nothing is shipped (ms). */
   headIntervalMs?: number;
+  /**
+   * How long a partial batch waits for more records before it goes out (ms): under load, inserts
+   * of full batches, not one small insert per group of requests. A flush does not wait.
+   */
+  lingerMs?: number;
   log: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void; info(obj: object, msg: string): void };
   onShipped?(count: number): void;
 }
@@ -31,13 +36,18 @@ const MAX_BACKOFF_MS = 5000;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-export function createAuditShipper({ spool, records, store, batchSize = 100, headIntervalMs = 30_000, log, onShipped }: AuditShipperOptions) {
+/** The published head and the shipped marker follow the shipping at most this often. */
+const HEAD_EVERY_MS = 1000;
+
+export function createAuditShipper({ spool, records, store, batchSize = 100, headIntervalMs = 30_000, lingerMs = 20, log, onShipped }: AuditShipperOptions) {
   let state: ShipperState = 'idle';
   let running = false;
   let loop: Promise<void> | undefined;
   let lastError: string | undefined;
   let lastShippedAt: Date | undefined;
   let headPublishedAt = 0;
+  /** Someone waits in flush(): ship without lingering. */
+  let urgent = 0;
   const progress = new Set<() => void>();
 
   /** Insert a batch; returns false when the database holds another record at one of its ids. */
@@ -68,6 +78,7 @@ export function createAuditShipper({ spool, records, store, batchSize = 100, hea
   async function run(): Promise<void> {
     let backoff = MIN_BACKOFF_MS;
     while (running) {
+      if (urgent === 0 && spool.state().backlog < batchSize && spool.state().backlog > 0) await sleep(lingerMs);
       const batch = spool.peek(batchSize);
       if (batch.length === 0) {
         state = 'idle';
@@ -92,9 +103,14 @@ export function createAuditShipper({ spool, records, store, batchSize = 100, hea
           return;
         }
         const last = batch[batch.length - 1]!;
-        await spool.markShipped({ seq: last.seq, hmac: last.hmac });
-        await store.publishHead(spool.chainId, { seq: last.seq, hmac: last.hmac });
-        headPublishedAt = Date.now();
+        const caughtUp = spool.state().backlog <= batch.length;
+        // The marker and the head follow at most once a second, and whenever shipping catches up.
+        const note = caughtUp || Date.now() - headPublishedAt >= HEAD_EVERY_MS;
+        await spool.markShipped({ seq: last.seq, hmac: last.hmac }, { persist: note });
+        if (note) {
+          await store.publishHead(spool.chainId, { seq: last.seq, hmac: last.hmac });
+          headPublishedAt = Date.now();
+        }
         lastShippedAt = new Date();
         lastError = undefined;
         backoff = MIN_BACKOFF_MS;
@@ -108,6 +124,24 @@ export function createAuditShipper({ spool, records, store, batchSize = 100, hea
         backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
       }
     }
+  }
+
+  /** Resolves true once every record up to `target` is shipped, false at the deadline. */
+  async function waitFor(target: number, deadline: number): Promise<boolean> {
+    while (spool.state().shipped.seq < target) {
+      const left = deadline - Date.now();
+      if (left <= 0 || state === 'forked' || !running) return spool.state().shipped.seq >= target;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          progress.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, Math.min(left, 250));
+        progress.add(done);
+      });
+    }
+    return true;
   }
 
   return {
@@ -129,20 +163,12 @@ export function createAuditShipper({ spool, records, store, batchSize = 100, hea
     async flush(timeoutMs: number): Promise<boolean> {
       const target = spool.state().head.seq;
       const deadline = Date.now() + timeoutMs;
-      while (spool.state().shipped.seq < target) {
-        const left = deadline - Date.now();
-        if (left <= 0 || state === 'forked' || !running) return spool.state().shipped.seq >= target;
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            clearTimeout(timer);
-            progress.delete(done);
-            resolve();
-          };
-          const timer = setTimeout(done, Math.min(left, 250));
-          progress.add(done);
-        });
+      urgent++;
+      try {
+        return await waitFor(target, deadline);
+      } finally {
+        urgent--;
       }
-      return true;
     },
 
     status() {

@@ -404,13 +404,18 @@ export function createAuditSpool(options: AuditSpoolOptions) {
       return unshipped.slice(0, max);
     },
 
-    /** The shipper has written every record up to `upTo` (inclusive) to the database. */
-    async markShipped(upTo: ChainHead): Promise<void> {
+    /**
+     * The shipper has written every record up to `upTo` (inclusive) to the database. The marker
+     * file is a hint (a stale one only ships records again, which is recognised): `persist: false`
+     * spares its write.
+     */
+    async markShipped(upTo: ChainHead, { persist = true }: { persist?: boolean } = {}): Promise<void> {
       let n = 0;
       while (n < unshipped.length && unshipped[n]!.seq <= upTo.seq) n++;
       unshipped.splice(0, n);
       if (upTo.seq <= shipped.seq) return;
       shipped = { ...upTo };
+      if (!persist) return;
       const path = join(dir, 'shipped');
       await writeFile(`${path}.tmp`, JSON.stringify(shipped), { mode: 0o600 });
       await rename(`${path}.tmp`, path);
