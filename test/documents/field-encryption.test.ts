@@ -131,15 +131,24 @@ t.test('keyId pointers: the key named by the document, or a clear refusal', asyn
   t.equal((await rejection(encrypt({ meta: ['other'], secret: 1 }, nested))).code, 'DOCUMENT_VALIDATION_FAILED', 'a pointer is not read through an array');
 });
 
-t.test('a write is authorized for its collection, whatever the key', async (t) => {
+t.test('a write is authorized for its collection; a key the document names also needs encrypt on it', async (t) => {
   const { fields } = setup();
   const doc = () => {
     const d: Record<string, unknown> = { ssn: 'hello', tenantKey: 'tenant-a', tenantSecret: 's' };
     return { d, jobs: collectJobs(d, plan, '', d) };
   };
+  const staticOnly = { ssn: 'hello' } as Record<string, unknown>;
+  await fields.encryptJobs(collectJobs(staticOnly, plan, '', staticOnly), caller(writer), NS, same);
+  t.equal(header(staticOnly.ssn).keyId, KEY_IDS.fixture, 'for a key the schema names, the collection grant is enough');
+  const chosen = doc();
+  const refused = await rejection(fields.encryptJobs(chosen.jobs, caller(writer), NS, same));
+  t.equal(refused.code, 'FORBIDDEN', 'a key the document names is the writer choosing a key');
+  t.match(refused.detail, /tenantSecret/, 'named by its path');
+  t.equal(chosen.d.ssn, 'hello', 'and nothing was encrypted in place');
   const ok = doc();
-  await fields.encryptJobs(ok.jobs, caller(writer), NS, same);
-  t.equal(header(ok.d.ssn).keyId, KEY_IDS.fixture, 'the collection grant is enough, no key right needed');
+  const tenantWriter = principal([{ scope: `documents:${NS}:write` }, { scope: 'encrypt', keyAltNames: ['tenant-*'] }]);
+  await fields.encryptJobs(ok.jobs, caller(tenantWriter), NS, same);
+  t.equal(header(ok.d.ssn).keyId, KEY_IDS.fixture);
 
   const other = doc();
   const err = await rejection(fields.encryptJobs(other.jobs, caller(writer), 'hr.other', same));
