@@ -4,7 +4,7 @@
  * and decrypts what it reads. Knows no HTTP.
  */
 import { createHash } from 'node:crypto';
-import { MongoServerError, type Collection, type Document, type MongoClient, ObjectId, type UUID } from 'mongodb';
+import { MongoBulkWriteError, MongoServerError, type Collection, type Document, type MongoClient, ObjectId, type UUID } from 'mongodb';
 import type { Caller } from '../encryption/access.js';
 import type { EncryptionEngine } from '../encryption/encryption-engine.js';
 import { fromEjson } from '../ejson.js';
@@ -217,6 +217,8 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
       // What the document will look like after the update, as far as its key-naming fields go.
       const root: Record<string, unknown> = { ...target };
       for (const [path, value] of Object.entries(set)) setDotted(root, path, value);
+      // An $unset of the pointer (or its parent) in the same update leaves the field without a key.
+      for (const path of Object.keys((update.$unset ?? {}) as object)) unsetDotted(root, path);
       // The key-naming fields as they are now: re-checked by the update, so a concurrent change
       // of tenant between this read and the write cannot mix keys.
       const guard = Object.fromEntries(pointerPaths.map((p) => [p, readDotted(target, p) ?? null]));
@@ -271,8 +273,14 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
             { ordered: false },
           );
         } catch (err) {
+          // Only per-document errors are per-document answers. A batch failed as a whole (a lost
+          // connection, a write concern error) comes as the same error class with no writeErrors:
+          // which documents landed is unknown, so the whole request fails and nothing is answered
+          // as inserted.
           const writeErrors = (err as { writeErrors?: { index: number; code?: number }[] }).writeErrors;
+          const concernError = err instanceof MongoBulkWriteError ? err.result.getWriteConcernError() : undefined;
           if (!Array.isArray(writeErrors)) throw err;
+          if (writeErrors.length === 0 || concernError !== undefined) throw new AppError('DATABASE_UNAVAILABLE', undefined, { cause: err });
           failed = new Map(
             writeErrors.map((w) => [w.index, new AppError(w.code === 11000 ? 'DUPLICATE_DOCUMENT' : 'INVALID_QUERY')]),
           );
@@ -423,6 +431,18 @@ function readDotted(root: Record<string, unknown>, path: string): unknown {
     value = value[segment];
   }
   return value;
+}
+
+function unsetDotted(root: Record<string, unknown>, path: string): void {
+  const segments = path.split('.');
+  let node = root;
+  for (const segment of segments.slice(0, -1)) {
+    if (!isPlainObject(node[segment])) return;
+    const next = { ...(node[segment] as Record<string, unknown>) };
+    node[segment] = next;
+    node = next;
+  }
+  delete node[segments.at(-1)!];
 }
 
 function setDotted(root: Record<string, unknown>, path: string, value: unknown): void {

@@ -206,9 +206,13 @@ export function compilePlan(schema: unknown, path = '$'): ObjectNode | undefined
   if (!isObject(schema)) throw new SchemaError(path, 'the schema must be an object');
   const plan = compileNode(schema, {}, path);
   if (plan?.kind === 'encrypt') throw new SchemaError(path, 'the document itself cannot be encrypted');
-  if (plan?.properties.has('_id') && plan.properties.get('_id')!.kind === 'encrypt') {
-    throw new SchemaError(`${path}.properties._id`, '_id cannot be encrypted');
+  if (plan?.properties.has('_id')) {
+    // A plan node below _id exists only where something in it is encrypted.
+    throw new SchemaError(`${path}.properties._id`, plan.properties.get('_id')!.kind === 'encrypt' ? '_id cannot be encrypted' : '_id cannot hold encrypted fields');
   }
+  // Nor by a pattern: _id is how documents are found, by equality on its plaintext.
+  const byPattern = plan?.patterns.find((pattern) => pattern.regex.test('_id'));
+  if (byPattern !== undefined) throw new SchemaError(`${path}.patternProperties`, `${JSON.stringify(byPattern.source)} matches _id, which cannot be encrypted or hold encrypted fields`);
   return plan;
 }
 

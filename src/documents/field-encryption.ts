@@ -72,12 +72,26 @@ export function createFieldEncryption({ engine, resolveAltNames }: FieldEncrypti
       if (jobs.length === 0) return;
       // A key under rotation in this collection is replaced by its successor for every new write.
       const keyIds = (await keyIdsOf(jobs)).map(successor);
-      const items: EncryptItem[] = jobs.map((job, i) => ({ value: job.parent[job.name], algorithm: job.node.algorithm, keyId: keyIds[i]! }));
-      const { results } = await engine.encrypt(items, { ...caller, purpose: { kind: 'write', collection } });
-      const ciphertexts: Binary[] = results.map((result, i) => {
-        if (!result.ok) throw fieldError(result.error, jobs[i]!.path);
-        return result.value;
-      });
+      // Keys the schema names, and keys the document names (a keyId pointer): the writer chose the
+      // latter, so they are authorized as its own use of those keys.
+      const fromDocument = jobs.map((job) => job.node.key.kind === 'pointer');
+      const ciphertexts: Binary[] = new Array(jobs.length);
+      for (const chosen of [false, true]) {
+        const indexes = jobs.flatMap((_, i) => (fromDocument[i] === chosen ? [i] : []));
+        if (indexes.length === 0) continue;
+        const items: EncryptItem[] = indexes.map((i) => ({ value: jobs[i]!.parent[jobs[i]!.name], algorithm: jobs[i]!.node.algorithm, keyId: keyIds[i]! }));
+        const { results } = await engine.encrypt(items, { ...caller, purpose: { kind: 'write', collection, keyFromDocument: chosen } });
+        results.forEach((result, j) => {
+          const job = jobs[indexes[j]!]!;
+          if (!result.ok) {
+            if (result.error.code === 'FORBIDDEN' && chosen) {
+              throw new AppError('FORBIDDEN', `${job.path}: your grants do not cover the data key its ${(job.node.key as { pointer: string }).pointer} names (encrypt).`);
+            }
+            throw fieldError(result.error, job.path);
+          }
+          ciphertexts[indexes[j]!] = result.value;
+        });
+      }
       jobs.forEach((job, i) => (job.parent[job.name] = ciphertexts[i]));
     },
 

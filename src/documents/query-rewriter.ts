@@ -100,6 +100,7 @@ function rewriteEncryptedCondition(path: string, node: EncryptNode, container: R
     return;
   }
   for (const [op, arg] of Object.entries(condition)) {
+    if (op === '$exists') continue; // presence needs no value
     if (!equalityOperators.has(op)) {
       if (plainOperators.has(op)) throw new AppError('UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', `${op} cannot be used on ${path}: it is encrypted.`);
       throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${op} is not allowed (at ${path}).`);
@@ -138,12 +139,16 @@ export function planFilter(filter: unknown, plan: ObjectNode | undefined, slots:
     }
     if (key.startsWith('$')) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${key} is not allowed.`);
     checkPath(key, 'filter');
+    // It could only match an array where encrypted fields are, and would send its value as is.
+    checkNoIndexUnderEncrypted(plan, key, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD');
     const target = resolvePath(plan, key);
     switch (target.kind) {
       case 'plain':
         checkPlainOperators(condition, key);
         break;
       case 'encrypted':
+        // Whether the field is there needs no value: as for any field.
+        if (isOperatorObject(condition) && Object.keys(condition).every((op) => op === '$exists')) break;
         if (isOperatorObject(condition) && Object.keys(condition).length > 1) {
           delete filter[key];
           for (const [op, arg] of Object.entries(condition)) {
@@ -205,13 +210,13 @@ export function checkProjection(projection: unknown, plan: ObjectNode | undefine
  * array element (`medical.0` of a stored array), writing its encrypted fields in plaintext. Such
  * fields hold plain documents only, so the segment is refused rather than guessed at.
  */
-function checkNoIndexUnderEncrypted(plan: ObjectNode | undefined, path: string): void {
+function checkNoIndexUnderEncrypted(plan: ObjectNode | undefined, path: string, code: 'INVALID_DOCUMENT_SHAPE' | 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD' = 'INVALID_DOCUMENT_SHAPE'): void {
   let node: PlanNode | undefined = plan;
   const segments = path.split('.');
   for (let i = 0; i < segments.length && node?.kind === 'object'; i++) {
     const rule = ruleFor(node, segments[i]!);
     if (rule === undefined && /^\d+$/.test(segments[i]!) && i > 0) {
-      throw new AppError('INVALID_DOCUMENT_SHAPE', `${path}: ${segments.slice(0, i).join('.')} has encrypted fields and holds a plain document, not an array.`);
+      throw new AppError(code, `${path}: ${segments.slice(0, i).join('.')} has encrypted fields and holds a plain document, not an array.`);
     }
     node = rule === 'conflict' ? undefined : rule;
   }

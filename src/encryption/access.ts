@@ -18,8 +18,10 @@ export interface Caller {
  * - `query`: an equality value on an encrypted field, encrypted to match stored ciphertext. A
  *   query is a read of that field (its answer says whether the value is there), so it needs
  *   `decrypt` on the key;
- * - `write`: a document field encrypted because the collection's schema says so. The schema, set
- *   by the operator, chose the key; the right is the collection's `documents:<ns>:write`;
+ * - `write`: a document field encrypted because the collection's schema says so. Where the schema,
+ *   set by the operator, chose the key, the right is the collection's `documents:<ns>:write`; where
+ *   the document chose it (a keyId pointer naming a key alt name), the writer is choosing a key,
+ *   so it needs `encrypt` on that key as well;
  * - `rotate`: re-encryption of a collection's fields from one key to another (`decrypt` on the old
  *   key, `encrypt` on the new one; checking what was written needs `encrypt` on the new one).
  */
@@ -27,7 +29,7 @@ export type Purpose =
   | { kind: 'encrypt' }
   | { kind: 'decrypt' }
   | { kind: 'query' }
-  | { kind: 'write'; collection: string }
+  | { kind: 'write'; collection: string; keyFromDocument?: boolean }
   | { kind: 'rotate'; fromKeyId: string; toKeyId: string };
 
 export interface Access extends Caller {
@@ -73,10 +75,16 @@ export async function authorizeKeys(access: Access, keyIds: string[], role: KeyR
   if (candidates.length === 0) return new Set();
   const scope = scopeFor(purpose, role);
   if (purpose.kind === 'write') {
+    if (!allows(principal, scope)) return new Set();
     // The collection's schema chose these keys; the grant is the collection's.
-    return allows(principal, scope) ? new Set(candidates) : new Set();
+    if (!purpose.keyFromDocument) return new Set(candidates);
+    return keysAllowed(principal, 'encrypt', candidates, altNamesOf);
   }
-  if (hasUnlimited(principal, scope)) return new Set(candidates);
-  const names = await altNamesOf(candidates);
-  return new Set(candidates.filter((keyId) => allows(principal, scope, { keyId, keyAltNames: names.get(keyId) ?? [] })));
+  return keysAllowed(principal, scope, candidates, altNamesOf);
+}
+
+async function keysAllowed(principal: Principal, scope: string, keyIds: string[], altNamesOf: AltNamesOf): Promise<Set<string>> {
+  if (hasUnlimited(principal, scope)) return new Set(keyIds);
+  const names = await altNamesOf(keyIds);
+  return new Set(keyIds.filter((keyId) => allows(principal, scope, { keyId, keyAltNames: names.get(keyId) ?? [] })));
 }

@@ -193,3 +193,31 @@ t.test('document queries carry a server-side time limit tied to the request time
   for (const method of ['find', 'countDocuments', 'findOne', 'updateOne', 'deleteOne']) t.ok(names.includes(method), `${method} in ${names.join(',')}`);
   for (const call of seen) t.equal(call.options?.maxTimeMS, h.app.config.requestTimeoutMs, `${call.method} carries maxTimeMS`);
 });
+
+t.test('a key named by the document is the writer choosing a key: it needs encrypt on that key', async (t) => {
+  const h = await createDocumentsApp(t);
+  const url = `/documents/${h.ns}`;
+  const raw = h.mongo.db(h.keyVaultDb).collection('employees');
+  const writer = await client(t, h, [{ scope: `documents:${h.ns}:write` }]);
+  const doc = { name: 'W', ssn: 's', tenantKey: 'tenant-b', tenantSecret: 'CANARY-chosen-key' };
+  const refused = await writer('POST', url, { document: doc });
+  t.equal(refused.statusCode, 403);
+  t.match(refused.json().detail, /tenantSecret/);
+  t.equal(await raw.countDocuments({}), 0, 'nothing written');
+  t.equal((await writer('POST', url, { document: { name: 'W', ssn: 's', tenantKey: 'tenant-b' } })).statusCode, 201, 'keys the schema names need the collection grant only');
+  const tenantA = await client(t, h, [{ scope: `documents:${h.ns}:write` }, { scope: 'encrypt', keyAltNames: ['tenant-a'] }]);
+  t.equal((await tenantA('POST', url, { document: { ...doc, tenantKey: 'tenant-a' } })).statusCode, 201);
+  t.equal((await tenantA('POST', url, { document: doc })).statusCode, 403, 'another tenant\'s key stays out of reach');
+});
+
+t.test('filters: presence of an encrypted field is fine; a path indexing into encrypted fields is refused', async (t) => {
+  const h = await createDocumentsApp(t);
+  const url = `/documents/${h.ns}`;
+  await h.call('POST', url, { document: { name: 'E', ssn: 's', tenantKey: 'tenant-a', medical: { diagnosis: 'd' } } });
+  const present = await h.call('POST', `${url}/count`, { filter: { ssn: { $exists: true }, salary: { $exists: false } } });
+  t.equal(present.statusCode, 200, present.body);
+  t.equal(present.json().count, 1);
+  const indexed = await h.call('POST', `${url}/count`, { filter: { 'medical.0.diagnosis': 'CANARY-indexed' } });
+  t.equal(indexed.statusCode, 400);
+  t.equal(indexed.json().code, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD');
+});
