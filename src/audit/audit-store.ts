@@ -97,6 +97,90 @@ export function readFailure(err: unknown): never {
   throw err;
 }
 
+/** Records a chain may hold out of seq order while one pass puts them back in order. */
+const MAX_REORDER = 100_000;
+
+/**
+ * One chain's verification, fed its records in any order: each record's shape and HMAC, that no
+ * seq is skipped, and that `prev` is the hmac of the record before. Starting at a checkpoint, the
+ * first record must be the one it vouched for, unchanged.
+ */
+class ChainCheck {
+  /** The first seq read: 1, or the checkpoint's own record. */
+  readonly from: number;
+  readonly fromCheckpoint: boolean;
+  clean = true;
+  private expected: number;
+  private prev: string;
+  private readonly vouched: ChainHead | undefined;
+  private readonly waiting = new Map<number, Record<string, unknown>>();
+
+  constructor(
+    readonly chainId: string,
+    private readonly signer: RecordSigner,
+    private readonly report: (p: AuditProblem) => void,
+    checkpoint: ChainHead | undefined,
+  ) {
+    this.vouched = checkpoint;
+    this.fromCheckpoint = checkpoint !== undefined;
+    this.from = checkpoint?.seq ?? 1;
+    this.expected = this.from;
+    this.prev = GENESIS;
+  }
+
+  private problem(seq: number, problem: AuditProblem['problem']): void {
+    this.clean = false;
+    this.report({ chainId: this.chainId, seq, problem });
+  }
+
+  feed(doc: Record<string, unknown>): void {
+    const seq = Number.isSafeInteger(doc.seq) ? (doc.seq as number) : -1;
+    if (seq < this.expected || this.waiting.has(seq)) {
+      // Malformed, or a seq seen already: it cannot have been appended by an instance.
+      this.problem(seq, 'tampered');
+      return;
+    }
+    this.waiting.set(seq, doc);
+    // Disorder beyond the bound: take the lowest waiting record as the next (a gap is reported).
+    while (this.waiting.size > MAX_REORDER) {
+      let lowest = Infinity;
+      for (const key of this.waiting.keys()) lowest = Math.min(lowest, key);
+      this.take(lowest);
+    }
+    while (this.waiting.has(this.expected)) this.take(this.expected);
+  }
+
+  /** Check the waiting record at `seq` as the next one of the chain. */
+  private take(seq: number): void {
+    const doc = this.waiting.get(seq)!;
+    this.waiting.delete(seq);
+    const record = asRecord(doc);
+    if (record === undefined) {
+      this.problem(seq, 'tampered');
+      this.expected = seq + 1;
+      return;
+    }
+    const intact = this.signer.intact(record);
+    if (!intact) this.problem(seq, 'tampered');
+    if (this.vouched !== undefined && seq === this.vouched.seq) {
+      if (!intact || record.hmac !== this.vouched.hmac) this.problem(seq, 'checkpoint-mismatch');
+    } else if (seq > this.expected) {
+      this.problem(this.expected, this.vouched !== undefined && this.expected === this.vouched.seq ? 'checkpoint-mismatch' : 'missing');
+    } else if (intact && record.prev !== this.prev) {
+      // Across a gap the link cannot be checked: the record it points to is gone.
+      this.problem(seq, 'broken-link');
+    }
+    this.expected = seq + 1;
+    this.prev = record.hmac;
+  }
+
+  /** Check what is still waiting, in seq order; the last record checked. */
+  finish(): ChainHead {
+    for (const seq of [...this.waiting.keys()].sort((a, b) => a - b)) this.take(seq);
+    return { seq: this.expected - 1, hmac: this.prev };
+  }
+}
+
 export function createAuditStore({ records, heads, checkpoints, signer }: AuditStoreOptions) {
   const headSig = (chainId: string, seq: number, hmac: string) => signer.sign(['head', chainId, seq, hmac]);
   const checkpointSig = (chainId: string, seq: number, hmac: string) => signer.sign(['checkpoint', chainId, seq, hmac]);
@@ -118,48 +202,6 @@ export function createAuditStore({ records, heads, checkpoints, signer }: AuditS
   // Made before the first write rather than at boot, so the service can start while the database
   // is briefly away; a failed attempt is retried by the next write.
   let indexes: Promise<void> | undefined;
-
-  /** Check one chain from `start` (exclusive): records in seq order, then against its head. */
-  async function verifyChain(chainId: string, start: ChainHead, head: HeadDocument | null, report: (p: AuditProblem) => void) {
-    let expected = start.seq + 1;
-    let prev = start.hmac;
-    let checked = 0;
-    let clean = true;
-    const problem = (p: AuditProblem) => {
-      clean = false;
-      report(p);
-    };
-    const cursor = records.find({ chainId, seq: { $gt: start.seq } }, { allowDiskUse: true }).sort({ seq: 1 });
-    try {
-      for await (const doc of cursor as AsyncIterable<Record<string, unknown>>) {
-        checked++;
-        const docSeq = Number.isSafeInteger(doc.seq) ? (doc.seq as number) : -1;
-        const record = asRecord(doc);
-        if (record === undefined || docSeq < expected) {
-          // Malformed, or a seq seen already: it cannot have been appended by an instance.
-          problem({ chainId, seq: docSeq, problem: 'tampered' });
-          continue;
-        }
-        const intact = signer.intact(record);
-        if (!intact) problem({ chainId, seq: docSeq, problem: 'tampered' });
-        if (docSeq > expected) problem({ chainId, seq: expected, problem: 'missing' });
-        // Across a gap the link cannot be checked: the record it points to is gone.
-        else if (intact && record.prev !== prev) problem({ chainId, seq: docSeq, problem: 'broken-link' });
-        expected = docSeq + 1;
-        prev = record.hmac;
-      }
-    } catch (err) {
-      readFailure(err);
-    } finally {
-      await cursor.close().catch(() => undefined);
-    }
-    const last = { seq: expected - 1, hmac: prev };
-    if (head !== null) {
-      if (head.sig !== headSig(chainId, head.seq, head.hmac)) problem({ chainId, seq: head.seq, problem: 'head-tampered' });
-      else if (head.seq > last.seq) problem({ chainId, seq: last.seq + 1, problem: 'truncated' });
-    }
-    return { checked, clean, last };
-  }
 
   return {
     ensureIndexes(): Promise<void> {
@@ -247,34 +289,51 @@ export function createAuditStore({ records, heads, checkpoints, signer }: AuditS
         readFailure(err);
       }
       const headOf = new Map(headDocs.map((h) => [h._id, h]));
-      const checkpointOf = new Map(checkpointDocs.map((c) => [c._id, c]));
-      const chainIds = [...new Set([...headOf.keys(), ...checkpointOf.keys(), ...recordChains])].sort();
-      let checked = 0;
-      let fromCheckpoint = 0;
+      const chainIds = [...new Set([...headOf.keys(), ...checkpointDocs.map((c) => c._id), ...recordChains])].sort();
+      const checks = new Map<string, ChainCheck>();
       for (const chainId of chainIds) {
-        let start: ChainHead = { seq: 0, hmac: GENESIS };
-        const checkpoint = checkpointOf.get(chainId);
-        if (!options.full && checkpoint !== undefined && checkpoint.sig === checkpointSig(chainId, checkpoint.seq, checkpoint.hmac)) {
-          // The vouched-for record must be unchanged, or the chain is checked from its start.
-          const vouched = await records.findOne({ _id: `${chainId}:${String(checkpoint.seq).padStart(12, '0')}` }).catch(readFailure);
-          const record = vouched === null ? undefined : asRecord(vouched as unknown as Record<string, unknown>);
-          if (record !== undefined && record.hmac === checkpoint.hmac && signer.intact(record)) {
-            start = { seq: checkpoint.seq, hmac: checkpoint.hmac };
-            fromCheckpoint++;
-          } else {
-            report({ chainId, seq: checkpoint.seq, problem: 'checkpoint-mismatch' });
-          }
+        const checkpoint = checkpointDocs.find((c) => c._id === chainId);
+        const trusted = !options.full && checkpoint !== undefined && checkpoint.sig === checkpointSig(chainId, checkpoint.seq, checkpoint.hmac);
+        checks.set(chainId, new ChainCheck(chainId, signer, report, trusted ? { seq: checkpoint.seq, hmac: checkpoint.hmac } : undefined));
+      }
+      // One pass over every chain, in the server's natural order (no sort: FerretDB sorts without
+      // an index, and a query per chain would read the collection once per chain); each chain
+      // puts its records back in seq order as they come.
+      const filter: Filter<AuditRecord> = [...checks.values()].every((c) => c.from === 1)
+        ? {}
+        : { $or: [...checks.values()].map((c) => ({ chainId: c.chainId, seq: { $gte: c.from } })) };
+      const cursor = records.find(filter, { batchSize: 5000 });
+      let checked = 0;
+      try {
+        for await (const doc of cursor as AsyncIterable<Record<string, unknown>>) {
+          checked++;
+          const chainId = isString(doc.chainId) ? doc.chainId : String(doc.chainId ?? '');
+          let check = checks.get(chainId);
+          if (check === undefined) checks.set(chainId, (check = new ChainCheck(chainId, signer, report, undefined)));
+          check.feed(doc);
         }
-        const result = await verifyChain(chainId, start, headOf.get(chainId) ?? null, report);
-        checked += result.checked;
-        if (checkpoints !== undefined && result.clean && result.last.seq > start.seq) {
-          const { seq, hmac } = result.last;
+      } catch (err) {
+        readFailure(err);
+      } finally {
+        await cursor.close().catch(() => undefined);
+      }
+      let fromCheckpoint = 0;
+      for (const check of checks.values()) {
+        const last = check.finish();
+        if (check.fromCheckpoint) fromCheckpoint++;
+        const head = headOf.get(check.chainId);
+        if (head !== undefined) {
+          if (head.sig !== headSig(check.chainId, head.seq, head.hmac)) report({ chainId: check.chainId, seq: head.seq, problem: 'head-tampered' });
+          else if (head.seq > last.seq) report({ chainId: check.chainId, seq: last.seq + 1, problem: 'truncated' });
+        }
+        if (checkpoints !== undefined && check.clean && last.seq > check.from) {
+          const { seq, hmac } = last;
           await checkpoints
-            .updateOne({ _id: chainId }, { $set: { seq, hmac, verifiedAt: new Date(), sig: checkpointSig(chainId, seq, hmac) } }, { upsert: true })
+            .updateOne({ _id: check.chainId }, { $set: { seq, hmac, verifiedAt: new Date(), sig: checkpointSig(check.chainId, seq, hmac) } }, { upsert: true })
             .catch(readFailure);
         }
       }
-      return { valid: found === 0, checked, chains: chainIds.length, fromCheckpoint, problems, truncated: found > problems.length };
+      return { valid: found === 0, checked, chains: checks.size, fromCheckpoint, problems, truncated: found > problems.length };
     },
   };
 }
