@@ -19,6 +19,8 @@ export interface Metrics {
   auditSpoolQuarantined(): void;
   /** Report the spool's records not yet in the database, read at each scrape. */
   watchAuditBacklog(read: () => number): void;
+  /** Whether a KMS circuit of a configured region is open (cached keys still serve). */
+  kmsDegraded(degraded: boolean): void;
 }
 
 export const noMetrics: Metrics = {
@@ -30,6 +32,7 @@ export const noMetrics: Metrics = {
   auditShipped() {},
   auditSpoolQuarantined() {},
   watchAuditBacklog() {},
+  kmsDegraded() {},
 };
 
 export function createMetrics(): Metrics & { registry: Registry } {
@@ -57,6 +60,7 @@ export function createMetrics(): Metrics & { registry: Registry } {
   const shipped = new Counter({ name: 'audit_records_shipped_total', help: 'Audit records copied from the local spool into the database', registers: [registry] });
   const quarantined = new Counter({ name: 'audit_spool_quarantined_total', help: 'Torn spool tails cut off at start-up and kept for inspection', registers: [registry] });
   let backlog: (() => number) | undefined;
+  const degraded = new Gauge({ name: 'kms_degraded', help: '1 while a KMS circuit of a configured region is open (cached data keys still serve)', registers: [registry] });
   new Gauge({
     name: 'audit_spool_backlog',
     help: 'Audit records in the local spool not yet in the database',
@@ -93,6 +97,9 @@ export function createMetrics(): Metrics & { registry: Registry } {
     },
     watchAuditBacklog(read) {
       backlog = read;
+    },
+    kmsDegraded(value) {
+      degraded.set(value ? 1 : 0);
     },
   };
 }

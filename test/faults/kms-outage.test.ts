@@ -7,8 +7,8 @@
  *
  * Expected (README "KMS trouble"): requests whose data key is cached keep working; a data key that
  * is not cached fails fast with 503 KMS_UNAVAILABLE and Retry-After once the circuit is open;
- * creating an AWS-wrapped key writes nothing; /health/ready is 503 while the circuit is open and
- * /health/live 200; after KMS is back and KMS_BREAKER_RESET_MS has passed, everything works again.
+ * creating an AWS-wrapped key writes nothing; /health/ready stays 200 with kms: degraded while the
+ * circuit is open (the instance keeps serving what its cache can), and /health/live 200; after KMS is back and KMS_BREAKER_RESET_MS has passed, everything works again.
  * A KMS slower than KMS_TIMEOUT_MS gives 503, not a hang.
  */
 import t from 'tap';
@@ -66,7 +66,7 @@ t.test('KMS unreachable: cached keys keep working, the rest fails fast with 503,
   for (let i = 0; i < 8; i++) {
     const { value: res, ms } = await timed(() => encrypt(h, 'cold'));
     untilOpen.push({ status: res.statusCode, code: res.json().code, ms, retryAfter: res.headers['retry-after'] as string | undefined });
-    if ((await h.app.inject({ method: 'GET', url: '/health/ready' })).statusCode === 503) break;
+    if ((await h.app.inject({ method: 'GET', url: '/health/ready' })).json().kms === 'degraded') break;
   }
   const breakerOpenAfterMs = Date.now() - outageStarted;
   t.same(
@@ -77,8 +77,10 @@ t.test('KMS unreachable: cached keys keep working, the rest fails fast with 503,
 
   const ready = await h.app.inject({ method: 'GET', url: '/health/ready' });
   const live = await h.app.inject({ method: 'GET', url: '/health/live' });
-  t.equal(ready.statusCode, 503, '/health/ready is 503 while the KMS circuit is open');
-  t.equal(ready.json().code, 'KMS_UNAVAILABLE');
+  t.equal(ready.statusCode, 200, '/health/ready stays 200 while the KMS circuit is open: cached keys serve');
+  t.equal(ready.json().kms, 'degraded', 'and says KMS is degraded');
+  t.match((await h.call('GET', '/metrics')).body, /^kms_degraded 1$/m, 'a metric says so');
+  t.ok(h.logs.some((line) => /KMS degraded/.test(line)), 'and a log line');
   t.equal(live.statusCode, 200, '/health/live stays 200');
 
   // With the circuit open: uncached keys fail fast; cached keys, and local keys, keep working.
@@ -134,7 +136,8 @@ t.test('KMS unreachable: cached keys keep working, the rest fails fast with 503,
   t.same([...new Set(duringRecovery)].filter((c) => c !== '503 KMS_UNAVAILABLE'), [], 'until then: 503 KMS_UNAVAILABLE only');
   t.equal((await h.call('POST', '/decrypt', { ciphertext: elsewhereCiphertext })).statusCode, 200, 'the other instance\'s key decrypts');
   t.equal((await h.call('POST', '/keys', awsKey(['after-outage']))).statusCode, 201, 'AWS keys can be created again');
-  t.equal((await h.app.inject({ method: 'GET', url: '/health/ready' })).statusCode, 200, 'ready again');
+  const again = await h.app.inject({ method: 'GET', url: '/health/ready' });
+  t.same([again.statusCode, again.json().kms], [200, 'ok'], 'KMS healthy again');
 
   t.comment(
     `RESULT ${JSON.stringify({
