@@ -133,8 +133,18 @@ const matrix: Record<string, Row> = {
     allowed: [...all, 'keys:write'],
     other: { 'keys:write[billing-*]': [403, /keyAltNames\[1\]/] },
   },
-  'GET /keys': { request: () => ({ url: '/keys' }), ok: 200, allowed: [...all, 'keys:read', 'keys:read[tenant-a*]'] },
-  'GET /keys/rotation-report': { request: () => ({ url: '/keys/rotation-report' }), ok: 200, allowed: [...all, 'keys:read', 'keys:read[tenant-a*]'] },
+  'GET /keys': {
+    request: () => ({ url: '/keys?limit=1000' }),
+    ok: 200,
+    allowed: [...all, 'keys:read'],
+    other: { 'keys:read[tenant-a*]': [200, /^(?!.*"hr-det").*"keyAltNames":\["tenant-a"\]/] }, // other keys are left out
+  },
+  'GET /keys/rotation-report': {
+    request: () => ({ url: '/keys/rotation-report' }),
+    ok: 200,
+    allowed: [...all, 'keys:read'],
+    other: { 'keys:read[tenant-a*]': [200, /"dataKeys":1,/] }, // only tenant-a is counted
+  },
   'GET /keys/{id}': {
     request: (fx) => ({ url: `/keys/${fx.keys['tenant-a']}` }),
     ok: 200,
