@@ -1,0 +1,86 @@
+/**
+ * What the service does NOT protect against (docs/security.md, "What it does not protect
+ * against"), shown over HTTP and with the plain driver, so the document cannot claim more than
+ * the service does. A change that closes one of these gaps fails here: then change the document too.
+ */
+import t from 'tap';
+import type { Binary } from 'mongodb';
+import { createDocumentsApp, type DocumentsTestApp } from './helpers/documents.js';
+
+function as(h: DocumentsTestApp, token: string) {
+  return (method: string, url: string, body?: unknown) =>
+    h.app.inject({ method: method as 'GET', url, headers: { authorization: `Bearer ${token}` }, ...(body === undefined ? {} : { payload: body as object }) });
+}
+
+t.test('what a database administrator sees', async (t) => {
+  const h = await createDocumentsApp(t);
+  const url = `/documents/${h.ns}`;
+  const raw = h.mongo.db(h.keyVaultDb).collection('employees');
+  const insert = async (name: string, ssn: string) => {
+    const res = await h.call('POST', url, { document: { name, ssn, tenantKey: 'tenant-a', tenantSecret: 'same secret' } });
+    t.equal(res.statusCode, 201, res.body);
+  };
+  await insert('one', 'CANARY-123-45');
+  await insert('two', 'CANARY-123-45');
+  await insert('three', 'CANARY-999-99');
+  const stored = async (name: string) => (await raw.findOne({ name }))! as unknown as { ssn: Binary; tenantSecret: Binary; _id: unknown };
+  const [one, two, three] = [await stored('one'), await stored('two'), await stored('three')];
+
+  t.test('equal values of a deterministic field are equal bytes: equality and frequency are visible', async (t) => {
+    t.equal(one.ssn.sub_type, 6, 'ciphertext, not plaintext');
+    t.equal(one.ssn.toString('base64'), two.ssn.toString('base64'), 'the same ssn twice: the same bytes');
+    t.not(one.ssn.toString('base64'), three.ssn.toString('base64'));
+    const counts = await raw.aggregate([{ $group: { _id: '$ssn', n: { $sum: 1 } } }]).toArray();
+    t.same(counts.map((c) => c.n).sort(), [1, 2], 'grouping by the ciphertext counts each value: a frequency table');
+    t.not(one.tenantSecret.toString('base64'), two.tenantSecret.toString('base64'), 'random fields never repeat');
+  });
+
+  t.test('a holder of encrypt on a deterministic key computes the bytes any value is stored as', async (t) => {
+    const made = await h.call('POST', '/clients', { name: 'encrypt only', grants: [{ scope: 'encrypt', keyAltNames: ['hr-det'] }] });
+    const guess = await as(h, made.json().token)('POST', '/encrypt', { value: 'CANARY-123-45', algorithm: 'deterministic', keyAltName: 'hr-det' });
+    t.equal(guess.statusCode, 200);
+    t.equal(guess.json().ciphertext, one.ssn.toString('base64'), 'with read access to the database, a guess can be checked without decrypt');
+  });
+
+  t.test('counts and sizes are plain: a ciphertext is as long as its value, to a 16-byte block', async (t) => {
+    t.equal(await raw.countDocuments({}), 3);
+    const lengthOf = async (value: string) =>
+      Buffer.from((await h.call('POST', '/encrypt', { value, algorithm: 'random', keyAltName: 'hr-rnd' })).json().ciphertext, 'base64').length;
+    // A BSON string of n characters is n + 5 bytes: 1 and 10 characters fit one block, 12 need two.
+    t.equal(await lengthOf('a'), await lengthOf('abcdefghij'));
+    t.equal((await lengthOf('abcdefghijkl')) - (await lengthOf('a')), 16);
+  });
+
+  t.test('a ciphertext moved to another document decrypts there: nothing binds it to its document', async (t) => {
+    await raw.updateOne({ name: 'three' }, { $set: { ssn: one.ssn } });
+    const read = await h.call('GET', `${url}/${(three._id as { toHexString(): string }).toHexString()}`);
+    t.equal(read.json().document.ssn, 'CANARY-123-45', "document three now answers document one's ssn");
+  });
+
+  t.test('whoever can write the clients collection grants itself anything', async (t) => {
+    const made = (await h.call('POST', '/clients', { name: 'nothing granted', grants: [] })).json();
+    const ciphertext = (await h.call('POST', '/encrypt', { value: 'x', algorithm: 'random', keyAltName: 'tenant-b' })).json().ciphertext;
+    await h.mongo.db(h.keyVaultDb).collection('__clients').updateOne({ _id: made.client.id }, { $set: { grants: [{ scope: 'decrypt' }] } });
+    t.equal((await as(h, made.token)('POST', '/decrypt', { ciphertext })).statusCode, 200, 'a grant written in the database is honoured');
+  });
+});
+
+t.test('a key-limited client learns whether a key alt name exists outside its grants (403, not 404)', async (t) => {
+  const h = await createDocumentsApp(t);
+  const made = await h.call('POST', '/clients', {
+    name: 'tenant a',
+    grants: [
+      { scope: 'keys:read', keyAltNames: ['tenant-a*'] },
+      { scope: 'encrypt', keyAltNames: ['tenant-a*'] },
+    ],
+  });
+  const client = as(h, made.json().token);
+  t.equal((await client('GET', '/keys/by-alt-name/tenant-b')).statusCode, 403, 'a name that exists');
+  t.equal((await client('GET', '/keys/by-alt-name/tenant-zz')).statusCode, 404, 'a name that does not');
+  const encrypt = (keyAltName: string) => client('POST', '/encrypt', { value: 'x', algorithm: 'random', keyAltName });
+  t.equal((await encrypt('tenant-b')).statusCode, 403);
+  t.equal((await encrypt('tenant-zz')).statusCode, 404);
+  const refused = (await client('GET', '/keys/by-alt-name/tenant-b')).json();
+  t.notOk(JSON.stringify(refused).includes(h.keys['tenant-b']!), 'but nothing of the key itself: not its id');
+  t.same(Object.keys(refused).sort(), ['code', 'detail', 'instance', 'status', 'title', 'type'], 'a problem document, nothing more');
+});
