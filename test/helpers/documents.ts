@@ -57,6 +57,7 @@ export async function createDocumentsApp(
   const keys: Record<string, string> = {};
   for (const name of ['hr-det', 'hr-rnd', 'tenant-a', 'tenant-b']) {
     const res = await setup.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: [name] });
+    if (res.statusCode !== 201) throw new Error(`creating key ${name}: ${res.statusCode} ${res.body}`);
     keys[name] = res.json().id;
   }
   const schemasDir = mkdtempSync(join(tmpdir(), 'schemas-'));
