@@ -89,10 +89,10 @@ export default async function documentRoutes(app: FastifyInstance) {
       const { format } = request.query as Format;
       const body = request.body as { document: unknown } | { documents: unknown[] };
       if ('document' in body) {
-        const { insertedId } = await documents.insertOne(ns, body.document, request.caller!);
+        const { insertedId } = await documents.insertOne(ns, body.document, request.caller!, request.idempotencySeed);
         return reply.code(201).send({ insertedId: toEjson(insertedId, format) });
       }
-      const results = await documents.insertMany(ns, body.documents, request.caller!);
+      const results = await documents.insertMany(ns, body.documents, request.caller!, request.idempotencySeed);
       const items = results.map((r, index) => (r.ok ? { index, insertedId: toEjson(r.insertedId, format) } : { index, error: itemError(r.error) }));
       const inserted = results.filter((r) => r.ok).length;
       return { inserted, failed: results.length - inserted, items };
