@@ -89,10 +89,10 @@ export default async function documentRoutes(app: FastifyInstance) {
       const { format } = request.query as Format;
       const body = request.body as { document: unknown } | { documents: unknown[] };
       if ('document' in body) {
-        const { insertedId } = await documents.insertOne(ns, body.document, request.caller!);
+        const { insertedId } = await documents.insertOne(ns, body.document, request.caller!, request.idempotencySeed);
         return reply.code(201).send({ insertedId: toEjson(insertedId, format) });
       }
-      const results = await documents.insertMany(ns, body.documents, request.caller!);
+      const results = await documents.insertMany(ns, body.documents, request.caller!, request.idempotencySeed);
       const items = results.map((r, index) => (r.ok ? { index, insertedId: toEjson(r.insertedId, format) } : { index, error: itemError(r.error) }));
       const inserted = results.filter((r) => r.ok).length;
       return { inserted, failed: results.length - inserted, items };
@@ -246,7 +246,9 @@ export default async function documentRoutes(app: FastifyInstance) {
       const [fromKeyId, toKeyId] = await Promise.all([resolveKey(body.from), resolveKey(body.to)]);
       if (fromKeyId === toKeyId) throw new AppError('INVALID_QUERY', 'from and to name the same data key.');
       const [canDecrypt, canEncrypt] = await Promise.all([request.authorizeKeys('decrypt')([fromKeyId]), request.authorizeKeys('encrypt')([toKeyId])]);
-      if (!canDecrypt.has(fromKeyId) || !canEncrypt.has(toKeyId)) throw new AppError('FORBIDDEN', 'A rotation needs decrypt on the old key and encrypt on the new one.');
+      // A rotation needs decrypt on the old key and encrypt on the new one; a key beyond those
+      // grants is, to the caller, a key that does not exist.
+      if (!canDecrypt.has(fromKeyId) || !canEncrypt.has(toKeyId)) throw new AppError('KEY_NOT_FOUND');
       documents.encryptedFields(ns); // 404 for an unknown collection, before a job is started
       request.auditDetails = { keyIds: [fromKeyId, toKeyId] };
       const request_ = { fromKeyId, toKeyId, batchSize: body.batchSize, maxDocsPerSecond: body.maxDocsPerSecond };

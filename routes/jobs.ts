@@ -7,13 +7,14 @@ export default async function jobRoutes(app: FastifyInstance) {
   app.get(
     '/jobs/:id',
     {
-      config: { scope: 'jobs:read', audit: 'jobs.get' },
+      // jobs:admin alone is enough: seeing every job includes reading one.
+      config: { scope: ['jobs:read', 'jobs:admin'], audit: 'jobs.get' },
       schema: {
         tags: ['jobs'],
         security: [{ bearerAuth: [] }],
         summary: 'State and progress of a background job (e.g. a master-key migration)',
         description:
-          'A client sees the jobs it started; with the jobs:admin scope (and the operator), every job. Another client\'s job answers 404 JOB_NOT_FOUND, as a missing one does.',
+          'Needs jobs:read or jobs:admin. With jobs:read a client sees the jobs it started; with jobs:admin (and the operator), every job. Another client\'s job answers 404 JOB_NOT_FOUND, as a missing one does.',
         params: jobParamsSchema,
         response: { 200: { $ref: 'Job#' }, ...errorResponses(...commonErrors, 403, 404, 429) },
       },

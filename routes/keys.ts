@@ -46,7 +46,8 @@ export default async function keyRoutes(app: FastifyInstance) {
   /** The key's view, if the caller's grants cover it (403 otherwise). */
   async function visible(request: FastifyRequest, doc: KeyDocument) {
     const id = keyIdToString(doc._id.buffer);
-    if (!(await request.authorizeKeys()([id])).has(id)) throw new AppError('FORBIDDEN', 'Your grants do not cover that data key.');
+    // A key beyond the caller's grants is, to it, a key that does not exist (no enumeration of names).
+    if (!(await request.authorizeKeys()([id])).has(id)) throw new AppError('KEY_NOT_FOUND');
     request.auditDetails = { keyIds: [id] };
     return toKeyView(doc);
   }

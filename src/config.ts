@@ -58,6 +58,7 @@ const schema = {
     TLS_CA_FILE: { type: 'string' },
     RATE_LIMIT_PER_MINUTE: { type: 'integer', minimum: 1, default: 6000 },
     AUTH_FAILURES_PER_MINUTE: { type: 'integer', minimum: 1, default: 30 },
+    TRUST_PROXY: { type: 'string', pattern: '^([0-9a-fA-F.:/]+(,[0-9a-fA-F.:/]+)*)?$', default: '' },
     REQUEST_TIMEOUT_MS: { type: 'integer', minimum: 1000, default: 30000 },
     SHUTDOWN_TIMEOUT_MS: { type: 'integer', minimum: 100, default: 10000 },
     MAX_EVENT_LOOP_DELAY_MS: { type: 'integer', minimum: 0, default: 1000 },
@@ -115,6 +116,7 @@ interface RawEnv {
   TLS_CA_FILE?: string;
   RATE_LIMIT_PER_MINUTE: number;
   AUTH_FAILURES_PER_MINUTE: number;
+  TRUST_PROXY: string;
   REQUEST_TIMEOUT_MS: number;
   SHUTDOWN_TIMEOUT_MS: number;
   MAX_EVENT_LOOP_DELAY_MS: number;
@@ -168,6 +170,11 @@ export interface Config {
   rateLimitPerMinute: number;
   /** Failed authentications a source address may have per minute before it is refused (429). */
   authFailuresPerMinute: number;
+  /**
+   * Addresses (or CIDR ranges) of the load balancers in front: their X-Forwarded-For names the
+   * client, so per-address limits count clients, not the balancer. Empty: trust no one.
+   */
+  trustProxy: string[];
   requestTimeoutMs: number;
   shutdownTimeoutMs: number;
   /** Load shedding thresholds; 0 turns one off. */
@@ -346,6 +353,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     ...(tlsFiles(raw) ? { tls: tlsFiles(raw) } : {}),
     rateLimitPerMinute: raw.RATE_LIMIT_PER_MINUTE,
     authFailuresPerMinute: raw.AUTH_FAILURES_PER_MINUTE,
+    trustProxy: raw.TRUST_PROXY.split(',').map((s) => s.trim()).filter(Boolean),
     requestTimeoutMs: raw.REQUEST_TIMEOUT_MS,
     shutdownTimeoutMs: raw.SHUTDOWN_TIMEOUT_MS,
     pressure: { maxEventLoopDelayMs: raw.MAX_EVENT_LOOP_DELAY_MS, maxHeapUsedBytes: raw.MAX_HEAP_USED_BYTES },

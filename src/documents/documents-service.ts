@@ -169,9 +169,9 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));
   }
 
-  async function prepareDocument(schema: CollectionSchema, json: unknown, caller: Caller): Promise<Record<string, unknown>> {
+  async function prepareDocument(schema: CollectionSchema, json: unknown, caller: Caller, id?: () => ObjectId): Promise<Record<string, unknown>> {
     const document = asDocument(fromEjson(json), 'A document');
-    if (document._id === undefined) document._id = new ObjectId();
+    if (document._id === undefined) document._id = id ? id() : new ObjectId();
     checkId(document._id);
     await encryptDocument(schema, document, caller);
     return document;
@@ -245,21 +245,32 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
       return [...byNamespace.keys()];
     },
 
-    async insertOne(namespace: string, json: unknown, caller: Caller): Promise<{ insertedId: unknown }> {
+    /**
+     * Insert one document. With `seed` (an idempotent request), a document without _id gets one
+     * derived from it, and finding that _id already taken means the first attempt landed.
+     */
+    async insertOne(namespace: string, json: unknown, caller: Caller, seed?: string): Promise<{ insertedId: unknown }> {
       const schema = schemaFor(namespace);
-      const document = await prepareDocument(schema, json, caller);
-      await collectionOf(schema).insertOne(document).catch(mapServerError);
+      const derived = seed === undefined ? undefined : derivedId(seed, 0);
+      const document = await prepareDocument(schema, json, caller, derived && (() => derived));
+      const collection = collectionOf(schema);
+      await collection.insertOne(document).catch(async (err: unknown) => {
+        if (derived !== undefined && err instanceof MongoServerError && err.code === 11000 && (await collection.countDocuments(byId(derived), { limit: 1 })) === 1) return;
+        mapServerError(err);
+      });
       return { insertedId: document._id };
     },
 
     /** Insert many, item by item: a document is written fully encrypted or not at all. */
-    async insertMany(namespace: string, jsons: unknown[], caller: Caller): Promise<InsertResult[]> {
+    async insertMany(namespace: string, jsons: unknown[], caller: Caller, seed?: string): Promise<InsertResult[]> {
       const schema = schemaFor(namespace);
       const results: InsertResult[] = new Array(jsons.length);
-      const ready: { index: number; document: Record<string, unknown> }[] = [];
+      const ready: { index: number; document: Record<string, unknown>; derived?: ObjectId }[] = [];
       for (const [index, json] of jsons.entries()) {
         try {
-          ready.push({ index, document: await prepareDocument(schema, json, caller) });
+          let derived: ObjectId | undefined;
+          const document = await prepareDocument(schema, json, caller, seed === undefined ? undefined : () => (derived = derivedId(seed, index)));
+          ready.push({ index, document, derived });
         } catch (err) {
           if (!(err instanceof AppError) || err.status >= 500) throw err;
           results[index] = { ok: false, error: err };
@@ -284,6 +295,15 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
           failed = new Map(
             writeErrors.map((w) => [w.index, new AppError(w.code === 11000 ? 'DUPLICATE_DOCUMENT' : 'INVALID_QUERY')]),
           );
+          // A derived _id already taken: the first attempt of this idempotent request inserted it.
+          const retried = writeErrors.filter((w) => w.code === 11000 && ready[w.index]?.derived !== undefined).map((w) => w.index);
+          if (retried.length > 0) {
+            const there = await collectionOf(schema)
+              .find({ _id: { $in: retried.map((i) => ready[i]!.derived!) } }, { projection: { _id: 1 } })
+              .toArray();
+            const found = new Set(there.map((d) => String(d._id)));
+            for (const i of retried) if (found.has(String(ready[i]!.derived))) failed.delete(i);
+          }
         }
         ready.forEach(({ index, document }, position) => {
           const error = failed.get(position);
@@ -422,6 +442,15 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
       return listEncryptedPaths(schemaFor(namespace).plan).map(({ path, node }) => ({ path, algorithm: node.algorithm }));
     },
   };
+}
+
+/**
+ * The _id of the `index`th document of an idempotent insert: the same for every attempt of the
+ * request, so a retry after a lost answer finds the first attempt's document. Its 12 bytes come
+ * from the seed, so its embedded "timestamp" means nothing; give an _id to control it.
+ */
+function derivedId(seed: string, index: number): ObjectId {
+  return new ObjectId(createHash('sha256').update(`${seed}\n${index}`).digest().subarray(0, 12));
 }
 
 function readDotted(root: Record<string, unknown>, path: string): unknown {

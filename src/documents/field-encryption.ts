@@ -58,7 +58,7 @@ export function createFieldEncryption({ engine, resolveAltNames }: FieldEncrypti
       const { key } = job.node;
       if (key.kind === 'id') return key.id;
       const id = byName.get(names[index]!);
-      if (id === undefined) throw new AppError('UNKNOWN_KEY_ALT_NAME', `${job.path}: ${(key as { pointer: string }).pointer} names no data key.`);
+      if (id === undefined) throw new AppError('UNKNOWN_KEY_ALT_NAME', `${job.path}: ${(key as { pointer: string }).pointer} names no data key you may encrypt with.`);
       return keyIdToString(id.buffer);
     });
   }
@@ -85,7 +85,8 @@ export function createFieldEncryption({ engine, resolveAltNames }: FieldEncrypti
           const job = jobs[indexes[j]!]!;
           if (!result.ok) {
             if (result.error.code === 'FORBIDDEN' && chosen) {
-              throw new AppError('FORBIDDEN', `${job.path}: your grants do not cover the data key its ${(job.node.key as { pointer: string }).pointer} names (encrypt).`);
+              // As for a name no key has: a writer cannot learn which keys exist beyond its grants.
+              throw new AppError('UNKNOWN_KEY_ALT_NAME', `${job.path}: ${(job.node.key as { pointer: string }).pointer} names no data key you may encrypt with.`);
             }
             throw fieldError(result.error, job.path);
           }

@@ -34,7 +34,7 @@ export class SchemaLoadError extends Error {
 }
 
 /** Read and compile every schema file in a directory (no database access). */
-export function readSchemaDirectory(dir: string, options: { required: boolean; keyVaultNamespace: string }): CollectionSchema[] {
+export function readSchemaDirectory(dir: string, options: { required: boolean; keyVaultNamespace: string; internalNamespaces?: string[] }): CollectionSchema[] {
   if (!existsSync(dir)) {
     if (options.required) throw new SchemaLoadError(`SCHEMAS_DIR ${dir} does not exist`);
     return [];
@@ -45,6 +45,11 @@ export function readSchemaDirectory(dir: string, options: { required: boolean; k
     const match = namespacePattern.exec(namespace);
     if (match === null) throw new SchemaLoadError(`${file}: the file name must be <db>.<collection>.json`);
     if (namespace === options.keyVaultNamespace) throw new SchemaLoadError(`${file}: the key vault cannot be a document collection`);
+    // The service's own collections (clients, audit, jobs, idempotency …; by convention named
+    // __*) and MongoDB's system.* must never be opened to document clients.
+    if (options.internalNamespaces?.includes(namespace) || match[2]!.startsWith('__') || match[2]!.startsWith('system.')) {
+      throw new SchemaLoadError(`${file}: ${namespace} is one of the service's own collections (or MongoDB's), not a document collection`);
+    }
     let raw: unknown;
     try {
       raw = JSON.parse(readFileSync(join(dir, file), 'utf8'));

@@ -200,9 +200,12 @@ export function createEncryptionEngine({ keyVault, metrics = noMetrics }: { keyV
       });
       const wanted = [...new Set(idTexts.filter((id): id is string => id !== undefined))];
       const allowed = await authorize(access, wanted, 'target');
+      // A key the caller names but may not use is, to it, a key that does not exist: a limited
+      // client cannot learn which alt names (tenants) exist beyond its grants.
+      const refused = () => (kind === 'encrypt' ? new AppError('KEY_NOT_FOUND') : forbiddenKey());
       idTexts.forEach((id, index) => {
         if (id !== undefined && !allowed.has(id)) {
-          results[index] = { ok: false, error: forbiddenKey() };
+          results[index] = { ok: false, error: refused() };
           idTexts[index] = undefined;
         }
       });

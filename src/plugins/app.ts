@@ -80,6 +80,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       : {}),
     genReqId: () => randomUUID(),
     requestIdHeader: false,
+    // Behind a load balancer every connection comes from it: only its X-Forwarded-For names the client.
+    ...(config.trustProxy.length > 0 ? { trustProxy: config.trustProxy } : {}),
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     // Requests that arrive while closing get the service's own problem+json 503 (hook below).

@@ -12,12 +12,15 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Routes reachable without credentials (health probes, the API description). */
     public?: boolean;
-    /** The scope a route needs; `{ns}` stands for the route's `ns` parameter. */
-    scope?: string;
+    /**
+     * The scope a route needs, or a list of scopes any one of which will do (a scope that implies
+     * another, as `jobs:admin` implies reading jobs); `{ns}` stands for the route's `ns` parameter.
+     */
+    scope?: string | readonly string[];
   }
   interface FastifyRequest {
     principal?: Principal;
-    /** The route's scope with its parameters filled in. */
+    /** The route's scope with its parameters filled in (of a list, the first the principal holds). */
     scope?: string;
     /** The data keys this request's principal may manage under a scope (the route's by default). */
     authorizeKeys(scope?: string): KeyAuthorizer;
@@ -102,8 +105,10 @@ export default fp(
       await app.limits.spend(request, reply);
       if (config.scope === undefined) return; // unknown routes: answered 404 after authentication
       const ns = (request.params as { ns?: string } | undefined)?.ns ?? '';
-      request.scope = config.scope.replace('{ns}', ns);
-      if (!allows(principal, request.scope)) throw new AppError('FORBIDDEN', `This needs the ${request.scope} scope.`);
+      const needed = (typeof config.scope === 'string' ? [config.scope] : config.scope).map((scope) => scope.replace('{ns}', ns));
+      const held = needed.find((scope) => allows(principal, scope));
+      request.scope = held ?? needed[0];
+      if (held === undefined) throw new AppError('FORBIDDEN', `This needs the ${needed.join(' or the ')} scope.`);
     });
   },
   { name: 'auth', dependencies: ['config', 'clients', 'key-vault', 'hardening'] },

@@ -18,6 +18,7 @@ export default fp(
     const schemas = readSchemaDirectory(config.schemas.dir, {
       required: config.schemas.required,
       keyVaultNamespace: `${config.keyVault.db}.${config.keyVault.collection}`,
+      internalNamespaces: [`${config.clients.db}.${config.clients.collection}`, ...['', '.heads', '.checkpoints'].map((s) => `${config.audit.db}.${config.audit.collection}${s}`)],
     });
     await resolveSchemaKeys(schemas, {
       async idsByAltName(names) {

@@ -9,6 +9,12 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     idempotencyId: string | undefined;
+    /**
+     * The same for every attempt of one request (its Idempotency-Key and its body): what a handler
+     * creates can be named from it, so a retry after an answer lost to a failure finds what the
+     * first attempt made instead of making it twice.
+     */
+    idempotencySeed: string | undefined;
   }
 }
 
@@ -22,6 +28,7 @@ export default fp(
       pendingMs: app.config.requestTimeoutMs + 5_000,
     });
     app.decorateRequest('idempotencyId', undefined);
+    app.decorateRequest('idempotencySeed', undefined);
     app.addHook('onClose', async () => store.close());
 
     app.addHook('preHandler', async (request, reply) => {
@@ -35,6 +42,7 @@ export default fp(
         return reply.code(claim.status).type(claim.contentType).header('idempotent-replayed', 'true').send(claim.body);
       }
       request.idempotencyId = id;
+      request.idempotencySeed = createHash('sha256').update(`${id}\n${hash}`).digest('hex');
     });
 
     app.addHook('onSend', async (request, reply, payload) => {

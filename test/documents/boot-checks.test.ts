@@ -17,6 +17,8 @@ t.test('bad collection schemas stop the boot with a message naming the file and 
     ['db.conflict', { properties: { note_a: { bsonType: 'string' } }, patternProperties: { '^note_': { encrypt: { bsonType: 'string', algorithm: RND, keyAltName: 'k' } } } }, /properties\.note_a: conflicts with patternProperties/],
     ['db.inarray', { properties: { list: { bsonType: 'array', items: { encrypt: { bsonType: 'string', algorithm: RND, keyAltName: 'k' } } } } }, /list\.items: encrypt is supported only under properties/],
     ['db.id', { properties: { _id: { encrypt: { bsonType: 'string', algorithm: DET, keyAltName: 'k' } } } }, /_id cannot be encrypted/],
+    ['db.__jobs', { properties: { x: { bsonType: 'string' } } }, /db\.__jobs is one of the service's own collections/],
+    ['db.system.views', { properties: { x: { bsonType: 'string' } } }, /one of the service's own collections \(or MongoDB's\)/],
     ['db.badalgo', { properties: { x: { encrypt: { bsonType: 'string', algorithm: 'AES', keyAltName: 'k' } } } }, /algorithm must be one of/],
     ['db.multitype', { properties: { x: { encrypt: { bsonType: ['string', 'int'], algorithm: DET, keyAltName: 'k' } } } }, /exactly one bsonType/],
     ['db.badjson', '{"properties": ', /db\.badjson\.json: not valid JSON/],

@@ -84,6 +84,8 @@ export async function createTestApp(
     // Test processes share two cores with the servers and each other, so event-loop delay says
     // more about the machine than the app: shedding has its own test (test/plugins/hardening.test.ts).
     MAX_EVENT_LOOP_DELAY_MS: '0',
+    // Likewise the heap: a test file holds many apps in one process (hardening.test.ts tests shedding).
+    MAX_HEAP_USED_BYTES: '0',
     ...(options.aws
       ? {
           KMS_PROVIDERS: 'local,aws',

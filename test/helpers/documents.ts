@@ -45,18 +45,24 @@ export interface DocumentsTestApp extends TestApp {
 
 /**
  * Keys first (hr-det, hr-rnd, tenant-a, tenant-b), then an app that boots with the employees
- * schema: schemas are checked against the key vault at start-up.
+ * schema: schemas are checked against the key vault at start-up. `options.env` is added to that
+ * app's environment (JWT settings, limits).
  */
-export async function createDocumentsApp(t: { teardown(fn: () => unknown): void }, schemaFor?: (keys: Record<string, string>) => unknown) {
+export async function createDocumentsApp(
+  t: { teardown(fn: () => unknown): void },
+  schemaFor?: (keys: Record<string, string>) => unknown,
+  options: { env?: Record<string, string> } = {},
+) {
   const setup = await createTestApp(t);
   const keys: Record<string, string> = {};
   for (const name of ['hr-det', 'hr-rnd', 'tenant-a', 'tenant-b']) {
     const res = await setup.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: [name] });
+    if (res.statusCode !== 201) throw new Error(`creating key ${name}: ${res.statusCode} ${res.body}`);
     keys[name] = res.json().id;
   }
   const schemasDir = mkdtempSync(join(tmpdir(), 'schemas-'));
   const ns = `${setup.keyVaultDb}.employees`;
   writeFileSync(join(schemasDir, `${ns}.json`), JSON.stringify(schemaFor ? schemaFor(keys) : employeesSchema(keys['hr-rnd']!), null, 2));
-  const app = await createTestApp(t, { share: setup, env: { SCHEMAS_DIR: schemasDir } });
+  const app = await createTestApp(t, { share: setup, env: { ...options.env, SCHEMAS_DIR: schemasDir } });
   return { ...app, ns, keys, schemasDir } as DocumentsTestApp;
 }

@@ -53,3 +53,31 @@ t.test('Idempotency-Key: a retried request gets the first answer, not a second k
   const bad = await h.call('POST', '/keys', { masterKey: { provider: 'local' } }, { 'idempotency-key': 'x'.repeat(300) });
   t.equal(bad.statusCode, 400);
 });
+
+t.test('an insert whose answer was lost to a failure, retried with its Idempotency-Key, lands once', async (t) => {
+  const h = await createDocumentsApp(t);
+  const url = `/documents/${h.ns}`;
+  const raw = h.mongo.db(h.keyVaultDb).collection('employees');
+  const claims = h.mongo.db(h.keyVaultDb).collection('__idempotency');
+  const doc = { name: 'lost-answer', ssn: 'S-1', tenantKey: 'tenant-a' };
+  const first = await h.call('POST', url, { document: doc }, { 'idempotency-key': 'lost-1' });
+  t.equal(first.statusCode, 201);
+  // What a 5xx after the write leaves behind: the document is in, the claim is released.
+  await claims.deleteMany({});
+  const retry = await h.call('POST', url, { document: doc }, { 'idempotency-key': 'lost-1' });
+  t.equal(retry.statusCode, 201, 'the retry is answered as the first attempt would have been');
+  t.same(retry.json().insertedId, first.json().insertedId, 'with the same _id');
+  t.equal(await raw.countDocuments({ name: 'lost-answer' }), 1, 'and nothing was inserted twice');
+
+  const batch = { documents: [{ ...doc, name: 'lost-batch-0' }, { ...doc, name: 'lost-batch-1', _id: 'mine' }] };
+  const firstBatch = await h.call('POST', url, batch, { 'idempotency-key': 'lost-2' });
+  await claims.deleteMany({});
+  const retryBatch = await h.call('POST', url, batch, { 'idempotency-key': 'lost-2' });
+  t.same(retryBatch.json().items[0], firstBatch.json().items[0], 'a derived _id found already there is the first attempt');
+  t.equal(retryBatch.json().items[1].error.code, 'DUPLICATE_DOCUMENT', 'an _id the client chose is its own to dedupe');
+  t.equal(await raw.countDocuments({ name: /^lost-batch/ }), 2);
+
+  const other = await h.call('POST', url, { document: { ...doc, name: 'lost-other' } }, { 'idempotency-key': 'lost-1' });
+  t.equal(other.statusCode, 201, 'once the key is forgotten, another body under it is another request');
+  t.not(other.json().insertedId.$oid, first.json().insertedId.$oid);
+});

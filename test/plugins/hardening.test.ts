@@ -100,6 +100,19 @@ t.test('failed authentication is limited per source address, before the credenti
   t.equal(await h.mongo.db(h.keyVaultDb).collection('__audit').countDocuments({ clientId: 'anonymous' }), 0, 'nothing audited for any of them');
 });
 
+t.test('behind a load balancer named in TRUST_PROXY, failures count per forwarded client; a spoofed header counts for nothing', async (t) => {
+  const balancer = '10.0.0.5';
+  const h = await createTestApp(t, { env: { AUTH_FAILURES_PER_MINUTE: '2', TRUST_PROXY: '10.0.0.0/8' } });
+  const via = (remoteAddress: string, client: string, authorization: string) =>
+    h.app.inject({ method: 'GET', url: '/keys', remoteAddress, headers: { authorization, 'x-forwarded-for': client } });
+  for (let i = 0; i < 2; i++) t.equal((await via(balancer, '203.0.113.7', 'Bearer wrong-token-0123456789abcdef')).statusCode, 401);
+  t.equal((await via(balancer, '203.0.113.7', `Bearer ${ADMIN_TOKEN}`)).statusCode, 429, 'the guessing client is cut off');
+  t.equal((await via(balancer, '198.51.100.9', `Bearer ${ADMIN_TOKEN}`)).statusCode, 200, 'the other clients behind the same balancer are not');
+  // Not from a trusted balancer: X-Forwarded-For is the client's own claim and is ignored.
+  for (let i = 0; i < 2; i++) await via('192.0.2.1', `198.51.100.${i + 20}`, 'Bearer wrong-token-0123456789abcdef');
+  t.equal((await via('192.0.2.1', '198.51.100.99', `Bearer ${ADMIN_TOKEN}`)).statusCode, 429, 'a direct client cannot spread its failures over forged addresses');
+});
+
 t.test('security headers on every answer, errors included', async (t) => {
   const h = await createTestApp(t);
   const unauthenticated = await h.app.inject({ method: 'GET', url: '/keys' });
