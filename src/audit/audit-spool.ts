@@ -120,6 +120,8 @@ async function zeroFill(handle: FileHandle, from: number, to: number): Promise<v
 export function createAuditSpool(options: AuditSpoolOptions) {
   const { dir, signer, maxBacklog, sync } = options;
   const segmentBytes = options.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
+  // A group always fits in a fresh segment, so segments keep their preallocated size.
+  const maxGroupBytes = Math.min(MAX_GROUP_BYTES, Math.floor(segmentBytes / 4));
   let chainId = '';
   let head: ChainHead = { seq: 0, hmac: GENESIS };
   let shipped: ChainHead = { seq: 0, hmac: GENESIS };
@@ -309,7 +311,7 @@ export function createAuditSpool(options: AuditSpoolOptions) {
     let records: AuditRecord[] = [];
     let bytes = 0;
     let text = '';
-    while (pending.length > 0 && bytes < MAX_GROUP_BYTES) {
+    while (pending.length > 0 && bytes < maxGroupBytes) {
       const entry = pending.shift()!;
       const [record] = signer.chain(chainId, records.at(-1) ?? head, [entry.fields]);
       const line = toLine(record!);
