@@ -1,0 +1,173 @@
+/**
+ * Fault: `kill -9` of the real server process (node dist/src/server.js) in the middle of a steady
+ * stream of concurrent requests: single-value /encrypt and /decrypt (one audit event each, written
+ * once the result is known) and state-changing POST /keys and POST /documents (a `started` event
+ * before they act, then the outcome). The process is then started again on the SAME spool
+ * directory (the same instance, as an orchestrator restarts a pod on its volume).
+ *
+ * Expected (issue 12, the audit contract): no answer left before its outcome event was durable, so
+ * after the restart and once the spool is shipped, every request that got a 2xx has its outcome
+ * event in the trail (in the raw collection and through GET /audit), exactly once; a
+ * state-changing one its `started` event before it; the chain of the instance runs 1, 2, 3, …
+ * without a gap or a broken link across the kill; an answer that arrived before another request
+ * was sent precedes it in the chain; and GET /audit/verify?full=true is valid. Events of requests
+ * whose answer the kill cut off are allowed (the operation ran, its answer was lost) and counted.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import t from 'tap';
+import { stack } from '../helpers/stack.js';
+import { ensureBuilt, startServerProcess, type ServerProcess } from './server-process.js';
+import { percentile, sleep, tally, waitForExit } from './servers.js';
+import { canaryEmployee, createFaultDocumentsApp } from './setup.js';
+import { chainBreaks, coverage, createLoad, httpCall, is2xx, listTrail, readChain, spoolRecords, waitUntilShipped, type Kind } from './audit-check.js';
+
+const CONCURRENCY = 12;
+/** The kill lands this long into the stream, give or take KILL_JITTER_MS. */
+const KILL_AFTER_MS = 2500;
+const KILL_JITTER_MS = 1000;
+/** After the restart, a short stream more: the chain goes on where it stopped. */
+const AFTER_RESTART_MS = 1000;
+const SHIP_DEADLINE_MS = 30_000;
+
+/** Mostly single-value crypto, with some changes of state. */
+const kindOf = (i: number): Kind => (['encrypt', 'decrypt', 'encrypt', 'key', 'decrypt', 'encrypt', 'insert', 'decrypt', 'encrypt', 'insert'] as const)[i % 10]!;
+
+t.test('kill -9 under load: every 2xx has its event after the restart, in order, and the chain verifies', async (t) => {
+  const build = ensureBuilt();
+  t.comment(build.built ? `built dist/ in ${build.ms} ms` : 'dist/ is up to date');
+
+  // Keys and the collection schema, made in-process on the key vault the server uses.
+  const h = await createFaultDocumentsApp(t, stack.mongodbUri);
+  const env = { ...h.env, RATE_LIMIT_PER_MINUTE: '1000000' };
+  let server: ServerProcess = await startServerProcess(t, env);
+  t.ok(server.up, `the server answers /health/ready (${server.output().slice(-300)})`);
+  if (!server.up) return;
+  const spoolDir = server.spoolDir;
+  const chainId = readFileSync(join(spoolDir, 'chain-id'), 'utf8').trim();
+
+  const run = randomBytes(4).toString('hex');
+  const keyId = h.keys['tenant-a']!;
+  const warm = await httpCall(server.base, 'POST', '/encrypt', { value: 'warm-up', algorithm: 'random', keyId });
+  t.equal(warm.status, 200, 'the server encrypts before the fault');
+  const load = createLoad(
+    () => server.base,
+    {
+      keyId,
+      ciphertext: warm.body.ciphertext,
+      run,
+      documents: { url: h.url, body: (name) => ({ document: { ...canaryEmployee(run, 0), name } }) },
+    },
+    kindOf,
+  );
+
+  // The stream, and the kill in the middle of it.
+  let killed = false;
+  const stream = load.run(CONCURRENCY, () => !killed);
+  const killAfter = KILL_AFTER_MS + Math.round((Math.random() * 2 - 1) * KILL_JITTER_MS);
+  await sleep(killAfter);
+  const killedAt = Date.now();
+  server.child.kill('SIGKILL');
+  killed = true;
+  const exit = await waitForExit(server.child, 5000);
+  await stream;
+  t.equal(exit, 'SIGKILL', 'the process died of SIGKILL');
+  // What reached the database before the kill; the rest is only in the spool.
+  const records = h.mongo.db(h.keyVaultDb).collection('__audit');
+  const shippedBeforeKill = (await readChain(records, chainId)).length;
+  const onDiskAtKill = spoolRecords(spoolDir);
+  const before = [...load.answers];
+
+  // The same instance again: the same spool directory.
+  const restartStarted = Date.now();
+  server = await startServerProcess(t, env, { spoolDir });
+  const restartMs = Date.now() - restartStarted;
+  t.ok(server.up, `the restarted server answers /health/ready (${server.output().slice(-300)})`);
+  if (!server.up) return;
+  const opened = server
+    .output()
+    .split('\n')
+    .filter((l) => l.includes('audit trail open'))
+    .map((l) => JSON.parse(l) as { chainId?: string });
+  t.same(opened.map((l) => l.chainId), [chainId], 'the restarted process writes the same chain');
+  const shipMs = await waitUntilShipped(server.base, SHIP_DEADLINE_MS);
+  t.ok(shipMs !== undefined, `the restarted instance shipped its spool (${shipMs} ms after it was ready)`);
+
+  // A little more traffic after the restart: the chain goes on where it stopped.
+  let afterDone = false;
+  const afterStream = load.run(4, () => !afterDone);
+  await sleep(AFTER_RESTART_MS);
+  afterDone = true;
+  await afterStream;
+
+  const verify = await httpCall(server.base, 'GET', '/audit/verify?full=true');
+  const answers = load.answers;
+  const acked = answers.filter(is2xx);
+  const chain = await readChain(records, chainId);
+  const viaHttp = await listTrail(server.base);
+
+  t.ok(before.filter(is2xx).length >= 100, `a real stream before the kill (${before.filter(is2xx).length} answered 2xx)`);
+  const cutOff = before.filter((a) => a.error !== undefined && a.sentAt < killedAt);
+  t.ok(cutOff.length > 0, `the kill cut requests off mid-stream (${cutOff.length} got no answer)`);
+  t.same(
+    answers.filter((a) => a.status !== undefined && !is2xx(a)).map((a) => ({ i: a.i, kind: a.kind, status: a.status, code: a.code })),
+    [],
+    'every answer is a 2xx: the fault is the kill, nothing else',
+  );
+  t.equal(verify.status, 200);
+  t.equal(verify.body.valid, true, `GET /audit/verify?full=true is valid: ${JSON.stringify(verify.body.problems?.slice(0, 5))}`);
+  t.ok(verify.body.checked >= chain.length, `it checked every record of the chain (${verify.body.checked} ≥ ${chain.length})`);
+
+  t.same(chainBreaks(chain), [], `the chain is 1..${chain.length}, each record linked to the one before, across the kill`);
+  const preKillHead = Math.max(0, ...onDiskAtKill.map((r) => r.seq));
+  t.ok(chain.some((r) => r.seq > preKillHead) && chain.some((r) => r.seq <= preKillHead), 'it holds records from before the kill and after the restart');
+  const spooledBeforeKill = new Map(onDiskAtKill.map((r) => [r.seq, r.hmac]));
+  t.same(
+    chain.filter((r) => spooledBeforeKill.has(r.seq) && spooledBeforeKill.get(r.seq) !== r.hmac).map((r) => r.seq),
+    [],
+    'what the database holds is what the spool held at the kill, record for record',
+  );
+
+  const cover = coverage(answers, chain);
+  t.same(cover.missing, [], `every one of the ${acked.length} 2xx answers has its one "succeeded" event in the raw collection`);
+  t.same(cover.startedMissing, [], 'every state-changing 2xx has its "started" event before its outcome');
+  t.same(cover.extraEvents, [], 'every side-effect-free 2xx has one event, not two');
+  t.same(cover.duplicates, [], 'no event is recorded twice (shipping again after the restart is recognised)');
+  t.same(cover.orderViolations.slice(0, 10), [], 'an answer that arrived before a request was sent precedes that request in the chain');
+
+  const httpIds = new Set(viaHttp.filter((e) => e.chainId === chainId && e.outcome === 'succeeded').map((e) => e.requestId));
+  t.same(
+    acked.filter((a) => !httpIds.has(a.requestId!)).map((a) => ({ i: a.i, kind: a.kind, requestId: a.requestId })),
+    [],
+    'and through GET /audit',
+  );
+  const httpSeqs = new Set(viaHttp.filter((e) => e.chainId === chainId).map((e) => e.seq));
+  t.same(chain.filter((r) => !httpSeqs.has(r.seq)).map((r) => r.seq), [], 'GET /audit pages through every record of the chain');
+
+  const ackLatency = acked.map((a) => a.doneAt - a.sentAt);
+  t.comment(
+    `RESULT ${JSON.stringify({
+      fault: 'audit-kill-9',
+      built: build.built,
+      concurrency: CONCURRENCY,
+      killAfterMs: killAfter,
+      sentBeforeKill: before.length,
+      answered2xxBeforeKill: before.filter(is2xx).length,
+      byKind2xx: tally(acked, (a) => a.kind),
+      noAnswer: tally(answers.filter((a) => a.error !== undefined), (a) => `${a.kind} ${a.error}`),
+      sentAfterRestart: answers.length - before.length,
+      total2xx: acked.length,
+      chainRecords: chain.length,
+      eventsOf2xxFound: acked.length - cover.missing.length,
+      unansweredWithEvent: cover.unansweredWithEvent,
+      unansweredStartedOnly: cover.unansweredStartedOnly,
+      onlyInSpoolAtKill: preKillHead - shippedBeforeKill,
+      preKillHead,
+      restartToReadyMs: restartMs,
+      readyToShippedMs: shipMs,
+      ackLatencyMs: { p50: percentile(ackLatency, 50), p99: percentile(ackLatency, 99) },
+      verify: { valid: verify.body.valid, checked: verify.body.checked, chains: verify.body.chains },
+    })}`,
+  );
+});
