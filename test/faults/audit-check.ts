@@ -171,7 +171,10 @@ export function chainBreaks(chain: RawRecord[]): string[] {
   return breaks;
 }
 
-/** Every record in a spool directory's segment files (up to the zeros of preallocation). */
+/**
+ * Every record in a spool directory's segment files (up to the zeros of preallocation). A running
+ * server may be writing: a last line not yet complete is left out.
+ */
 export function spoolRecords(dir: string): RawRecord[] {
   return readdirSync(dir)
     .filter((n) => /^seg-\d{6}\.jsonl$/.test(n))
@@ -179,12 +182,9 @@ export function spoolRecords(dir: string): RawRecord[] {
     .flatMap((n) => {
       const bytes = readFileSync(join(dir, n));
       const end = bytes.indexOf(0) === -1 ? bytes.length : bytes.indexOf(0);
-      return bytes
-        .subarray(0, end)
-        .toString('utf8')
-        .split('\n')
-        .filter(Boolean)
-        .map((line) => JSON.parse(line) as RawRecord);
+      const lines = bytes.subarray(0, end).toString('utf8').split('\n');
+      // Text after the last newline is a write under way (or nothing).
+      return lines.slice(0, -1).map((line) => JSON.parse(line) as RawRecord);
     });
 }
 
@@ -230,7 +230,7 @@ export interface Coverage {
   duplicates: string[];
   /** Pairs where answer `a` arrived before request `b` was sent, yet b's first event precedes a's outcome. */
   orderViolations: { a: number; aSeq: number; b: number; bSeq: number }[];
-  /** Events of the load's actions whose request got no answer at all (cut off). */
+  /** Events of the load's actions whose request got no answer at all (cut off); `answeredElsewhere` (a warm-up) aside. */
   unansweredWithEvent: number;
   /** Of those, state-changing operations with only a `started` event (cut off before their outcome). */
   unansweredStartedOnly: number;
@@ -241,7 +241,7 @@ export interface Coverage {
  * state-changing one also its `started` event before it; when an answer arrived before another
  * request was sent, the first's outcome precedes the second's first event in the chain.
  */
-export function coverage(answers: Answer[], chain: RawRecord[]): Coverage {
+export function coverage(answers: Answer[], chain: RawRecord[], answeredElsewhere: string[] = []): Coverage {
   const byRequest = new Map<string, RawRecord[]>();
   for (const record of chain) byRequest.set(record.requestId, [...(byRequest.get(record.requestId) ?? []), record]);
   const label = (records: RawRecord[] | undefined) => (records ?? []).map((r) => `${r.seq}:${r.action}:${r.outcome}`);
@@ -287,7 +287,7 @@ export function coverage(answers: Answer[], chain: RawRecord[]): Coverage {
     }
   }
 
-  const answered = new Set(answers.filter((a) => a.requestId).map((a) => a.requestId!));
+  const answered = new Set([...answeredElsewhere, ...answers.filter((a) => a.requestId).map((a) => a.requestId!)]);
   const actions = new Set(Object.values(ACTION));
   const orphans = new Map<string, RawRecord[]>();
   for (const record of chain) {
