@@ -54,6 +54,23 @@ export class SpoolCorruptError extends Error {
   }
 }
 
+/** The spool directory cannot hold a spool: not a directory, not writable, or its disk is full. */
+export class SpoolUnusableError extends Error {
+  constructor(dir: string, cause: unknown) {
+    const code = (cause as NodeJS.ErrnoException | undefined)?.code;
+    const why =
+      code === 'EEXIST' || code === 'ENOTDIR'
+        ? 'it is not a directory'
+        : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
+          ? 'it is not writable'
+          : code === 'ENOSPC' || code === 'EDQUOT'
+            ? 'its disk is full'
+            : String((cause as Error | undefined)?.message ?? cause);
+    super(`the audit spool directory ${dir} cannot be used: ${why} (AUDIT_SPOOL_DIR must be a writable directory on a persistent volume, one per instance)`, { cause });
+    this.name = 'SpoolUnusableError';
+  }
+}
+
 interface Pending {
   fields: EventFields;
   resolve(record: AuditRecord): void;
@@ -249,14 +266,14 @@ export function createAuditSpool(options: AuditSpoolOptions) {
           // mean the spool was changed, not cut short.
           const rest = bytes.subarray(end === -1 ? dataEnd : end + 1, dataEnd).toString('utf8').split('\n').slice(0, -1);
           if (rest.some((line) => fromLine(line) !== undefined)) {
-            throw new SpoolCorruptError(`${name} holds a damaged record at byte ${at}, followed by others: the audit spool needs inspection`);
+            throw new SpoolCorruptError(`the audit spool segment ${join(dir, name)} holds a damaged record at byte ${at}, followed by others: the audit spool needs inspection`);
           }
           // Segments made ahead of need hold only zeros; one with data after the damage is not a torn tail.
           for (const later of names.slice(index + 1)) {
             const firstByte = Buffer.alloc(1);
             const other = await open(join(dir, later), constants.O_RDONLY);
             await other.read(firstByte, 0, 1, 0).finally(() => other.close());
-            if (firstByte[0] !== 0) throw new SpoolCorruptError(`${name} holds a damaged record at byte ${at}, and ${later} follows with records: the audit spool needs inspection`);
+            if (firstByte[0] !== 0) throw new SpoolCorruptError(`the audit spool segment ${join(dir, name)} holds a damaged record at byte ${at}, and ${later} follows with records: the audit spool needs inspection`);
           }
           const torn = bytes.subarray(at, dataEnd);
           const file = `quarantine-${Date.now()}-${name}.bin`;
@@ -357,9 +374,15 @@ export function createAuditSpool(options: AuditSpoolOptions) {
   const spool = {
     /** Open (or create) the spool: lock it, resume its chain, find what is left to ship. */
     async open(): Promise<RecoveryReport> {
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      await takeLock();
-      chainId = await readChainId();
+      try {
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        await takeLock();
+        chainId = await readChainId();
+      } catch (err) {
+        // Said plainly at boot, rather than as the errno of whichever file came first.
+        if (err instanceof SpoolCorruptError || !(err as NodeJS.ErrnoException)?.code) throw err;
+        throw new SpoolUnusableError(dir, err);
+      }
       shipped = await readShipped();
       const report = await recover();
       if (segments.length === 0) segments.push(await makeSegment(nextSegmentNumber++));
