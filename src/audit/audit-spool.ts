@@ -250,7 +250,13 @@ export function createAuditSpool(options: AuditSpoolOptions) {
     for (const [index, name] of names.entries()) {
       const handle = await open(join(dir, name), constants.O_RDWR);
       const bytes = await handle.readFile();
-      const dataEnd = bytes.indexOf(0) === -1 ? bytes.length : bytes.indexOf(0);
+      // Up to the last non-zero byte, not the first zero: a write torn by a machine crash can
+      // leave zeros with bytes after them, which must be seen (and cut off or reported), never
+      // left behind the point where the next append writes.
+      let dataEnd = bytes.length;
+      const block = 64 * 1024;
+      while (dataEnd >= block && bytes.subarray(dataEnd - block, dataEnd).equals(ZEROS.subarray(0, block))) dataEnd -= block;
+      while (dataEnd > 0 && bytes[dataEnd - 1] === 0) dataEnd--;
       const segment: Segment = { name, handle, offset: 0, size: bytes.length, lastSeq: 0 };
       segments.push(segment);
       nextSegmentNumber = Number(segmentPattern.exec(name)![1]) + 1;
