@@ -243,7 +243,7 @@ t.test('a torn tail is cut off at start-up, kept, logged, counted and recorded; 
   // Repaired, the same instance starts and its chain still verifies.
   writeFileSync(segment, original);
   server = await startServerProcess(t, h.env, { spoolDir: dir });
-  t.ok(server.up, 'once repaired, the instance starts');
+  t.ok(server.up, `once repaired, the instance starts${server.up ? '' : `: ${server.output().slice(-600)}`}`);
   const after = await httpCall(server.base, 'GET', '/audit/verify?full=true');
   t.equal(after.body.valid, true, 'and its trail verifies');
   t.comment(`RESULT ${JSON.stringify({ fault: 'audit-spool-torn-tail', requestsBeforeCrash: load.answers.length, answered2xx: load.answers.filter(is2xx).length, tornBytes: torn.length, recoveredAtSeq: head.seq + 1, chainRecords: chain.length, damagedBoot: { code, message: output.trim().split('\n').find((l) => l.startsWith('encryption-proxy:')) } })}`);
