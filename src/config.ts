@@ -49,6 +49,7 @@ const schema = {
     AUDIT_SPOOL_DIR: { type: 'string', minLength: 1, default: 'data/audit-spool' },
     AUDIT_SPOOL_SYNC: { type: 'string', enum: ['fdatasync', 'none'], default: 'fdatasync' },
     AUDIT_SPOOL_MAX_BACKLOG: { type: 'integer', minimum: 100, default: 200000 },
+    AUDIT_SPOOL_SEGMENT_BYTES: { type: 'integer', minimum: 65536, maximum: 1073741824, default: 16777216 },
     JWT_JWKS_FILE: { type: 'string' },
     JWT_JWKS_URL: { type: 'string', pattern: '^https?://' },
     JWT_ISSUER: { type: 'string' },
@@ -107,6 +108,7 @@ interface RawEnv {
   AUDIT_SPOOL_DIR: string;
   AUDIT_SPOOL_SYNC: 'fdatasync' | 'none';
   AUDIT_SPOOL_MAX_BACKLOG: number;
+  AUDIT_SPOOL_SEGMENT_BYTES: number;
   JWT_JWKS_FILE?: string;
   JWT_JWKS_URL?: string;
   JWT_ISSUER?: string;
@@ -163,7 +165,7 @@ export interface Config {
     chainId?: string;
     /** Where events are made durable before a request is answered (see src/audit/audit-trail.ts). */
     mode: 'spool' | 'database';
-    spool: { dir: string; sync: 'fdatasync' | 'none'; maxBacklog: number };
+    spool: { dir: string; sync: 'fdatasync' | 'none'; maxBacklog: number; segmentBytes: number };
   };
   jwt?: { jwksFile?: string; jwksUrl?: string; issuer: string; audience: string };
   tls?: { cert: Buffer; key: Buffer; ca?: Buffer };
@@ -347,7 +349,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       hmacKey: auditKey(raw, kms.localMasterKey),
       ...(raw.AUDIT_CHAIN_ID !== undefined ? { chainId: raw.AUDIT_CHAIN_ID } : {}),
       mode: raw.AUDIT_MODE,
-      spool: { dir: raw.AUDIT_SPOOL_DIR, sync: raw.AUDIT_SPOOL_SYNC, maxBacklog: raw.AUDIT_SPOOL_MAX_BACKLOG },
+      spool: { dir: raw.AUDIT_SPOOL_DIR, sync: raw.AUDIT_SPOOL_SYNC, maxBacklog: raw.AUDIT_SPOOL_MAX_BACKLOG, segmentBytes: raw.AUDIT_SPOOL_SEGMENT_BYTES },
     },
     ...(jwtSettings(raw) ? { jwt: jwtSettings(raw) } : {}),
     ...(tlsFiles(raw) ? { tls: tlsFiles(raw) } : {}),

@@ -54,6 +54,23 @@ export class SpoolCorruptError extends Error {
   }
 }
 
+/** The spool directory cannot hold a spool: not a directory, not writable, or its disk is full. */
+export class SpoolUnusableError extends Error {
+  constructor(dir: string, cause: unknown) {
+    const code = (cause as NodeJS.ErrnoException | undefined)?.code;
+    const why =
+      code === 'EEXIST' || code === 'ENOTDIR'
+        ? 'it is not a directory'
+        : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
+          ? 'it is not writable'
+          : code === 'ENOSPC' || code === 'EDQUOT'
+            ? 'its disk is full'
+            : String((cause as Error | undefined)?.message ?? cause);
+    super(`the audit spool directory ${dir} cannot be used: ${why} (AUDIT_SPOOL_DIR must be a writable directory on a persistent volume, one per instance)`, { cause });
+    this.name = 'SpoolUnusableError';
+  }
+}
+
 interface Pending {
   fields: EventFields;
   resolve(record: AuditRecord): void;
@@ -108,6 +125,15 @@ function fromLine(line: string): AuditRecord | undefined {
   return asRecord({ ...parsed, time: new Date(parsed.time) });
 }
 
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, constants.O_RDONLY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Write zeros over [from, to) of a file, and flush them. */
 async function zeroFill(handle: FileHandle, from: number, to: number): Promise<void> {
   for (let at = from; at < to; at += ZEROS.length) {
@@ -123,6 +149,8 @@ export function createAuditSpool(options: AuditSpoolOptions) {
   // O_DSYNC: each write returns once its data is on disk, as a write then fdatasync would, in one
   // system call (one trip to the thread pool instead of two).
   const writeFlags = constants.O_RDWR | (sync === 'fdatasync' ? constants.O_DSYNC : 0);
+  // A group always fits in a fresh segment, so segments keep their preallocated size.
+  const maxGroupBytes = Math.min(MAX_GROUP_BYTES, Math.floor(segmentBytes / 4));
   let chainId = '';
   let head: ChainHead = { seq: 0, hmac: GENESIS };
   let shipped: ChainHead = { seq: 0, hmac: GENESIS };
@@ -144,15 +172,22 @@ export function createAuditSpool(options: AuditSpoolOptions) {
     const name = segmentName(n);
     const path = join(dir, name);
     const tmp = `${path}.tmp`;
-    const handle = await open(tmp, writeFlags | constants.O_CREAT | constants.O_TRUNC, 0o600);
+    // The zeros go through the page cache and are flushed once (one O_DSYNC write per MiB would
+    // hold thread-pool threads for seconds, and appends wait behind them); appends then use a
+    // handle of their own, O_DSYNC in fdatasync mode.
+    const filler = await open(tmp, constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC, 0o600);
     try {
-      await zeroFill(handle, 0, segmentBytes);
+      await zeroFill(filler, 0, segmentBytes);
       await rename(tmp, path);
+      // The new name itself must survive a crash: records acknowledged in this file rely on it.
+      await syncDirectory(dir);
     } catch (err) {
-      await handle.close().catch(() => undefined);
       await rm(tmp, { force: true }).catch(() => undefined);
       throw err;
+    } finally {
+      await filler.close().catch(() => undefined);
     }
+    const handle = await open(path, writeFlags);
     return { name, handle, offset: 0, size: segmentBytes, lastSeq: 0 };
   }
 
@@ -234,7 +269,13 @@ export function createAuditSpool(options: AuditSpoolOptions) {
     for (const [index, name] of names.entries()) {
       const handle = await open(join(dir, name), writeFlags);
       const bytes = await handle.readFile();
-      const dataEnd = bytes.indexOf(0) === -1 ? bytes.length : bytes.indexOf(0);
+      // Up to the last non-zero byte, not the first zero: a write torn by a machine crash can
+      // leave zeros with bytes after them, which must be seen (and cut off or reported), never
+      // left behind the point where the next append writes.
+      let dataEnd = bytes.length;
+      const block = 64 * 1024;
+      while (dataEnd >= block && bytes.subarray(dataEnd - block, dataEnd).equals(ZEROS.subarray(0, block))) dataEnd -= block;
+      while (dataEnd > 0 && bytes[dataEnd - 1] === 0) dataEnd--;
       const segment: Segment = { name, handle, offset: 0, size: bytes.length, lastSeq: 0 };
       segments.push(segment);
       nextSegmentNumber = Number(segmentPattern.exec(name)![1]) + 1;
@@ -250,14 +291,14 @@ export function createAuditSpool(options: AuditSpoolOptions) {
           // mean the spool was changed, not cut short.
           const rest = bytes.subarray(end === -1 ? dataEnd : end + 1, dataEnd).toString('utf8').split('\n').slice(0, -1);
           if (rest.some((line) => fromLine(line) !== undefined)) {
-            throw new SpoolCorruptError(`${name} holds a damaged record at byte ${at}, followed by others: the audit spool needs inspection`);
+            throw new SpoolCorruptError(`the audit spool segment ${join(dir, name)} holds a damaged record at byte ${at}, followed by others: the audit spool needs inspection`);
           }
           // Segments made ahead of need hold only zeros; one with data after the damage is not a torn tail.
           for (const later of names.slice(index + 1)) {
             const firstByte = Buffer.alloc(1);
             const other = await open(join(dir, later), constants.O_RDONLY);
             await other.read(firstByte, 0, 1, 0).finally(() => other.close());
-            if (firstByte[0] !== 0) throw new SpoolCorruptError(`${name} holds a damaged record at byte ${at}, and ${later} follows with records: the audit spool needs inspection`);
+            if (firstByte[0] !== 0) throw new SpoolCorruptError(`the audit spool segment ${join(dir, name)} holds a damaged record at byte ${at}, and ${later} follows with records: the audit spool needs inspection`);
           }
           const torn = bytes.subarray(at, dataEnd);
           const file = `quarantine-${Date.now()}-${name}.bin`;
@@ -312,7 +353,7 @@ export function createAuditSpool(options: AuditSpoolOptions) {
     let records: AuditRecord[] = [];
     let bytes = 0;
     let text = '';
-    while (pending.length > 0 && bytes < MAX_GROUP_BYTES) {
+    while (pending.length > 0 && bytes < maxGroupBytes) {
       const entry = pending.shift()!;
       const [record] = signer.chain(chainId, records.at(-1) ?? head, [entry.fields]);
       const line = toLine(record!);
@@ -357,9 +398,15 @@ export function createAuditSpool(options: AuditSpoolOptions) {
   const spool = {
     /** Open (or create) the spool: lock it, resume its chain, find what is left to ship. */
     async open(): Promise<RecoveryReport> {
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      await takeLock();
-      chainId = await readChainId();
+      try {
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        await takeLock();
+        chainId = await readChainId();
+      } catch (err) {
+        // Said plainly at boot, rather than as the errno of whichever file came first.
+        if (err instanceof SpoolCorruptError || !(err as NodeJS.ErrnoException)?.code) throw err;
+        throw new SpoolUnusableError(dir, err);
+      }
       shipped = await readShipped();
       const report = await recover();
       if (segments.length === 0) segments.push(await makeSegment(nextSegmentNumber++));

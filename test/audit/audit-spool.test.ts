@@ -200,3 +200,42 @@ t.test('the spool directory holds no value: only what an audit event carries', a
   t.ok(existsSync(join(dir, 'chain-id')));
   appendFileSync(join(dir, 'chain-id'), '');
 });
+
+t.test('zeros inside the tail are not its end: what follows a hole is cut off with it, or stops the spool when whole records follow', async (t) => {
+  // A write torn by a machine crash can persist a later page of the group and not an earlier one.
+  async function tornWithHole(tail: (lines: string[]) => string) {
+    const dir = mkdtempSync(join(tmpdir(), 'spool-test-'));
+    const first = spoolIn(t, { dir });
+    await first.open();
+    const written: AuditRecord[] = [];
+    for (let i = 0; i < 10; i++) written.push(await first.append(event(i)));
+    await first.close();
+    const segment = join(dir, readdirSync(dir).filter((n) => /^seg-/.test(n)).sort()[0]!);
+    const bytes = readFileSync(segment);
+    const lines = linesOf(dir);
+    const kept = Buffer.byteLength(lines.slice(0, 6).join('\n') + '\n');
+    bytes.fill(0, kept);
+    const after = Buffer.from(tail(lines.slice(6)));
+    after.copy(bytes, kept + 50);
+    writeFileSync(segment, bytes);
+    return { dir, written, kept, after };
+  }
+
+  // Only the end of a record after the hole: a torn tail, cut off and kept.
+  const fragment = await tornWithHole((rest) => rest[3]!.slice(40));
+  const spool = spoolIn(t, { dir: fragment.dir });
+  const report = await spool.open();
+  t.ok(report.quarantined, 'the bytes after the hole are found and reported');
+  t.equal(report.quarantined?.bytes, 50 + fragment.after.length, 'the hole and what follows it');
+  const next = await spool.append(event(100));
+  t.equal(next.seq, 7, 'the chain goes on from the last whole record');
+  t.equal(next.prev, fragment.written[5]!.hmac);
+  await spool.close();
+  const again = spoolIn(t, { dir: fragment.dir });
+  t.same(await again.open(), { unshipped: 7 }, 'and the next start finds a clean spool, not the old bytes behind the new record');
+  await again.close();
+
+  // Whole records after the hole: not a tail cut short; the spool stops for inspection at once.
+  const whole = await tornWithHole((rest) => rest.slice(1).join('\n') + '\n');
+  await t.rejects(spoolIn(t, { dir: whole.dir }).open(), SpoolCorruptError);
+});
