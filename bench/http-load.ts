@@ -60,6 +60,19 @@ export interface LoadOptions {
   timeoutMs?: number;
 }
 
+/**
+ * One request on a fresh connection, with no time-out but `timeoutMs` (fetch gives up waiting for
+ * response headers after 300 s, too soon for a verification of millions of records on FerretDB).
+ */
+export async function request(url: string, req: LoadRequest & { headers?: Record<string, string> }, timeoutMs: number): Promise<Answer> {
+  const agent = new http.Agent({ keepAlive: false });
+  try {
+    return await send(agent, new URL(url), req.headers ?? {}, req, timeoutMs);
+  } finally {
+    agent.destroy();
+  }
+}
+
 function send(agent: http.Agent, base: URL, headers: Record<string, string>, req: LoadRequest, timeoutMs: number): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const body = req.body === undefined ? undefined : Buffer.from(req.body);
