@@ -1046,12 +1046,14 @@ async function main() {
         onProgress: (w) => w % 200_000 === 0 && log(`  ${w} records`),
       });
       log(`  written in ${chain.seconds.toFixed(1)} s (${(chain.written / chain.seconds).toFixed(0)} records/s)`);
-      // Verification runs in the service (one instance, its own spool), a request long enough to need a long time-out.
-      const proc = await startProc('verify', SERVER_CPU, SERVER_ARGS, { ...serverEnv, SCHEMAS_DIR: emptyDir, AUDIT_NAMESPACE: `${db}.${collection}`, REQUEST_TIMEOUT_MS: '3600000' });
+      // Verification runs in the service (one instance, its own spool), in one request: the
+      // service's socket time-out (REQUEST_TIMEOUT_MS + 5 s, 35 s by default) would cut a long one
+      // off, so this instance gets two hours.
+      const proc = await startProc('verify', SERVER_CPU, SERVER_ARGS, { ...serverEnv, SCHEMAS_DIR: emptyDir, AUDIT_NAMESPACE: `${db}.${collection}`, REQUEST_TIMEOUT_MS: '7200000' });
       const timed = async (full: boolean) => {
         const t0 = performance.now();
         const path = `/audit/verify${full ? '?full=true' : ''}`;
-        const r = await request(proc.base, { method: 'GET', path, headers: { authorization: authHeaders.authorization } }, 3_600_000);
+        const r = await request(proc.base, { method: 'GET', path, headers: { authorization: authHeaders.authorization } }, 7_200_000);
         const ms = performance.now() - t0;
         if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${r.body.slice(0, 300)}`);
         const json = JSON.parse(r.body);
