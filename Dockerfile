@@ -29,6 +29,14 @@ COPY --from=build --chown=root:root /app/native/build/Release/aead_native.node n
 COPY --chown=root:root package.json openapi.yaml ./
 # Collection schemas: mount your own over this folder, or set SCHEMAS_DIR.
 COPY --chown=root:root schemas/collections schemas/collections
+# The audit spool: the only directory the service writes, so the root filesystem can be read-only.
+# Audit events wait there (fsynced) until they reach MongoDB, so it must outlive the container:
+# mount a persistent volume per instance here (one spool per instance; two processes on one spool
+# refuse to start). Owned by the node user, so a new named volume mounted here inherits that.
+ENV AUDIT_SPOOL_DIR=/var/lib/encryption-proxy/audit-spool
+RUN mkdir -p /var/lib/encryption-proxy/audit-spool \
+  && chown -R node:node /var/lib/encryption-proxy && chmod 700 /var/lib/encryption-proxy/audit-spool
+VOLUME ["/var/lib/encryption-proxy/audit-spool"]
 USER node
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
