@@ -1,7 +1,9 @@
 /**
  * The performance harness (bench/harness.ts) runs end to end on a tiny setting: a few hundred ms
  * per workload, one round, no Python, no scale-out phase, results to a temp file (never bench/RESULTS.md); every
- * workload produced numbers. Needs the stack (npm test exports it). Budget: under 60 s.
+ * workload produced numbers. Needs the stack (npm test exports it). It runs beside the other test
+ * files on two shared cores, so its time says more about the machine than about the harness: the
+ * bound only catches a smoke run that grew into a benchmark.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -12,7 +14,7 @@ import t from 'tap';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 
-t.test('bench/harness.ts produces numbers for every workload on a tiny setting', { timeout: 90_000 }, async (t) => {
+t.test('bench/harness.ts produces numbers for every workload on a tiny setting', { timeout: 170_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'bench-harness-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const out = join(dir, 'RESULTS.md');
@@ -35,7 +37,7 @@ t.test('bench/harness.ts produces numbers for every workload on a tiny setting',
   const seconds = (Date.now() - started) / 1000;
   t.equal(code, 0, `the harness exits 0 (${seconds.toFixed(1)} s)`, { stderr: stderr.slice(-3000) });
   if (code !== 0) return;
-  t.ok(seconds < 60, `it finished in under 60 s (${seconds.toFixed(1)} s)`);
+  t.ok(seconds < 150, `it finished in under 150 s (${seconds.toFixed(1)} s)`);
   const results = JSON.parse(readFileSync(json, 'utf8'));
   const expected = [
     'w1-echo-encrypt',
