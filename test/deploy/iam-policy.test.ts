@@ -212,11 +212,17 @@ t.test('deploy/iam-policy.json: exactly the access the service needs, proven aga
     const created = await n.call('POST', '/keys', { masterKey: { provider: 'aws', key: stack.keyArn }, keyAltNames: ['no-decrypt'] });
     t.equal(created.statusCode, 201, `creating a key needs only kms:Encrypt: ${created.body} ${n.logs.slice(-3).join('')}`);
 
-    // Decryption keeps its one generic failure (no oracle): the refusal by KMS is seen below, on
-    // the way to moto, and in the log; only KMS_UNAVAILABLE keeps its own code on this path.
+    // Decryption keeps its one generic failure (no oracle; only KMS_UNAVAILABLE keeps its own
+    // code on this path): the operator sees the refusal in the KMS metrics, and it is seen below
+    // on the way to moto.
     const dec = await n.call('POST', '/decrypt', { ciphertext: ciphertexts.aws[0] });
     t.equal(dec.statusCode, 400, 'decryption with a cold cache fails');
     t.equal(dec.json().code, 'DECRYPTION_FAILED');
+    const metrics = (await n.call('GET', '/metrics')).body.split('\n');
+    t.ok(
+      metrics.some((line) => /^kms_calls_total\{/.test(line) && line.includes('operation="unwrap"') && line.includes('outcome="denied"') && / [1-9]\d*$/.test(line)),
+      'counted as a denied unwrap in kms_calls_total',
+    );
 
     const before = await keyVaultDocs(h);
     const rewrap = await n.call('POST', '/keys/rewrap', { filter: { keyIds: [awsKeyId] }, masterKey: { provider: 'aws', key: stack.keyArn } });
