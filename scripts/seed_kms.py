@@ -6,9 +6,15 @@ Called by scripts/stack; usable by hand too:
   seed_kms.py seed    --endpoint URL   create keys, aliases, IAM users (auth must be off);
                                        prints `export NAME='value'` lines on stdout
   seed_kms.py enforce --endpoint URL   turn IAM enforcement on (POST /moto-api/reset-auth)
-  seed_kms.py verify  --endpoint URL   check allowed user can Encrypt/Decrypt and the
-                                       denied user gets HTTP 403; credentials and key ARN
-                                       come from the TEST_* environment variables
+  seed_kms.py verify  --endpoint URL   check allowed user can Encrypt/Decrypt, the
+                                       denied user gets HTTP 403 and the IAM administrator (if
+                                       seeded) answers; credentials and key ARN come from the
+                                       TEST_* environment variables
+  seed_kms.py user    --endpoint URL --name NAME
+                                       create IAM user NAME whose only policy is the JSON
+                                       policy document on stdin (with IAM enforced: as the
+                                       seeded IAM administrator, TEST_AWS_IAM_ADMIN_*); prints
+                                       {"accessKeyId": ..., "secretAccessKey": ...}
 
 Exit status is non-zero with a message on stderr when anything is not as expected.
 """
@@ -16,6 +22,7 @@ Exit status is non-zero with a message on stderr when anything is not as expecte
 import argparse
 import json
 import os
+import pathlib
 import shlex
 import sys
 import urllib.request
@@ -30,22 +37,25 @@ SECONDARY_ALIAS = "alias/proxy-test-secondary"
 SERVICE_USER = "proxy-service"
 DENIED_USER = "proxy-denied"
 
-SERVICE_POLICY = {
+IAM_ADMIN_USER = "proxy-test-iam-admin"
+
+# The seeded service identity gets the policy the project ships (deploy/iam-policy.json), so the
+# whole suite runs with exactly its actions. Only its Resource is widened to "*": moto's IAM
+# evaluation for KMS only ever checks against resource "*", so a key-ARN resource would never
+# match (test/deploy/iam-policy.test.ts states what that leaves unproven, and checks the ARNs).
+SHIPPED_POLICY = pathlib.Path(__file__).resolve().parent.parent / "deploy" / "iam-policy.json"
+
+
+def service_policy():
+    shipped = json.loads(SHIPPED_POLICY.read_text())
+    return {**shipped, "Statement": [{**st, "Resource": "*"} for st in shipped["Statement"]]}
+
+
+# Only for tests that need identities of their own (e.g. one holding exactly a given policy):
+# creating IAM users once IAM is enforced needs an identity allowed to.
+IAM_ADMIN_POLICY = {
     "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Effect": "Allow",
-            "Action": [
-                "kms:Encrypt",
-                "kms:Decrypt",
-                "kms:GenerateDataKey",
-                "kms:DescribeKey",
-            ],
-            # moto's IAM evaluation for KMS only ever checks against resource "*",
-            # so a key-ARN resource here would never match.
-            "Resource": "*",
-        }
-    ],
+    "Statement": [{"Effect": "Allow", "Action": "iam:*", "Resource": "*"}],
 }
 
 # No retries: a 403 must surface at once, and a dead server should not be hammered.
@@ -70,6 +80,15 @@ def fail(msg):
     sys.exit(1)
 
 
+def create_user(iam, name, policy):
+    """An IAM user with `policy` (a dict) as its only, inline policy; returns its access key."""
+    iam.create_user(UserName=name)
+    if policy is not None:
+        iam.put_user_policy(UserName=name, PolicyName="proxy-kms", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
 def seed(endpoint):
     kms = client("kms", endpoint)
     iam = client("iam", endpoint)
@@ -84,17 +103,8 @@ def seed(endpoint):
         kms.create_alias(AliasName=alias, TargetKeyId=key["KeyId"])
         arns[alias] = key["Arn"]
 
-    creds = {}
-    for user in (SERVICE_USER, DENIED_USER):
-        iam.create_user(UserName=user)
-        if user == SERVICE_USER:
-            iam.put_user_policy(
-                UserName=user,
-                PolicyName="proxy-kms",
-                PolicyDocument=json.dumps(SERVICE_POLICY),
-            )
-        key = iam.create_access_key(UserName=user)["AccessKey"]
-        creds[user] = (key["AccessKeyId"], key["SecretAccessKey"])
+    policies = {SERVICE_USER: service_policy(), DENIED_USER: None, IAM_ADMIN_USER: IAM_ADMIN_POLICY}
+    creds = {user: create_user(iam, user, policy) for user, policy in policies.items()}
 
     out = {
         "TEST_KMS_KEY_ARN": arns[PRIMARY_ALIAS],
@@ -104,6 +114,8 @@ def seed(endpoint):
         "TEST_AWS_SECRET_ACCESS_KEY": creds[SERVICE_USER][1],
         "TEST_AWS_DENIED_ACCESS_KEY_ID": creds[DENIED_USER][0],
         "TEST_AWS_DENIED_SECRET_ACCESS_KEY": creds[DENIED_USER][1],
+        "TEST_AWS_IAM_ADMIN_ACCESS_KEY_ID": creds[IAM_ADMIN_USER][0],
+        "TEST_AWS_IAM_ADMIN_SECRET_ACCESS_KEY": creds[IAM_ADMIN_USER][1],
     }
     for name, value in out.items():
         print(f"export {name}={shlex.quote(value)}")
@@ -154,13 +166,41 @@ def verify(endpoint):
     else:
         fail("denied user was allowed to Encrypt: IAM is not enforced")
 
+    # A stack seeded before the IAM administrator existed stays healthy (restarting a stack others
+    # use would break their runs); only the tests that create identities need it, and say so.
+    admin = (os.environ.get("TEST_AWS_IAM_ADMIN_ACCESS_KEY_ID"), os.environ.get("TEST_AWS_IAM_ADMIN_SECRET_ACCESS_KEY"))
+    if all(admin):
+        try:
+            client("iam", endpoint, *admin).get_user(UserName=SERVICE_USER)
+        except ClientError as e:
+            fail(f"the IAM administrator cannot read IAM: {e}")
+
+
+def user(endpoint, name):
+    try:
+        admin = (os.environ["TEST_AWS_IAM_ADMIN_ACCESS_KEY_ID"], os.environ["TEST_AWS_IAM_ADMIN_SECRET_ACCESS_KEY"])
+    except KeyError as e:
+        fail(f"user needs {e.args[0]} in the environment (a stack seeded by an older seed_kms.py: restart it)")
+    policy = json.load(sys.stdin)
+    try:
+        key_id, secret = create_user(client("iam", endpoint, *admin), name, policy)
+    except ClientError as e:
+        fail(f"could not create IAM user {name}: {e}")
+    json.dump({"accessKeyId": key_id, "secretAccessKey": secret}, sys.stdout)
+
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=["seed", "enforce", "verify"])
+    p.add_argument("action", choices=["seed", "enforce", "verify", "user"])
     p.add_argument("--endpoint", required=True, help="moto URL, e.g. http://127.0.0.1:5000")
+    p.add_argument("--name", help="user: the IAM user name to create")
     args = p.parse_args()
-    {"seed": seed, "enforce": enforce, "verify": verify}[args.action](args.endpoint)
+    if args.action == "user":
+        if not args.name:
+            p.error("user needs --name")
+        user(args.endpoint, args.name)
+    else:
+        {"seed": seed, "enforce": enforce, "verify": verify}[args.action](args.endpoint)
 
 
 if __name__ == "__main__":

@@ -354,7 +354,9 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
      * The guided master-key migration (CMK rotation, local → AWS): each selected data key is
      * rewrapped under the new master key, then a verification pass unwraps every migrated key under
      * its new wrapping, bypassing the cache, and compares it with the original (by SHA-256). A key
-     * that does not verify is restored to its old wrapping and the migration fails. Keys are done
+     * that does not verify (another key comes back, or KMS refuses or fails the unwrap) is restored
+     * to its old wrapping together with every key not verified yet, and the migration fails with
+     * that error. Keys are done
      * one at a time, so a failure part way leaves each key valid under one master key or the other;
      * running the same selection again resumes with the keys still left. Keys now under a KMS are
      * not moved to the local master key unless `allowDowngrade`: checked again here, on the keys as
@@ -373,7 +375,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
       checkDowngrade(docs, newMasterKey, options);
       const stored = storedMasterKey(newMasterKey);
       const progress = { total: docs.length, done: 0, failed: 0, phase: 'rewrapping' };
-      const migrated: { doc: KeyDocument; digest: string }[] = [];
+      const migrated: { doc: KeyDocument; digest: string; material: Binary }[] = [];
       let skipped = 0;
       for (const doc of docs) {
         options.signal?.throwIfAborted();
@@ -390,27 +392,41 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
           { _id: doc._id, keyMaterial: doc.keyMaterial },
           { $set: { keyMaterial: new Binary(material, 0), masterKey: stored }, $currentDate: { updateDate: true } },
         );
-        if (result.modifiedCount === 1) migrated.push({ doc, digest });
+        if (result.modifiedCount === 1) migrated.push({ doc, digest, material: new Binary(material, 0) });
         else skipped++;
         progress.done++;
         if (options.onProgress && (progress.done % 10 === 0 || progress.done === progress.total)) await options.onProgress({ ...progress });
       }
       progress.phase = 'verifying';
       if (options.onProgress) await options.onProgress({ ...progress });
-      for (const { doc, digest } of migrated) {
+      for (const [index, { doc, digest }] of migrated.entries()) {
         const fresh = await collection.findOne({ _id: doc._id });
-        let ok = false;
-        if (fresh !== null) {
-          const again = await kms.unwrap(readStoredMasterKey(fresh.masterKey), Buffer.from(fresh.keyMaterial.buffer));
-          ok = createHash('sha256').update(again).digest('hex') === digest;
-          again.fill(0);
-        }
-        if (!ok) {
-          progress.failed++;
-          if (fresh !== null) {
-            await collection.updateOne({ _id: doc._id, keyMaterial: fresh.keyMaterial }, { $set: { keyMaterial: doc.keyMaterial, masterKey: doc.masterKey } });
+        let failure: unknown;
+        if (fresh === null) {
+          failure = new AppError('MIGRATION_VERIFICATION_FAILED', `Data key ${keyIdToString(doc._id.buffer)} is gone.`);
+        } else {
+          try {
+            const again = await kms.unwrap(readStoredMasterKey(fresh.masterKey), Buffer.from(fresh.keyMaterial.buffer));
+            if (createHash('sha256').update(again).digest('hex') !== digest) {
+              failure = new AppError('MIGRATION_VERIFICATION_FAILED', `Data key ${keyIdToString(doc._id.buffer)} was restored to its old wrapping.`);
+            }
+            again.fill(0);
+          } catch (err) {
+            // KMS refusing or failing to unwrap what was just wrapped (an identity allowed
+            // kms:Encrypt but not kms:Decrypt, say) fails the verification too: the service must
+            // not leave keys under a wrapping it has not shown it can unwrap.
+            failure = err;
           }
-          throw new AppError('MIGRATION_VERIFICATION_FAILED', `Data key ${keyIdToString(doc._id.buffer)} was restored to its old wrapping.`);
+        }
+        if (failure !== undefined) {
+          // This key and every one not verified yet go back to their old wrapping, each only if
+          // it still holds what this migration wrote; the keys already verified stay migrated.
+          const unverified = migrated.slice(index);
+          progress.failed += unverified.length;
+          for (const { doc: old, material } of unverified) {
+            await collection.updateOne({ _id: old._id, keyMaterial: material }, { $set: { keyMaterial: old.keyMaterial, masterKey: old.masterKey } });
+          }
+          throw failure;
         }
       }
       progress.phase = 'done';

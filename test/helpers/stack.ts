@@ -1,3 +1,6 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
 /**
  * The real servers the integration tests run against, as exported by `scripts/stack up`
  * (`npm test` does that). With MONGODB_URI pointing at a real MongoDB, the same suite runs there.
@@ -33,3 +36,19 @@ export const stack = {
     };
   },
 };
+
+/**
+ * A new IAM user in moto whose only policy is `policy` (a policy document), created through moto's
+ * IAM API as the IAM administrator the stack seeds (scripts/seed_kms.py user): for tests that need
+ * an identity holding exactly some policy. Names must be new.
+ */
+export function createIamUser(name: string, policy: unknown): { accessKeyId: string; secretAccessKey: string } {
+  const script = fileURLToPath(new URL('../../scripts/seed_kms.py', import.meta.url));
+  const run = spawnSync(process.env.PYTHON ?? 'python3', [script, 'user', '--endpoint', required('MOTO_URL'), '--name', name], {
+    input: JSON.stringify(policy),
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  if (run.status !== 0) throw new Error(`creating IAM user ${name} failed: ${run.stderr || run.error}`);
+  return JSON.parse(run.stdout);
+}

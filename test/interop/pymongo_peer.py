@@ -7,9 +7,20 @@ Extended JSON, ciphertexts as base64 of the subtype-6 payload.
   {"op": "decrypt", ..., "items": [b64]} -> {"items": [value]}
   {"op": "readAll", ..., "db", "coll"} -> {"items": [document]}   (automatic decryption)
   {"op": "insertExplicit", ..., "db", "coll", "items": [{"document", "encrypt": {field: {"algorithm", "keyAltName"}}}]}
+
+Providers: "local" when "localKey" is given (null leaves it out); "aws" when "aws" is given:
+  "aws": {"accessKeyId", "secretAccessKey", "caFile", "tlsEndpoint": "127.0.0.1:PORT"}
+KMS is reached over TLS, trusting only the CA in "caFile" (kms_tls_options). A data key naming no
+endpoint makes libmongocrypt call the region's public host, kms.<region>.amazonaws.com:443: the
+connection to that host (and only that one) is opened to "tlsEndpoint" instead, through pymongo's
+kms_connect_callback, and TLS is still verified against the public host name. Every answer carries
+"kmsHosts": the host:port libmongocrypt asked to reach, in order.
+  {"op": "createKey", ..., "provider": "aws", "masterKey": {"region", "key", "endpoint"?}} -> {"id"}
 """
 import base64
 import json
+import re
+import socket
 import sys
 import uuid
 
@@ -27,14 +38,38 @@ ALGORITHMS = {
 }
 
 
+def kms_settings(req, kms_hosts):
+    """kms_providers, and the keyword arguments that take KMS over TLS to the test's endpoint."""
+    providers = {}
+    if req.get("localKey"):
+        providers["local"] = {"key": base64.b64decode(req["localKey"])}
+    aws = req.get("aws")
+    if not aws:
+        return providers, {}
+    providers["aws"] = {"accessKeyId": aws["accessKeyId"], "secretAccessKey": aws["secretAccessKey"]}
+    endpoint_host, endpoint_port = aws["tlsEndpoint"].rsplit(":", 1)
+
+    def connect(ctx):
+        kms_hosts.append(f"{ctx.host}:{ctx.port}")
+        if re.fullmatch(r"kms\.[a-z0-9-]+\.amazonaws\.com", ctx.host) and ctx.port == 443:
+            address = (endpoint_host, int(endpoint_port))
+        else:
+            address = (ctx.host, ctx.port)
+        return socket.create_connection(address, timeout=ctx.timeout)
+
+    return providers, {"kms_tls_options": {"aws": {"tlsCAFile": aws["caFile"]}}, "kms_connect_callback": connect}
+
+
 def main():
     req = json.load(sys.stdin)
     client = pymongo.MongoClient(req["uri"])
     opts = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
-    ce = ClientEncryption({"local": {"key": base64.b64decode(req["localKey"])}}, req["keyVault"], client, opts)
+    kms_hosts = []
+    providers, tls = kms_settings(req, kms_hosts)
+    ce = ClientEncryption(providers, req["keyVault"], client, opts, **tls)
     try:
         if req["op"] == "createKey":
-            key_id = ce.create_data_key("local", key_alt_names=req.get("keyAltNames"))
+            key_id = ce.create_data_key(req.get("provider", "local"), master_key=req.get("masterKey"), key_alt_names=req.get("keyAltNames"))
             out = {"id": str(key_id.as_uuid())}
         elif req["op"] == "encrypt":
             items = []
@@ -48,7 +83,7 @@ def main():
             out = {"items": [json.loads(json_util.dumps({"v": v}, json_options=CANONICAL_JSON_OPTIONS))["v"] for v in values]}
         elif req["op"] == "readAll":
             # Automatic decryption of whatever is read; bypass_auto_encryption needs no mongocryptd.
-            opts = AutoEncryptionOpts({"local": {"key": base64.b64decode(req["localKey"])}}, req["keyVault"], bypass_auto_encryption=True)
+            opts = AutoEncryptionOpts(providers, req["keyVault"], bypass_auto_encryption=True, **tls)
             auto = pymongo.MongoClient(req["uri"], auto_encryption_opts=opts)
             try:
                 docs = list(auto[req["db"]][req["coll"]].find({}).sort("_id", 1))
@@ -69,7 +104,7 @@ def main():
     finally:
         ce.close()
         client.close()
-    json.dump(out, sys.stdout)
+    json.dump({**out, "kmsHosts": kms_hosts}, sys.stdout)
 
 
 if __name__ == "__main__":
