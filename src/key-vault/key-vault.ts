@@ -14,6 +14,13 @@ export interface KeyVaultOptions {
   cache: DataKeyCache;
   /** How long an alt name → key id lookup is trusted (the data-key cache TTL). */
   altNameTtlMs: number;
+  /**
+   * Tell the fleet these keys changed (deleted, rewrapped, renamed), after the change and before
+   * the caller answers, so other instances drop what they cached of them (src/fleet/).
+   */
+  recordChanges?: (keyIds: string[]) => Promise<void>;
+  /** Whether cached alt names may be served now (false while the fleet's changes cannot be followed). */
+  trusted?: () => boolean;
 }
 
 export interface CreateKeyInput {
@@ -63,7 +70,7 @@ function checkDowngrade(docs: { masterKey?: unknown }[], to: MasterKey, options:
  * The key vault: data-key documents in a MongoDB collection read and written with majority
  * concerns, and the unwrapping of data keys through the KMS into the cache.
  */
-export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaultOptions) {
+export function createKeyVault({ collection, kms, cache, altNameTtlMs, recordChanges = async () => undefined, trusted = () => true }: KeyVaultOptions) {
   // Ids are not secret; caching the alt-name lookup spares a vault read per request. Kept short:
   // another instance may move a name to another key.
   const altNameIds = new LRUCache<string, UUID>({ max: 10_000, ttl: Math.min(altNameTtlMs, 10_000) });
@@ -71,6 +78,15 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
   const altNamesById = new LRUCache<string, string[]>({ max: 10_000, ttl: Math.min(altNameTtlMs, 10_000) });
   // Ids known to have no key: an unknown id costs what a known one does, and gives no timing hint.
   const missingIds = new LRUCache<string, true>({ max: 10_000, ttl: altNameTtlMs });
+
+  /** Drop what this process cached of a key (its data key, its alt names both ways). */
+  function forgetKey(id: string): void {
+    cache.delete(id);
+    altNamesById.delete(id);
+    const stale: string[] = [];
+    for (const [name, keyId] of altNameIds.entries()) if (keyIdToString(keyId.buffer) === id) stale.push(name);
+    for (const name of stale) altNameIds.delete(name);
+  }
 
   // Alt-name uniqueness is checked here as well as by the index: FerretDB's unique index compares
   // whole arrays, not their elements. Serialising these writes closes the race within a process.
@@ -151,6 +167,17 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
   const vault = {
     ensureIndexes,
 
+    /** Another instance changed this key: drop what this process cached of it. */
+    forgetKey,
+
+    /** This process cannot know what changed: drop every cached key and alt name. */
+    forgetAll(): void {
+      cache.clear();
+      altNameIds.clear();
+      altNamesById.clear();
+      missingIds.clear();
+    },
+
     /** Generate (or import), wrap and store a new data key. Nothing is written if wrapping fails. */
     async createDataKey(input: CreateKeyInput): Promise<KeyDocument> {
       kms.checkUsable(input.masterKey);
@@ -218,7 +245,8 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
         await collection
           .updateOne({ _id: id }, { $push: { keyAltNames: name } })
           .catch(translateWriteError);
-        altNamesById.delete(keyIdToString(id.buffer));
+        forgetKey(keyIdToString(id.buffer));
+        await recordChanges([keyIdToString(id.buffer)]);
         return vault.requireById(id);
       });
     },
@@ -234,19 +262,25 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
         // Drivers leave no empty keyAltNames array behind; neither do we.
         await collection.updateOne({ _id: id, keyAltNames: { $size: 0 } }, { $unset: { keyAltNames: '' } });
         altNameIds.delete(name);
-        altNamesById.delete(keyIdToString(id.buffer));
+        forgetKey(keyIdToString(id.buffer));
+        await recordChanges([keyIdToString(id.buffer)]);
         return vault.requireById(id);
       });
     },
 
-    /** Delete a data key. Every value encrypted with it becomes unreadable, permanently. */
+    /**
+     * Delete a data key. Every value encrypted with it becomes unreadable, permanently: in this
+     * process at once, in the fleet once the change is recorded (before this resolves). Recorded
+     * even when the key was already gone: a deleter that died before recording is made good.
+     */
     async deleteKey(id: UUID): Promise<boolean> {
       // No projection: FerretDB does not support one on findAndModify.
       const doc = await collection.findOneAndDelete({ _id: id });
+      const keyId = keyIdToString(id.buffer);
       for (const name of doc?.keyAltNames ?? []) altNameIds.delete(name);
-      cache.delete(keyIdToString(id.buffer));
-      missingIds.set(keyIdToString(id.buffer), true);
-      altNamesById.delete(keyIdToString(id.buffer));
+      forgetKey(keyId);
+      missingIds.set(keyId, true);
+      await recordChanges([keyId]);
       return doc !== null;
     },
 
@@ -295,6 +329,8 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
         }),
       );
       const keyIds = changed.filter((id): id is string => id !== undefined);
+      keyIds.forEach(forgetKey);
+      await recordChanges(keyIds);
       return { matched: docs.length, rewrapped: keyIds.length, keyIds };
     },
 
@@ -312,8 +348,9 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
     async resolveAltNames(names: string[]): Promise<Map<string, UUID>> {
       const found = new Map<string, UUID>();
       const missing = new Set<string>();
+      const useCache = trusted();
       for (const name of names) {
-        const cached = altNameIds.get(name);
+        const cached = useCache ? altNameIds.get(name) : undefined;
         if (cached !== undefined) found.set(name, cached);
         else missing.add(name);
       }
@@ -390,8 +427,11 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
           { _id: doc._id, keyMaterial: doc.keyMaterial },
           { $set: { keyMaterial: new Binary(material, 0), masterKey: stored }, $currentDate: { updateDate: true } },
         );
-        if (result.modifiedCount === 1) migrated.push({ doc, digest });
-        else skipped++;
+        if (result.modifiedCount === 1) {
+          migrated.push({ doc, digest });
+          forgetKey(keyIdToString(doc._id.buffer));
+          await recordChanges([keyIdToString(doc._id.buffer)]);
+        } else skipped++;
         progress.done++;
         if (options.onProgress && (progress.done % 10 === 0 || progress.done === progress.total)) await options.onProgress({ ...progress });
       }
@@ -409,6 +449,8 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
           progress.failed++;
           if (fresh !== null) {
             await collection.updateOne({ _id: doc._id, keyMaterial: fresh.keyMaterial }, { $set: { keyMaterial: doc.keyMaterial, masterKey: doc.masterKey } });
+            forgetKey(keyIdToString(doc._id.buffer));
+            await recordChanges([keyIdToString(doc._id.buffer)]);
           }
           throw new AppError('MIGRATION_VERIFICATION_FAILED', `Data key ${keyIdToString(doc._id.buffer)} was restored to its old wrapping.`);
         }
@@ -479,8 +521,9 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
     async altNamesOf(ids: string[]): Promise<Map<string, string[]>> {
       const out = new Map<string, string[]>();
       const missing: string[] = [];
+      const useCache = trusted();
       for (const id of new Set(ids)) {
-        const cached = altNamesById.get(id);
+        const cached = useCache ? altNamesById.get(id) : undefined;
         if (cached !== undefined) out.set(id, cached);
         else missing.push(id);
       }

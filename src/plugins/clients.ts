@@ -18,12 +18,17 @@ export default fp(
         writeConcern: { w: 'majority', journal: true },
       }),
       cacheTtlMs: config.clients.cacheTtlMs,
+      recordChange: (clientId) => app.fleet.record('client', clientId),
+      trusted: app.fleet.trusted,
     });
+    // Clients revoked, disabled or regranted through another instance: dropped here within the feed's bound.
+    app.fleet.on('client', (clientId) => clients.forgetClient(clientId));
+    app.fleet.onReset(() => clients.forgetAll());
     app.addHook('onReady', async () => {
       clients.ensureIndexes().catch((err: unknown) => app.log.warn({ err }, 'client indexes not created yet'));
     });
     app.decorate('clients', clients);
     app.decorate('jwtVerifier', config.jwt ? createJwtVerifier(config.jwt) : undefined);
   },
-  { name: 'clients', dependencies: ['config', 'mongodb'] },
+  { name: 'clients', dependencies: ['config', 'mongodb', 'fleet'] },
 );

@@ -20,8 +20,19 @@ export default fp(
         readConcern: { level: 'majority' },
         writeConcern: { w: 'majority', journal: true },
       });
-    const cache = createDataKeyCache(config.dataKeyCache, app.metrics);
-    const keyVault = createKeyVault({ collection, kms: app.kms, cache, altNameTtlMs: config.dataKeyCache.ttlMs });
+    const { fleet } = app;
+    const cache = createDataKeyCache({ ...config.dataKeyCache, trusted: fleet.trusted }, app.metrics);
+    const keyVault = createKeyVault({
+      collection,
+      kms: app.kms,
+      cache,
+      altNameTtlMs: config.dataKeyCache.ttlMs,
+      recordChanges: (keyIds) => fleet.record('key', ...keyIds),
+      trusted: fleet.trusted,
+    });
+    // Keys deleted, rewrapped or renamed through another instance: dropped here within the feed's bound.
+    fleet.on('key', (keyId) => keyVault.forgetKey(keyId));
+    fleet.onReset(() => keyVault.forgetAll());
     app.addHook('onReady', async () => {
       keyVault.ensureIndexes().catch((err: unknown) => app.log.warn({ err }, 'key vault indexes not created yet; retrying on first write'));
     });
@@ -29,5 +40,5 @@ export default fp(
     app.decorate('dataKeyCache', cache);
     app.addHook('onClose', async () => cache.clear());
   },
-  { name: 'key-vault', dependencies: ['config', 'metrics', 'mongodb', 'kms'] },
+  { name: 'key-vault', dependencies: ['config', 'metrics', 'mongodb', 'fleet', 'kms'] },
 );
