@@ -5,6 +5,7 @@ import { KEY_LENGTH } from '../crypto/aead.js';
 import { AppError, isAppError } from '../errors.js';
 import type { Kms } from '../kms/kms.js';
 import { isDowngrade, readStoredMasterKey, type MasterKey } from '../kms/master-key.js';
+import { createAltNameClaims, type AltNameClaim } from './alt-name-claims.js';
 import type { DataKeyCache, KeyOrError } from './data-key-cache.js';
 import { keyIdToString, storedMasterKey, toKeyView, type KeyDocument } from './key-document.js';
 
@@ -21,6 +22,12 @@ export interface KeyVaultOptions {
   recordChanges?: (keyIds: string[]) => Promise<void>;
   /** Whether cached alt names may be served now (false while the fleet's changes cannot be followed). */
   trusted?: () => boolean;
+  /**
+   * Where alt names are claimed before a key takes them (src/key-vault/alt-name-claims.ts): what
+   * keeps a name unique when instances create keys at once. Without it, only this process's lock
+   * and the index do.
+   */
+  altNameClaims?: { collection: Collection<AltNameClaim>; graceMs?: number };
 }
 
 export interface CreateKeyInput {
@@ -70,7 +77,8 @@ function checkDowngrade(docs: { masterKey?: unknown }[], to: MasterKey, options:
  * The key vault: data-key documents in a MongoDB collection read and written with majority
  * concerns, and the unwrapping of data keys through the KMS into the cache.
  */
-export function createKeyVault({ collection, kms, cache, altNameTtlMs, recordChanges = async () => undefined, trusted = () => true }: KeyVaultOptions) {
+export function createKeyVault(options: KeyVaultOptions) {
+  const { collection, kms, cache, altNameTtlMs, recordChanges = async () => undefined, trusted = () => true } = options;
   // Ids are not secret; caching the alt-name lookup spares a vault read per request. Kept short:
   // another instance may move a name to another key.
   const altNameIds = new LRUCache<string, UUID>({ max: 10_000, ttl: Math.min(altNameTtlMs, 10_000) });
@@ -88,8 +96,39 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs, recordCha
     for (const name of stale) altNameIds.delete(name);
   }
 
-  // Alt-name uniqueness is checked here as well as by the index: FerretDB's unique index compares
-  // whole arrays, not their elements. Serialising these writes closes the race within a process.
+  // Claims make a name unique across instances; absent (unit tests), claiming is a no-op.
+  const claims = options.altNameClaims
+    ? createAltNameClaims({
+        ...options.altNameClaims,
+        keyHasName: async (keyId, name) => (await collection.findOne({ _id: keyId as UUID, keyAltNames: name }, { projection: { _id: 1 } })) !== null,
+      })
+    : undefined;
+
+  /** Claim names for a key, in a canonical order (two creators of [a, b] and [b, a] do not both lose); all or none. */
+  async function claimNames(names: string[], keyId: Binary): Promise<void> {
+    const claimed: string[] = [];
+    try {
+      for (const name of [...names].sort()) {
+        await claims?.claim(name, keyId);
+        claimed.push(name);
+      }
+    } catch (err) {
+      await releaseNames(claimed, keyId);
+      throw err;
+    }
+  }
+
+  /**
+   * Release names a key no longer holds. A release that fails is left: the claim is stale (its key
+   * does not hold the name) and can be claimed over after its grace period.
+   */
+  async function releaseNames(names: string[], keyId: Binary): Promise<void> {
+    await Promise.all(names.map((name) => claims?.release(name, keyId).catch(() => undefined)));
+  }
+
+  // Alt-name uniqueness is also checked against the key documents (keys written before claims
+  // existed, or by drivers) and by the index (element-wise on MongoDB; FerretDB's compares whole
+  // arrays). Serialising these writes closes the race within a process.
   let altNameLock: Promise<unknown> = Promise.resolve();
   function withAltNameLock<T>(fn: () => Promise<T>): Promise<T> {
     const run = altNameLock.then(fn, fn);
@@ -107,6 +146,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs, recordCha
 
   /** Create the indexes drivers expect; a partial unique index where the server has them. */
   async function createIndexes(): Promise<void> {
+    await claims?.ensureIndexes();
     try {
       await collection.createIndex(
         { keyAltNames: 1 },
@@ -198,10 +238,16 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs, recordCha
         };
         if (altNames.length > 0) doc.keyAltNames = altNames;
         await ensureIndexes();
-        await withAltNameLock(async () => {
-          await assertAltNamesFree(altNames);
-          await collection.insertOne(doc).catch(translateWriteError);
-        });
+        await claimNames(altNames, doc._id);
+        try {
+          await withAltNameLock(async () => {
+            await assertAltNamesFree(altNames);
+            await collection.insertOne(doc).catch(translateWriteError);
+          });
+        } catch (err) {
+          await releaseNames(altNames, doc._id);
+          throw err;
+        }
         return doc;
       } finally {
         dataKey.fill(0);
@@ -241,10 +287,16 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs, recordCha
         const doc = await vault.requireById(id);
         if (doc.keyAltNames?.includes(name)) return doc;
         await ensureIndexes();
-        await assertAltNamesFree([name], doc._id);
-        await collection
-          .updateOne({ _id: id }, { $push: { keyAltNames: name } })
-          .catch(translateWriteError);
+        await claimNames([name], doc._id);
+        try {
+          await assertAltNamesFree([name], doc._id);
+          await collection
+            .updateOne({ _id: id }, { $push: { keyAltNames: name } })
+            .catch(translateWriteError);
+        } catch (err) {
+          await releaseNames([name], doc._id);
+          throw err;
+        }
         forgetKey(keyIdToString(id.buffer));
         await recordChanges([keyIdToString(id.buffer)]);
         return vault.requireById(id);
@@ -261,6 +313,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs, recordCha
         }
         // Drivers leave no empty keyAltNames array behind; neither do we.
         await collection.updateOne({ _id: id, keyAltNames: { $size: 0 } }, { $unset: { keyAltNames: '' } });
+        await releaseNames([name], id);
         altNameIds.delete(name);
         forgetKey(keyIdToString(id.buffer));
         await recordChanges([keyIdToString(id.buffer)]);
@@ -276,6 +329,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs, recordCha
     async deleteKey(id: UUID): Promise<boolean> {
       // No projection: FerretDB does not support one on findAndModify.
       const doc = await collection.findOneAndDelete({ _id: id });
+      await releaseNames(doc?.keyAltNames ?? [], id);
       const keyId = keyIdToString(id.buffer);
       for (const name of doc?.keyAltNames ?? []) altNameIds.delete(name);
       forgetKey(keyId);

@@ -2,6 +2,7 @@ import fp from 'fastify-plugin';
 import { createDataKeyCache } from '../key-vault/data-key-cache.js';
 import type { KeyDocument } from '../key-vault/key-document.js';
 import { createKeyVault, type KeyVault } from '../key-vault/key-vault.js';
+import type { AltNameClaim } from '../key-vault/alt-name-claims.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -14,12 +15,9 @@ export default fp(
   async (app) => {
     const { config } = app;
     // Key documents must never be read stale or lost on failover: majority on both sides.
-    const collection = app.mongo.keyVaultClient
-      .db(config.keyVault.db)
-      .collection<KeyDocument>(config.keyVault.collection, {
-        readConcern: { level: 'majority' },
-        writeConcern: { w: 'majority', journal: true },
-      });
+    const concerns = { readConcern: { level: 'majority' }, writeConcern: { w: 'majority', journal: true } } as const;
+    const db = app.mongo.keyVaultClient.db(config.keyVault.db);
+    const collection = db.collection<KeyDocument>(config.keyVault.collection, concerns);
     const { fleet } = app;
     const cache = createDataKeyCache({ ...config.dataKeyCache, trusted: fleet.trusted }, app.metrics);
     const keyVault = createKeyVault({
@@ -29,6 +27,8 @@ export default fp(
       altNameTtlMs: config.dataKeyCache.ttlMs,
       recordChanges: (keyIds) => fleet.record('key', ...keyIds),
       trusted: fleet.trusted,
+      // Beside the key vault: alt names stay unique when instances create keys at once.
+      altNameClaims: { collection: db.collection<AltNameClaim>('__keyAltNames', concerns) },
     });
     // Keys deleted, rewrapped or renamed through another instance: dropped here within the feed's bound.
     fleet.on('key', (keyId) => keyVault.forgetKey(keyId));
