@@ -16,6 +16,9 @@ export interface RotationRecord {
   state: 'running' | 'done';
   /** Canonical Extended JSON of the last `_id` processed: where a resumed run starts. */
   resumeAfter?: string;
+  /** Documents done and fields rotated up to the resume point. */
+  done?: number;
+  rotatedFields?: number;
   jobId?: string;
   startedAt: Date;
   finishedAt?: Date;
@@ -80,8 +83,8 @@ export function createKeyRotations(collection: Collection<RotationRecord>, optio
       await recordChange(namespace);
       return (await collection.findOne({ _id }))!;
     },
-    async saveResumePoint(namespace: string, fromKeyId: string, resumeAfter: string): Promise<void> {
-      await collection.updateOne({ _id: `${namespace}|${fromKeyId}` }, { $set: { resumeAfter } });
+    async saveResumePoint(namespace: string, fromKeyId: string, resumeAfter: string, counts: { done: number; rotatedFields: number }): Promise<void> {
+      await collection.updateOne({ _id: `${namespace}|${fromKeyId}` }, { $set: { resumeAfter, ...counts } });
     },
     async finish(namespace: string, fromKeyId: string): Promise<void> {
       await collection.updateOne({ _id: `${namespace}|${fromKeyId}` }, { $set: { state: 'done', finishedAt: new Date() } });

@@ -65,6 +65,13 @@ export interface RewrapOptions {
   allowDowngrade?: boolean;
 }
 
+/** Whether two stored master keys (as key documents hold them) are the same. */
+function sameStoredKey(a: unknown, b: Record<string, unknown>): boolean {
+  if (a === null || typeof a !== 'object') return false;
+  const canonical = (value: object) => JSON.stringify(Object.entries(value).sort(([x], [y]) => (x < y ? -1 : 1)));
+  return canonical(a) === canonical(b);
+}
+
 /** Refuse (403) a rewrap that would downgrade some of `docs`, unless allowed. */
 function checkDowngrade(docs: { masterKey?: unknown }[], to: MasterKey, options: RewrapOptions): void {
   if (options.allowDowngrade === true) return;
@@ -450,6 +457,11 @@ export function createKeyVault(options: KeyVaultOptions) {
      * running the same selection again resumes with the keys still left. Keys now under a KMS are
      * not moved to the local master key unless `allowDowngrade`: checked again here, on the keys as
      * the job reads them, since they may have been rewrapped since they were planned.
+     *
+     * `resumeSince`: this is the same migration taken over after its run was cut short; keys already
+     * under the new master key and rewrapped since then are that run's work, checked to unwrap but
+     * not rewrapped again. (Without it every selected key is rewrapped: rewrapping under the same
+     * AWS key ARN is how a key rotated by AWS is picked up.)
      */
     async migrateMasterKey(
       selector: KeySelector,
@@ -457,6 +469,7 @@ export function createKeyVault(options: KeyVaultOptions) {
       options: RewrapOptions & {
         onProgress?: (progress: { total: number; done: number; failed: number; phase: string }) => Promise<void>;
         signal?: AbortSignal;
+        resumeSince?: Date;
       } = {},
     ) {
       kms.checkUsable(newMasterKey);
@@ -465,9 +478,17 @@ export function createKeyVault(options: KeyVaultOptions) {
       const stored = storedMasterKey(newMasterKey);
       const progress = { total: docs.length, done: 0, failed: 0, phase: 'rewrapping' };
       const migrated: { doc: KeyDocument; digest: string }[] = [];
+      // Keys the earlier, cut-short run of this migration rewrapped (see `resumeSince`).
+      const already: KeyDocument[] = [];
       let skipped = 0;
       for (const doc of docs) {
         options.signal?.throwIfAborted();
+        const wrappedAt = doc.updateDate instanceof Date ? doc.updateDate.getTime() : 0;
+        if (options.resumeSince !== undefined && wrappedAt >= options.resumeSince.getTime() && sameStoredKey(doc.masterKey, stored)) {
+          already.push(doc);
+          progress.done++;
+          continue;
+        }
         const dataKey = await unwrap(doc);
         let material: Buffer;
         let digest: string;
@@ -491,6 +512,10 @@ export function createKeyVault(options: KeyVaultOptions) {
       }
       progress.phase = 'verifying';
       if (options.onProgress) await options.onProgress({ ...progress });
+      for (const doc of already) {
+        options.signal?.throwIfAborted();
+        (await unwrap(doc)).fill(0);
+      }
       for (const { doc, digest } of migrated) {
         const fresh = await collection.findOne({ _id: doc._id });
         let ok = false;
@@ -516,8 +541,9 @@ export function createKeyVault(options: KeyVaultOptions) {
           matched: docs.length,
           rewrapped: migrated.length,
           verified: migrated.length,
+          alreadyMigrated: already.length,
           skipped,
-          keyIds: migrated.map(({ doc }) => keyIdToString(doc._id.buffer)),
+          keyIds: [...migrated.map(({ doc }) => doc), ...already].map((doc) => keyIdToString(doc._id.buffer)),
           masterKey: stored,
         },
       };
