@@ -52,3 +52,34 @@ t.test('concurrent: the same key through both instances at once executes once, e
   t.equal((await keyVaultDocs(h)).length, keysBefore + 12);
   t.comment(`answers: ${JSON.stringify(statuses)}`);
 });
+
+t.test('a claim left by a dead instance is taken over by one request only, even when retries race through both instances', async (t) => {
+  const h = await createDocumentsApp(t);
+  const b = await createTestApp(t, { share: h, env: { SCHEMAS_DIR: h.schemasDir } });
+  const employees = h.mongo.db(h.keyVaultDb).collection('employees');
+  const records = h.mongo.db(h.keyVaultDb).collection<Record<string, unknown>>('__idempotency');
+  const { createHash } = await import('node:crypto');
+  let doubles = 0;
+  for (let round = 0; round < 15; round++) {
+    const key = `dead-${round}`;
+    const url = `/documents/${h.ns}`;
+    const doc = { document: { name: `dead-${round}`, ssn: `SSN-d${round}`, tenantKey: 'tenant-a' } };
+    // What an instance killed mid-request leaves: a pending claim past its deadline.
+    const now = Date.now();
+    await records.insertOne({
+      _id: ['admin', 'POST', url, key].join('|') as never,
+      hash: createHash('sha256').update(JSON.stringify([{ ns: h.ns }, doc])).digest('hex'),
+      state: 'pending',
+      createdAt: new Date(now - 60_000),
+      expiresAt: new Date(now + 3_600_000),
+      pendingUntil: new Date(now - 1000),
+      token: `dead-token-${round}`,
+    });
+    const answers = await Promise.all([h, b, h, b, h, b].map((app) => app.call('POST', url, doc, { 'idempotency-key': key })));
+    const inserted = await employees.countDocuments({ name: `dead-${round}` });
+    if (inserted > 1) doubles++;
+    t.ok(inserted <= 1, `round ${round}: executed at most once (${answers.map((r) => r.statusCode).join(',')})`);
+    t.ok(answers.every((r) => r.statusCode === 201 || r.json().code === 'IDEMPOTENCY_IN_PROGRESS'), `round ${round}: 201 or 409 IN_PROGRESS`);
+  }
+  t.equal(doubles, 0, 'no dead claim was taken over twice');
+});
