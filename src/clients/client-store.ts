@@ -45,6 +45,13 @@ export interface ClientStoreOptions {
   recordChange?: (clientId: string) => Promise<void>;
   /** Whether cached authentications may be served now (false while the fleet's changes cannot be followed). */
   trusted?: () => boolean;
+  /**
+   * Run a change of one client holding a lock every instance respects (src/fleet/fleet-lock.ts):
+   * FerretDB loses one of two concurrent updates of a document, so a revocation through one
+   * instance racing a grant change through another could answer 204 and leave the token working.
+   * Without it, changes are serialised within this process only.
+   */
+  lock?: <T>(name: string, fn: () => Promise<T>) => Promise<T>;
 }
 
 interface StoredToken {
@@ -177,7 +184,14 @@ function translateWriteError(err: unknown): never {
  * others when they read the change feed (`recordChange`, `forgetClient`); without a feed, another
  * process keeps trusting what it cached for up to `cacheTtlMs`.
  */
-export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000, recordChange = async () => undefined, trusted = () => true }: ClientStoreOptions) {
+export function createClientStore({
+  collection,
+  cacheTtlMs,
+  cacheMax = 10_000,
+  recordChange = async () => undefined,
+  trusted = () => true,
+  lock = (_name, fn) => fn(),
+}: ClientStoreOptions) {
   const clients = collection as Collection<ClientDocument>;
   const stamps = collection as Collection<UseStamp>;
   // Keyed by `token:<sha256 of the whole token>` or `subject:…`; never by the token itself.
@@ -221,13 +235,16 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000, r
   }
 
   // Writes to client documents run one at a time in a process: FerretDB loses one of two
-  // concurrent updates of a document, and the uniqueness checks below need it too. (Across
-  // processes, only a real MongoDB makes concurrent administration safe.)
+  // concurrent updates of a document, and the uniqueness checks below need it too. Across
+  // processes, a change of an existing client also holds the client's fleet lock (`lock`).
   let writeLock: Promise<unknown> = Promise.resolve();
   function serialised<T>(fn: () => Promise<T>): Promise<T> {
     const run = writeLock.then(fn, fn);
     writeLock = run.catch(() => undefined);
     return run;
+  }
+  function exclusive<T>(clientId: string, fn: () => Promise<T>): Promise<T> {
+    return serialised(() => lock(`client:${clientId}`, fn));
   }
 
   /** Subjects are checked here as well as by the indexes: FerretDB has no partial indexes. */
@@ -412,7 +429,7 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000, r
         if (typeof patch.disabled !== 'boolean') throw new AppError('VALIDATION_FAILED', 'disabled must be a boolean.');
         set.disabled = patch.disabled;
       }
-      const doc = await serialised(() =>
+      const doc = await exclusive(id, () =>
         judged(id, guard, async (_current, condition) => {
           // No projection: FerretDB does not support one on findAndModify.
           const updated = await clients.findOneAndUpdate({ _id: id, ...condition }, { $set: { ...set, updatedAt: new Date() } }, { returnDocument: 'after' });
@@ -426,7 +443,7 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000, r
 
     /** Delete a client, its tokens and their use stamps; `guard` judges it first (see ClientGuard). */
     async deleteClient(id: string, guard?: ClientGuard): Promise<void> {
-      await serialised(() =>
+      await exclusive(id, () =>
         judged(id, guard, async (_current, condition) => ((await clients.deleteOne({ _id: id, ...condition })).deletedCount === 1 ? true : CHANGED)),
       );
       invalidate(id);
@@ -446,7 +463,7 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000, r
       }
       await ensureIndexes();
       const { stored, token } = newToken(await freeTokenId(), expiresAt);
-      await serialised(() =>
+      await exclusive(clientId, () =>
         judged(clientId, guard, async (doc, condition) => {
           const now = Date.now();
           for (const old of doc.tokens ?? []) {
@@ -471,7 +488,7 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000, r
      */
     async revokeToken(clientId: string, tokenId: string, guard?: ClientGuard): Promise<void> {
       if (typeof tokenId !== 'string' || !tokenIdPattern.test(tokenId)) throw new AppError('CLIENT_NOT_FOUND');
-      const removed = await serialised(() =>
+      const removed = await exclusive(clientId, () =>
         judged(clientId, guard, async (doc, condition) => {
           const stored = doc.tokens?.find((token) => token.id === tokenId);
           if (stored === undefined) return false;

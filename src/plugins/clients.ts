@@ -1,6 +1,8 @@
 import fp from 'fastify-plugin';
 import { createClientStore } from '../clients/client-store.js';
 import { createJwtVerifier } from '../clients/jwt-verifier.js';
+import { AppError } from '../errors.js';
+import { createFleetLocks, LockTimeoutError, type LockDocument } from '../fleet/fleet-lock.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -12,11 +14,15 @@ declare module 'fastify' {
 export default fp(
   async (app) => {
     const { config } = app;
+    const concerns = { readConcern: { level: 'majority' }, writeConcern: { w: 'majority', journal: true } } as const;
+    const db = app.mongo.keyVaultClient.db(config.clients.db);
+    const locks = createFleetLocks({ collection: db.collection<LockDocument>('__locks', concerns) });
     const clients = createClientStore({
-      collection: app.mongo.keyVaultClient.db(config.clients.db).collection(config.clients.collection, {
-        readConcern: { level: 'majority' },
-        writeConcern: { w: 'majority', journal: true },
-      }),
+      collection: db.collection(config.clients.collection, concerns),
+      lock: (name, fn) =>
+        locks.withLock(name, fn).catch((err: unknown) => {
+          throw err instanceof LockTimeoutError ? new AppError('DATABASE_UNAVAILABLE', undefined, { cause: err }) : err;
+        }),
       cacheTtlMs: config.clients.cacheTtlMs,
       recordChange: (clientId) => app.fleet.record('client', clientId),
       trusted: app.fleet.trusted,
