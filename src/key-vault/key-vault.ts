@@ -28,6 +28,12 @@ export interface KeyVaultOptions {
    * and the index do.
    */
   altNameClaims?: { collection: Collection<AltNameClaim>; graceMs?: number };
+  /**
+   * Run a change of one key document holding a lock every instance respects (src/fleet/fleet-lock.ts):
+   * FerretDB loses one of two concurrent updates of a document, so an alt name removed through one
+   * instance came back, or a rewrap was undone, when another instance changed the key at once.
+   */
+  lock?: <T>(name: string, fn: () => Promise<T>) => Promise<T>;
 }
 
 export interface CreateKeyInput {
@@ -86,6 +92,11 @@ function checkDowngrade(docs: { masterKey?: unknown }[], to: MasterKey, options:
  */
 export function createKeyVault(options: KeyVaultOptions) {
   const { collection, kms, cache, altNameTtlMs, recordChanges = async () => undefined, trusted = () => true } = options;
+  const lock = options.lock ?? ((_name, fn) => fn());
+  /** Change an existing key document holding its fleet lock. */
+  function withKeyLock<T>(id: Binary, fn: () => Promise<T>): Promise<T> {
+    return lock(`key:${keyIdToString(id.buffer)}`, fn);
+  }
   // Ids are not secret; caching the alt-name lookup spares a vault read per request. Kept short:
   // another instance may move a name to another key.
   const altNameIds = new LRUCache<string, UUID>({ max: 10_000, ttl: Math.min(altNameTtlMs, 10_000) });
@@ -290,7 +301,7 @@ export function createKeyVault(options: KeyVaultOptions) {
 
     /** Add an alt name. Like the drivers, alt-name changes leave updateDate alone: it dates the wrapping. */
     async addAltName(id: UUID, name: string): Promise<KeyDocument> {
-      return withAltNameLock(async () => {
+      return withAltNameLock(() => withKeyLock(id, async () => {
         const doc = await vault.requireById(id);
         if (doc.keyAltNames?.includes(name)) return doc;
         await ensureIndexes();
@@ -307,11 +318,11 @@ export function createKeyVault(options: KeyVaultOptions) {
         forgetKey(keyIdToString(id.buffer));
         await recordChanges([keyIdToString(id.buffer)]);
         return vault.requireById(id);
-      });
+      }));
     },
 
     async removeAltName(id: UUID, name: string): Promise<KeyDocument> {
-      return withAltNameLock(async () => {
+      return withAltNameLock(() => withKeyLock(id, async () => {
         // $pull, not a rewrite of the array: a name another writer adds meanwhile is kept.
         const pulled = await collection.updateOne({ _id: id, keyAltNames: name }, { $pull: { keyAltNames: name } });
         if (pulled.matchedCount === 0) {
@@ -325,7 +336,7 @@ export function createKeyVault(options: KeyVaultOptions) {
         forgetKey(keyIdToString(id.buffer));
         await recordChanges([keyIdToString(id.buffer)]);
         return vault.requireById(id);
-      });
+      }));
     },
 
     /**
@@ -335,7 +346,7 @@ export function createKeyVault(options: KeyVaultOptions) {
      */
     async deleteKey(id: UUID): Promise<boolean> {
       // No projection: FerretDB does not support one on findAndModify.
-      const doc = await collection.findOneAndDelete({ _id: id });
+      const doc = await withKeyLock(id, () => collection.findOneAndDelete({ _id: id }));
       await releaseNames(doc?.keyAltNames ?? [], id);
       const keyId = keyIdToString(id.buffer);
       for (const name of doc?.keyAltNames ?? []) altNameIds.delete(name);
@@ -382,9 +393,11 @@ export function createKeyVault(options: KeyVaultOptions) {
       // someone else rewrapped meanwhile keeps their wrapping and is not counted.
       const changed = await Promise.all(
         rewrapped.map(async ({ doc, material }) => {
-          const result = await collection.updateOne(
-            { _id: doc._id, keyMaterial: doc.keyMaterial },
-            { $set: { keyMaterial: new Binary(material, 0), masterKey: stored }, $currentDate: { updateDate: true } },
+          const result = await withKeyLock(doc._id, () =>
+            collection.updateOne(
+              { _id: doc._id, keyMaterial: doc.keyMaterial },
+              { $set: { keyMaterial: new Binary(material, 0), masterKey: stored }, $currentDate: { updateDate: true } },
+            ),
           );
           return result.modifiedCount === 1 ? keyIdToString(doc._id.buffer) : undefined;
         }),
@@ -498,9 +511,11 @@ export function createKeyVault(options: KeyVaultOptions) {
         } finally {
           dataKey.fill(0);
         }
-        const result = await collection.updateOne(
-          { _id: doc._id, keyMaterial: doc.keyMaterial },
-          { $set: { keyMaterial: new Binary(material, 0), masterKey: stored }, $currentDate: { updateDate: true } },
+        const result = await withKeyLock(doc._id, () =>
+          collection.updateOne(
+            { _id: doc._id, keyMaterial: doc.keyMaterial },
+            { $set: { keyMaterial: new Binary(material, 0), masterKey: stored }, $currentDate: { updateDate: true } },
+          ),
         );
         if (result.modifiedCount === 1) {
           migrated.push({ doc, digest });
@@ -527,7 +542,9 @@ export function createKeyVault(options: KeyVaultOptions) {
         if (!ok) {
           progress.failed++;
           if (fresh !== null) {
-            await collection.updateOne({ _id: doc._id, keyMaterial: fresh.keyMaterial }, { $set: { keyMaterial: doc.keyMaterial, masterKey: doc.masterKey } });
+            await withKeyLock(doc._id, () =>
+              collection.updateOne({ _id: doc._id, keyMaterial: fresh.keyMaterial }, { $set: { keyMaterial: doc.keyMaterial, masterKey: doc.masterKey } }),
+            );
             forgetKey(keyIdToString(doc._id.buffer));
             await recordChanges([keyIdToString(doc._id.buffer)]);
           }

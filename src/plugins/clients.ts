@@ -1,8 +1,6 @@
 import fp from 'fastify-plugin';
 import { createClientStore } from '../clients/client-store.js';
 import { createJwtVerifier } from '../clients/jwt-verifier.js';
-import { AppError } from '../errors.js';
-import { createFleetLocks, LockTimeoutError, type LockDocument } from '../fleet/fleet-lock.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -16,13 +14,9 @@ export default fp(
     const { config } = app;
     const concerns = { readConcern: { level: 'majority' }, writeConcern: { w: 'majority', journal: true } } as const;
     const db = app.mongo.keyVaultClient.db(config.clients.db);
-    const locks = createFleetLocks({ collection: db.collection<LockDocument>('__locks', concerns) });
     const clients = createClientStore({
       collection: db.collection(config.clients.collection, concerns),
-      lock: (name, fn) =>
-        locks.withLock(name, fn).catch((err: unknown) => {
-          throw err instanceof LockTimeoutError ? new AppError('DATABASE_UNAVAILABLE', undefined, { cause: err }) : err;
-        }),
+      lock: (name, fn) => app.fleetLock(name, fn),
       cacheTtlMs: config.clients.cacheTtlMs,
       recordChange: (clientId) => app.fleet.record('client', clientId),
       trusted: app.fleet.trusted,

@@ -29,6 +29,8 @@ export default fp(
       trusted: fleet.trusted,
       // Beside the key vault: alt names stay unique when instances create keys at once.
       altNameClaims: { collection: db.collection<AltNameClaim>('__keyAltNames', concerns) },
+      // And changes of one key through two instances at once are both kept.
+      lock: (name, fn) => app.fleetLock(name, fn),
     });
     // Keys deleted, rewrapped or renamed through another instance: dropped here within the feed's bound.
     fleet.on('key', (keyId) => keyVault.forgetKey(keyId));
