@@ -123,12 +123,12 @@ t.test('a job taken over runs with its creator\'s current grants: narrowed meanw
     { scope: 'encrypt', keyAltNames: ['hr-det-next'] },
   ];
   const created = await call(s.a, 'POST', '/clients', { name: 'rotator', grants });
-  t.equal(created.status, 201, created.body);
+  t.equal(created.status, 201, 'the rotating client is created');
   const { client, token } = created.json();
   const { jobUrl } = await rotateAndKill(t, s, token);
   // While no instance runs the job, its creator loses the right to read the old key.
   const narrowed = await call(s.b, 'PATCH', `/clients/${client.id}`, { grants: grants.filter((g) => g.scope !== 'decrypt') });
-  t.equal(narrowed.status, 200, narrowed.body);
+  t.equal(narrowed.status, 200, 'its decrypt grant is taken away through B');
 
   const job = await waitForEnd(s.b, jobUrl, 60_000);
   t.equal(job.state, 'failed', JSON.stringify(job));
