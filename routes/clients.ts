@@ -77,7 +77,7 @@ export default async function clientRoutes(app: FastifyInstance) {
       schema: {
         tags,
         security,
-        summary: 'Change a client: name, grants, or disabled (takes effect at once in this instance)',
+        summary: 'Change a client: name, grants, or disabled (in force at once in this instance, within 1 s in every other)',
         description: `${withinYours} ${bounded}`,
         params: clientIdParamsSchema,
         body: updateClientBodySchema,

@@ -28,6 +28,7 @@ import { toEjson, type EjsonFormat } from '../src/ejson.js';
 import { AppError } from '../src/errors.js';
 import { keyIdToString, parseKeyId } from '../src/key-vault/key-document.js';
 import { itemError } from './item-results.js';
+import type { RotationSpec } from '../src/jobs/job-types.js';
 
 const tags = ['documents'];
 const security = [{ bearerAuth: [] }];
@@ -234,7 +235,7 @@ export default async function documentRoutes(app: FastifyInstance) {
         security,
         summary: 'Re-encrypt the fields of a collection from one data key to another, as a resumable background job',
         description:
-          'Answers 202 with the job (Location: /jobs/{id}). Meanwhile writes use the new key and equality queries on deterministic fields match both keys; a verification pass checks nothing is left under the old key before the job succeeds. Starting it again resumes where it stopped.',
+          'Answers 202 with the job (Location: /jobs/{id}). Meanwhile writes use the new key and equality queries on deterministic fields match both keys; a verification pass checks nothing is left under the old key before the job succeeds. If its instance stops, another takes the job over and resumes it, as its creator with the grants the creator has then; starting a failed rotation again resumes where it stopped.',
         params: namespaceParamsSchema,
         body: rotationBodySchema,
         response: { 202: { $ref: 'Job#' }, ...writeErrors },
@@ -251,12 +252,10 @@ export default async function documentRoutes(app: FastifyInstance) {
       if (!canDecrypt.has(fromKeyId) || !canEncrypt.has(toKeyId)) throw new AppError('KEY_NOT_FOUND');
       documents.encryptedFields(ns); // 404 for an unknown collection, before a job is started
       request.auditDetails = { keyIds: [fromKeyId, toKeyId] };
-      const request_ = { fromKeyId, toKeyId, batchSize: body.batchSize, maxDocsPerSecond: body.maxDocsPerSecond };
-      // The job runs as its creator; it keeps no record of the keys it used in this request's audit.
-      const caller = { principal: request.principal! };
-      const job = await app.jobs.start('documents.rotation', request.principal!.clientId, { namespace: ns, fromKeyId, toKeyId }, 0, (context) =>
-        documents.rotateDataKey(ns, request_, context, caller),
-      );
+      // The job runs on any instance (src/jobs/job-types.ts) as its creator, with the grants it has
+      // then; it keeps no record of the keys it used in this request's audit.
+      const spec: RotationSpec = { namespace: ns, fromKeyId, toKeyId, batchSize: body.batchSize, maxDocsPerSecond: body.maxDocsPerSecond };
+      const job = await app.jobs.start('documents.rotation', request.principal!.clientId, { namespace: ns, fromKeyId, toKeyId }, 0, { ...spec });
       return reply.code(202).header('location', `/jobs/${job.id}`).send(job);
     },
   );

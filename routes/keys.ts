@@ -16,6 +16,7 @@ import {
   rotationReportSchema,
 } from '../schemas/http/keys.js';
 import { migrationBodySchema, migrationDryRunSchema } from '../schemas/http/jobs.js';
+import type { MigrationSpec } from '../src/jobs/job-types.js';
 import { commonErrors, errorResponses, idempotencyHeaders } from '../schemas/http/common.js';
 import { AppError } from '../src/errors.js';
 import { parseMasterKey, type MasterKey } from '../src/kms/master-key.js';
@@ -148,7 +149,7 @@ export default async function keyRoutes(app: FastifyInstance) {
         security,
         summary: 'Guided master-key migration (CMK rotation, local → AWS): a dry run, or a job with progress and a verification pass',
         description:
-          `With dryRun, lists the data keys it would migrate. Otherwise starts a job (202, Location: /jobs/{id}) that rewraps each key, then unwraps every migrated key under its new wrapping and checks it is unchanged before reporting success. Ciphertexts are never touched. Run it again with the same filter to resume an interrupted migration. ${selectionCovered} ${downgradeRule} A dry run still lists the plan, and under "downgrade" the keys it would downgrade and whether that is allowed.`,
+          `With dryRun, lists the data keys it would migrate. Otherwise starts a job (202, Location: /jobs/{id}) that rewraps each key, then unwraps every migrated key under its new wrapping and checks it is unchanged before reporting success. Ciphertexts are never touched. If its instance stops, another takes the job over and resumes it (as the job's creator, with the grants the creator has then); run it again with the same filter to resume a failed migration. ${selectionCovered} ${downgradeRule} A dry run still lists the plan, and under "downgrade" the keys it would downgrade and whether that is allowed.`,
         headers: idempotencyHeaders,
         body: migrationBodySchema,
         response: { 200: migrationDryRunSchema, 202: { $ref: 'Job#' }, ...errorResponses(...commonErrors, 403, 409, 422, 429, 502) },
@@ -167,9 +168,9 @@ export default async function keyRoutes(app: FastifyInstance) {
       if (dryRun) return { dryRun: true, matched: keyIds.length, keyIds, masterKey: storedMasterKey(masterKey), ...downgrade };
       if (downgradeKeyIds.length > 0 && !allowDowngrade) throw new AppError('FORBIDDEN', DOWNGRADE_NEEDS);
       const params = { filter, masterKey: storedMasterKey(masterKey), ...(allowDowngrade ? { allowDowngrade } : {}) };
-      const job = await app.jobs.start('keys.migration', request.principal!.clientId, params, keyIds.length, ({ report, signal }) =>
-        keyVault.migrateMasterKey({ keyIds: keyIds.map(parseKeyId) }, masterKey, { onProgress: report, signal, allowDowngrade }),
-      );
+      // Runs on any instance (src/jobs/job-types.ts), as its creator with the grants it has then.
+      const spec: MigrationSpec = { keyIds, masterKey: storedMasterKey(masterKey), ...(allowDowngrade ? { allowDowngrade } : {}) };
+      const job = await app.jobs.start('keys.migration', request.principal!.clientId, params, keyIds.length, { ...spec });
       return reply.code(202).header('location', `/jobs/${job.id}`).send(job);
     },
   );

@@ -67,6 +67,9 @@ const schema = {
     KMS_BREAKER_RESET_MS: { type: 'integer', minimum: 100, default: 10000 },
     IDEMPOTENCY_TTL_MS: { type: 'integer', minimum: 1000, default: 86400000 },
     MAX_FIND_LIMIT: { type: 'integer', minimum: 1, maximum: 10000, default: 1000 },
+    FLEET_POLL_MS: { type: 'integer', minimum: 20, maximum: 1000, default: 200 },
+    FLEET_MAX_LAG_MS: { type: 'integer', minimum: 100, maximum: 60000, default: 1000 },
+    JOB_LEASE_MS: { type: 'integer', minimum: 1000, maximum: 600000, default: 15000 },
   },
 } as const;
 
@@ -126,6 +129,9 @@ interface RawEnv {
   KMS_BREAKER_RESET_MS: number;
   IDEMPOTENCY_TTL_MS: number;
   MAX_FIND_LIMIT: number;
+  FLEET_POLL_MS: number;
+  FLEET_MAX_LAG_MS: number;
+  JOB_LEASE_MS: number;
 }
 
 export interface Config {
@@ -182,6 +188,13 @@ export interface Config {
   /** Load shedding thresholds; 0 turns one off. */
   pressure: { maxEventLoopDelayMs: number; maxHeapUsedBytes: number };
   idempotencyTtlMs: number;
+  /**
+   * The change feed (src/fleet/change-feed.ts): read every `pollMs`; caches are not trusted when it
+   * was last read up to its head more than `maxLagMs` ago.
+   */
+  fleet: { pollMs: number; maxLagMs: number };
+  /** A background job's lease: renewed every third of it; another instance takes the job over once it lapses. */
+  jobs: { leaseMs: number };
 }
 
 function splitNamespace(namespace: string): { db: string; collection: string } {
@@ -296,6 +309,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     throw new ConfigError(`invalid configuration: ${(err as Error).message}`);
   }
 
+  if (raw.FLEET_MAX_LAG_MS < 2 * raw.FLEET_POLL_MS) {
+    throw new ConfigError('FLEET_MAX_LAG_MS must be at least twice FLEET_POLL_MS: otherwise caches would lapse between two ordinary polls');
+  }
   const providers = new Set(raw.KMS_PROVIDERS.split(','));
   const kms: Config['kms'] = { timeoutMs: raw.KMS_TIMEOUT_MS, maxAttempts: raw.KMS_MAX_ATTEMPTS, breakerResetMs: raw.KMS_BREAKER_RESET_MS };
   if (providers.has('local')) {
@@ -360,5 +376,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     shutdownTimeoutMs: raw.SHUTDOWN_TIMEOUT_MS,
     pressure: { maxEventLoopDelayMs: raw.MAX_EVENT_LOOP_DELAY_MS, maxHeapUsedBytes: raw.MAX_HEAP_USED_BYTES },
     idempotencyTtlMs: raw.IDEMPOTENCY_TTL_MS,
+    fleet: { pollMs: raw.FLEET_POLL_MS, maxLagMs: raw.FLEET_MAX_LAG_MS },
+    jobs: { leaseMs: raw.JOB_LEASE_MS },
   };
 }

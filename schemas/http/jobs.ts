@@ -10,9 +10,15 @@ export const jobSchema = {
   properties: {
     id: { type: 'string' },
     type: { type: 'string' },
-    state: { type: 'string', enum: ['running', 'succeeded', 'failed', 'interrupted'], description: 'interrupted: its process stopped; start it again to resume.' },
+    state: {
+      type: 'string',
+      enum: ['running', 'succeeded', 'failed', 'interrupted'],
+      description:
+        'running: an instance holds its lease (when that instance dies, another takes the job over once the lease lapses, JOB_LEASE_MS). interrupted: no instance has run it for a minute; the first instance back takes it over.',
+    },
     createdBy: { type: 'string' },
     params: { type: 'object', additionalProperties: true },
+    runs: { type: 'integer', minimum: 1, description: 'How many times an instance started running it: more than 1 when another instance took it over.' },
     progress: {
       type: 'object',
       required: ['total', 'done', 'failed', 'phase'],

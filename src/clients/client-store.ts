@@ -38,6 +38,20 @@ export interface ClientStoreOptions {
   cacheTtlMs: number;
   /** Cached authentications at most (default 10 000). */
   cacheMax?: number;
+  /**
+   * Tell the fleet a client changed (grants, disabled, a token revoked, deleted), after the change
+   * and before the caller answers, so other instances drop its cached authentications (src/fleet/).
+   */
+  recordChange?: (clientId: string) => Promise<void>;
+  /** Whether cached authentications may be served now (false while the fleet's changes cannot be followed). */
+  trusted?: () => boolean;
+  /**
+   * Run a change of one client holding a lock every instance respects (src/fleet/fleet-lock.ts):
+   * FerretDB loses one of two concurrent updates of a document, so a revocation through one
+   * instance racing a grant change through another could answer 204 and leave the token working.
+   * Without it, changes are serialised within this process only.
+   */
+  lock?: <T>(name: string, fn: () => Promise<T>) => Promise<T>;
 }
 
 interface StoredToken {
@@ -166,10 +180,18 @@ function translateWriteError(err: unknown): never {
 
 /**
  * The client store. Authentications are cached for `cacheTtlMs`: a change made through this store
- * (update, disable, token revocation, delete) takes effect at once in this process, but another
- * process serving the same database keeps trusting what it cached for up to `cacheTtlMs`.
+ * (update, disable, token revocation, delete) takes effect at once in this process, and in the
+ * others when they read the change feed (`recordChange`, `forgetClient`); without a feed, another
+ * process keeps trusting what it cached for up to `cacheTtlMs`.
  */
-export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000 }: ClientStoreOptions) {
+export function createClientStore({
+  collection,
+  cacheTtlMs,
+  cacheMax = 10_000,
+  recordChange = async () => undefined,
+  trusted = () => true,
+  lock = (_name, fn) => fn(),
+}: ClientStoreOptions) {
   const clients = collection as Collection<ClientDocument>;
   const stamps = collection as Collection<UseStamp>;
   // Keyed by `token:<sha256 of the whole token>` or `subject:…`; never by the token itself.
@@ -213,13 +235,16 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000 }:
   }
 
   // Writes to client documents run one at a time in a process: FerretDB loses one of two
-  // concurrent updates of a document, and the uniqueness checks below need it too. (Across
-  // processes, only a real MongoDB makes concurrent administration safe.)
+  // concurrent updates of a document, and the uniqueness checks below need it too. Across
+  // processes, a change of an existing client also holds the client's fleet lock (`lock`).
   let writeLock: Promise<unknown> = Promise.resolve();
   function serialised<T>(fn: () => Promise<T>): Promise<T> {
     const run = writeLock.then(fn, fn);
     writeLock = run.catch(() => undefined);
     return run;
+  }
+  function exclusive<T>(clientId: string, fn: () => Promise<T>): Promise<T> {
+    return serialised(() => lock(`client:${clientId}`, fn));
   }
 
   /** Subjects are checked here as well as by the indexes: FerretDB has no partial indexes. */
@@ -332,6 +357,24 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000 }:
   const store = {
     ensureIndexes,
 
+    /** Another instance changed this client: drop its cached authentications. */
+    forgetClient: invalidate,
+
+    /** This process cannot know what changed: drop every cached authentication. */
+    forgetAll(): void {
+      epoch++;
+      cache?.clear();
+    },
+
+    /**
+     * The principal of a client as stored now (never cached), or undefined when it is gone or
+     * disabled: what a background job runs as, read again as it goes.
+     */
+    async currentPrincipal(clientId: string): Promise<Principal | undefined> {
+      const doc = typeof clientId === 'string' && clientIdPattern.test(clientId) ? await clients.findOne({ _id: clientId }) : null;
+      return doc === null || doc.disabled === true ? undefined : toPrincipal(doc);
+    },
+
     /** Create a client with one token (no expiry). The token is shown this once: only its hash is kept. */
     async createClient(input: { name: string; grants: Grant[]; jwtSubject?: string; certSubject?: string }): Promise<{ client: ClientView; token: string }> {
       const name = checkName(input.name);
@@ -386,7 +429,7 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000 }:
         if (typeof patch.disabled !== 'boolean') throw new AppError('VALIDATION_FAILED', 'disabled must be a boolean.');
         set.disabled = patch.disabled;
       }
-      const doc = await serialised(() =>
+      const doc = await exclusive(id, () =>
         judged(id, guard, async (_current, condition) => {
           // No projection: FerretDB does not support one on findAndModify.
           const updated = await clients.findOneAndUpdate({ _id: id, ...condition }, { $set: { ...set, updatedAt: new Date() } }, { returnDocument: 'after' });
@@ -394,15 +437,17 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000 }:
         }),
       );
       invalidate(id);
+      await recordChange(id);
       return view(doc);
     },
 
     /** Delete a client, its tokens and their use stamps; `guard` judges it first (see ClientGuard). */
     async deleteClient(id: string, guard?: ClientGuard): Promise<void> {
-      await serialised(() =>
+      await exclusive(id, () =>
         judged(id, guard, async (_current, condition) => ((await clients.deleteOne({ _id: id, ...condition })).deletedCount === 1 ? true : CHANGED)),
       );
       invalidate(id);
+      await recordChange(id);
       await stamps.deleteMany({ _id: STAMP_IDS, clientId: id });
     },
 
@@ -418,7 +463,7 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000 }:
       }
       await ensureIndexes();
       const { stored, token } = newToken(await freeTokenId(), expiresAt);
-      await serialised(() =>
+      await exclusive(clientId, () =>
         judged(clientId, guard, async (doc, condition) => {
           const now = Date.now();
           for (const old of doc.tokens ?? []) {
@@ -438,12 +483,12 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000 }:
     },
 
     /**
-     * Revoke a token; in this process at once, in others within `cacheTtlMs`. `guard` judges the
-     * client first (see ClientGuard).
+     * Revoke a token; in this process at once, in others when they read the change feed. `guard`
+     * judges the client first (see ClientGuard).
      */
     async revokeToken(clientId: string, tokenId: string, guard?: ClientGuard): Promise<void> {
       if (typeof tokenId !== 'string' || !tokenIdPattern.test(tokenId)) throw new AppError('CLIENT_NOT_FOUND');
-      const removed = await serialised(() =>
+      const removed = await exclusive(clientId, () =>
         judged(clientId, guard, async (doc, condition) => {
           const stored = doc.tokens?.find((token) => token.id === tokenId);
           if (stored === undefined) return false;
@@ -452,6 +497,7 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000 }:
         }),
       );
       invalidate(clientId);
+      if (removed) await recordChange(clientId);
       if (!removed) throw new AppError('CLIENT_NOT_FOUND');
     },
 
@@ -466,7 +512,7 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000 }:
       const tokenId = match[1]!;
       const secret = match[2]!;
       const key = `token:${sha256(token).toString('hex')}`;
-      const cached = cache?.get(key);
+      const cached = trusted() ? cache?.get(key) : undefined;
       if (cached !== undefined) {
         if (cached.expiresAt !== undefined && cached.expiresAt <= Date.now()) {
           cache?.delete(key);
@@ -504,7 +550,7 @@ export function createClientStore({ collection, cacheTtlMs, cacheMax = 10_000 }:
       if (jwtSubject === undefined && certSubject === undefined) return undefined;
       if ((jwtSubject !== undefined && typeof jwtSubject !== 'string') || (certSubject !== undefined && typeof certSubject !== 'string')) return undefined;
       const key = `subject:${JSON.stringify([jwtSubject ?? null, certSubject ?? null])}`;
-      const cached = cache?.get(key);
+      const cached = trusted() ? cache?.get(key) : undefined;
       if (cached !== undefined) return cached.principal;
 
       const since = epoch;

@@ -262,6 +262,9 @@ export function assertGrantsCovered(principal: Principal, grants: readonly Grant
 }
 
 /** Whether `principal` is the operator: only it holds `*` (`checkGrants` refuses it to clients). */
+/** The operator behind ADMIN_TOKEN: every scope, no key limits. */
+export const OPERATOR: Principal = Object.freeze({ clientId: 'admin', name: 'operator', grants: Object.freeze([Object.freeze({ scope: ALL_SCOPES })]) as Grant[] });
+
 export function isOperator(principal: Principal): boolean {
   return principal.grants.some((grant) => grant.scope === ALL_SCOPES);
 }

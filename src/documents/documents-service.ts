@@ -427,14 +427,20 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     },
 
     /** Start re-encrypting a collection's fields from one data key to another, as a job. */
+    /** Rotate a collection's fields from one data key to another, as `currentCaller()` (read again per batch). */
     async rotateDataKey(
       namespace: string,
       request: { fromKeyId: string; toKeyId: string; batchSize: number; maxDocsPerSecond: number },
       context: { jobId: string; report: RotationOptions['report']; signal: AbortSignal },
-      caller: Caller,
+      currentCaller: () => Promise<Caller>,
     ) {
       const schema = schemaFor(namespace);
-      return rotateDataKey({ namespace, collection: collectionOf(schema), engine, caller, rotations, ...request, ...context });
+      return rotateDataKey({ namespace, collection: collectionOf(schema), engine, currentCaller, rotations, ...request, ...context });
+    },
+
+    /** Whether this instance has a schema for the collection (a job on it can run here). */
+    hasCollection(namespace: string): boolean {
+      return byNamespace.has(namespace);
     },
 
     /** The encrypted fields of a collection, for documentation and explain. */

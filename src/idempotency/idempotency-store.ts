@@ -62,6 +62,35 @@ export function createIdempotencyStore(options: { collection: Collection<Idempot
     });
   }
 
+  /**
+   * Whether this request may remove a dead or expired record so a new claim can replace it: one
+   * request in the fleet per record. Decided by inserting a marker named after the record: on
+   * FerretDB a conditional delete is no arbiter (two instances can both "delete" the dead claim,
+   * the later one removing the new claim the first just inserted, and both execute).
+   */
+  async function takeOver(record: IdempotencyRecord): Promise<boolean> {
+    const now = Date.now();
+    const _id = `takeover|${record._id}|${record.token ?? record.createdAt.getTime()}|${record.expiresAt.getTime()}`;
+    try {
+      await collection.insertOne({
+        _id,
+        hash: '',
+        state: 'done',
+        createdAt: new Date(now),
+        // Kept while a retry could still meet the record it replaced, then pruned with the rest.
+        expiresAt: new Date(now + Math.max(pendingMs, 60_000)),
+      });
+      return true;
+    } catch (err) {
+      if (!(err instanceof MongoServerError) || err.code !== DUPLICATE_KEY) throw err;
+      // Another request is taking it over; one whose marker outlived it died doing so: clear it
+      // so that the next attempt can.
+      const marker = await collection.findOne({ _id });
+      if (marker !== null && marker.expiresAt.getTime() < now) await collection.deleteOne({ _id, expiresAt: marker.expiresAt });
+      return false;
+    }
+  }
+
   function ensureIndexes(): Promise<void> {
     // A TTL index where the server has them (FerretDB has not: expiry is also checked on read).
     indexes ??= collection
@@ -108,7 +137,7 @@ export function createIdempotencyStore(options: { collection: Collection<Idempot
         const existing = await collection.findOne({ _id: id });
         if (existing === null) continue;
         if (existing.expiresAt < now) {
-          await collection.deleteOne({ _id: id, expiresAt: existing.expiresAt });
+          if (await takeOver(existing)) await collection.deleteOne({ _id: id, expiresAt: existing.expiresAt });
           continue;
         }
         if (existing.hash !== hash) throw new AppError('IDEMPOTENCY_KEY_REUSED');
@@ -117,7 +146,7 @@ export function createIdempotencyStore(options: { collection: Collection<Idempot
           const failedHere = existing.token !== undefined && abandoned.get(id)?.token === existing.token;
           if (failedHere || (existing.pendingUntil !== undefined && existing.pendingUntil < now)) {
             abandoned.delete(id);
-            await collection.deleteOne({ _id: id, state: 'pending', createdAt: existing.createdAt });
+            if (await takeOver(existing)) await collection.deleteOne({ _id: id, state: 'pending', createdAt: existing.createdAt });
             continue;
           }
           throw new AppError('IDEMPOTENCY_IN_PROGRESS');

@@ -4,6 +4,11 @@ import { noMetrics, type Metrics } from '../metrics/metrics.js';
 export interface DataKeyCacheOptions {
   ttlMs: number;
   maxEntries: number;
+  /**
+   * Whether cached keys may be served now: false while this instance cannot follow the fleet's
+   * changes (src/fleet/change-feed.ts), and every lookup then loads as if the key had expired.
+   */
+  trusted?: () => boolean;
 }
 
 export interface DataKeyCacheStats {
@@ -21,13 +26,15 @@ export type KeyOrError = Buffer | Error;
  * back after `use` returns, and a key that leaves the cache (evicted, expired, deleted) while
  * leased is zeroised only when its last lease ends. So a request never encrypts with a wiped key.
  * Concurrent misses for one key share a single load: a burst of requests for a cold key costs one
- * load. A key deleted while it loads is not put back in the cache.
+ * load. A key deleted while it loads is not put back in the cache. While `trusted()` says no,
+ * nothing is served from the cache (concurrent loads are still shared).
  */
 export function createDataKeyCache(options: DataKeyCacheOptions, metrics: Metrics = noMetrics) {
   const leases = new Map<string, number>();
   const graveyard = new Map<string, Buffer[]>();
-  const generations = new Map<string, number>();
-  const loading = new Map<string, Promise<Buffer>>();
+  // Loads under way, shared by concurrent misses. One dropped meanwhile (the key changed) leaves
+  // the map, so later requests load afresh, and caches nothing when it ends.
+  const loading = new Map<string, { promise: Promise<Buffer>; dropped: boolean }>();
   const stats = { hits: 0, misses: 0 };
 
   function bury(id: string, key: Buffer): void {
@@ -61,8 +68,10 @@ export function createDataKeyCache(options: DataKeyCacheOptions, metrics: Metric
     graveyard.delete(id);
   }
 
+  const trusted = options.trusted ?? (() => true);
+
   function get(id: string, load: () => Promise<Buffer>): Promise<Buffer> {
-    const cached = cache.get(id);
+    const cached = trusted() ? cache.get(id) : undefined;
     if (cached !== undefined) {
       stats.hits += 1;
       metrics.dataKeyCache('hit');
@@ -72,17 +81,20 @@ export function createDataKeyCache(options: DataKeyCacheOptions, metrics: Metric
     metrics.dataKeyCache('miss');
     let pending = loading.get(id);
     if (pending === undefined) {
-      const generation = generations.get(id) ?? 0;
-      pending = load()
+      const entry = { dropped: false } as { promise: Promise<Buffer>; dropped: boolean };
+      entry.promise = load()
         .then((key) => {
-          if ((generations.get(id) ?? 0) === generation) cache.set(id, key);
-          else bury(id, key); // deleted while loading: serve this request, keep nothing
+          if (!entry.dropped) cache.set(id, key);
+          else bury(id, key); // dropped while loading: serve the requests that waited, keep nothing
           return key;
         })
-        .finally(() => loading.delete(id));
-      loading.set(id, pending);
+        .finally(() => {
+          if (loading.get(id) === entry) loading.delete(id);
+        });
+      loading.set(id, entry);
+      pending = entry;
     }
-    return pending;
+    return pending.promise;
   }
 
   return {
@@ -102,12 +114,19 @@ export function createDataKeyCache(options: DataKeyCacheOptions, metrics: Metric
         unique.forEach(release);
       }
     },
-    /** Drop a key (deleted from the vault): zeroised now, or when its last lease ends. */
+    /** Drop a key (deleted, rewrapped, renamed): zeroised now, or when its last lease ends. */
     delete(id: string): void {
-      generations.set(id, (generations.get(id) ?? 0) + 1);
+      const pending = loading.get(id);
+      if (pending !== undefined) {
+        pending.dropped = true;
+        loading.delete(id);
+      }
       cache.delete(id);
     },
+    /** Drop every key; a load under way is not put in the cache either. */
     clear(): void {
+      for (const pending of loading.values()) pending.dropped = true;
+      loading.clear();
       cache.clear();
     },
     stats(): DataKeyCacheStats {

@@ -5,6 +5,7 @@ import { KEY_LENGTH } from '../crypto/aead.js';
 import { AppError, isAppError } from '../errors.js';
 import type { Kms } from '../kms/kms.js';
 import { isDowngrade, readStoredMasterKey, type MasterKey } from '../kms/master-key.js';
+import { createAltNameClaims, type AltNameClaim } from './alt-name-claims.js';
 import type { DataKeyCache, KeyOrError } from './data-key-cache.js';
 import { keyIdToString, storedMasterKey, toKeyView, type KeyDocument } from './key-document.js';
 
@@ -14,6 +15,25 @@ export interface KeyVaultOptions {
   cache: DataKeyCache;
   /** How long an alt name → key id lookup is trusted (the data-key cache TTL). */
   altNameTtlMs: number;
+  /**
+   * Tell the fleet these keys changed (deleted, rewrapped, renamed), after the change and before
+   * the caller answers, so other instances drop what they cached of them (src/fleet/).
+   */
+  recordChanges?: (keyIds: string[]) => Promise<void>;
+  /** Whether cached alt names may be served now (false while the fleet's changes cannot be followed). */
+  trusted?: () => boolean;
+  /**
+   * Where alt names are claimed before a key takes them (src/key-vault/alt-name-claims.ts): what
+   * keeps a name unique when instances create keys at once. Without it, only this process's lock
+   * and the index do.
+   */
+  altNameClaims?: { collection: Collection<AltNameClaim>; graceMs?: number };
+  /**
+   * Run a change of one key document holding a lock every instance respects (src/fleet/fleet-lock.ts):
+   * FerretDB loses one of two concurrent updates of a document, so an alt name removed through one
+   * instance came back, or a rewrap was undone, when another instance changed the key at once.
+   */
+  lock?: <T>(name: string, fn: () => Promise<T>) => Promise<T>;
 }
 
 export interface CreateKeyInput {
@@ -51,6 +71,13 @@ export interface RewrapOptions {
   allowDowngrade?: boolean;
 }
 
+/** Whether two stored master keys (as key documents hold them) are the same. */
+function sameStoredKey(a: unknown, b: Record<string, unknown>): boolean {
+  if (a === null || typeof a !== 'object') return false;
+  const canonical = (value: object) => JSON.stringify(Object.entries(value).sort(([x], [y]) => (x < y ? -1 : 1)));
+  return canonical(a) === canonical(b);
+}
+
 /** Refuse (403) a rewrap that would downgrade some of `docs`, unless allowed. */
 function checkDowngrade(docs: { masterKey?: unknown }[], to: MasterKey, options: RewrapOptions): void {
   if (options.allowDowngrade === true) return;
@@ -63,7 +90,13 @@ function checkDowngrade(docs: { masterKey?: unknown }[], to: MasterKey, options:
  * The key vault: data-key documents in a MongoDB collection read and written with majority
  * concerns, and the unwrapping of data keys through the KMS into the cache.
  */
-export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaultOptions) {
+export function createKeyVault(options: KeyVaultOptions) {
+  const { collection, kms, cache, altNameTtlMs, recordChanges = async () => undefined, trusted = () => true } = options;
+  const lock = options.lock ?? ((_name, fn) => fn());
+  /** Change an existing key document holding its fleet lock. */
+  function withKeyLock<T>(id: Binary, fn: () => Promise<T>): Promise<T> {
+    return lock(`key:${keyIdToString(id.buffer)}`, fn);
+  }
   // Ids are not secret; caching the alt-name lookup spares a vault read per request. Kept short:
   // another instance may move a name to another key.
   const altNameIds = new LRUCache<string, UUID>({ max: 10_000, ttl: Math.min(altNameTtlMs, 10_000) });
@@ -72,8 +105,48 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
   // Ids known to have no key: an unknown id costs what a known one does, and gives no timing hint.
   const missingIds = new LRUCache<string, true>({ max: 10_000, ttl: altNameTtlMs });
 
-  // Alt-name uniqueness is checked here as well as by the index: FerretDB's unique index compares
-  // whole arrays, not their elements. Serialising these writes closes the race within a process.
+  /** Drop what this process cached of a key (its data key, its alt names both ways). */
+  function forgetKey(id: string): void {
+    cache.delete(id);
+    altNamesById.delete(id);
+    const stale: string[] = [];
+    for (const [name, keyId] of altNameIds.entries()) if (keyIdToString(keyId.buffer) === id) stale.push(name);
+    for (const name of stale) altNameIds.delete(name);
+  }
+
+  // Claims make a name unique across instances; absent (unit tests), claiming is a no-op.
+  const claims = options.altNameClaims
+    ? createAltNameClaims({
+        ...options.altNameClaims,
+        keyHasName: async (keyId, name) => (await collection.findOne({ _id: keyId as UUID, keyAltNames: name }, { projection: { _id: 1 } })) !== null,
+      })
+    : undefined;
+
+  /** Claim names for a key, in a canonical order (two creators of [a, b] and [b, a] do not both lose); all or none. */
+  async function claimNames(names: string[], keyId: Binary): Promise<void> {
+    const claimed: string[] = [];
+    try {
+      for (const name of [...names].sort()) {
+        await claims?.claim(name, keyId);
+        claimed.push(name);
+      }
+    } catch (err) {
+      await releaseNames(claimed, keyId);
+      throw err;
+    }
+  }
+
+  /**
+   * Release names a key no longer holds. A release that fails is left: the claim is stale (its key
+   * does not hold the name) and can be claimed over after its grace period.
+   */
+  async function releaseNames(names: string[], keyId: Binary): Promise<void> {
+    await Promise.all(names.map((name) => claims?.release(name, keyId).catch(() => undefined)));
+  }
+
+  // Alt-name uniqueness is also checked against the key documents (keys written before claims
+  // existed, or by drivers) and by the index (element-wise on MongoDB; FerretDB's compares whole
+  // arrays). Serialising these writes closes the race within a process.
   let altNameLock: Promise<unknown> = Promise.resolve();
   function withAltNameLock<T>(fn: () => Promise<T>): Promise<T> {
     const run = altNameLock.then(fn, fn);
@@ -91,6 +164,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
 
   /** Create the indexes drivers expect; a partial unique index where the server has them. */
   async function createIndexes(): Promise<void> {
+    await claims?.ensureIndexes();
     try {
       await collection.createIndex(
         { keyAltNames: 1 },
@@ -151,6 +225,17 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
   const vault = {
     ensureIndexes,
 
+    /** Another instance changed this key: drop what this process cached of it. */
+    forgetKey,
+
+    /** This process cannot know what changed: drop every cached key and alt name. */
+    forgetAll(): void {
+      cache.clear();
+      altNameIds.clear();
+      altNamesById.clear();
+      missingIds.clear();
+    },
+
     /** Generate (or import), wrap and store a new data key. Nothing is written if wrapping fails. */
     async createDataKey(input: CreateKeyInput): Promise<KeyDocument> {
       kms.checkUsable(input.masterKey);
@@ -171,10 +256,16 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
         };
         if (altNames.length > 0) doc.keyAltNames = altNames;
         await ensureIndexes();
-        await withAltNameLock(async () => {
-          await assertAltNamesFree(altNames);
-          await collection.insertOne(doc).catch(translateWriteError);
-        });
+        await claimNames(altNames, doc._id);
+        try {
+          await withAltNameLock(async () => {
+            await assertAltNamesFree(altNames);
+            await collection.insertOne(doc).catch(translateWriteError);
+          });
+        } catch (err) {
+          await releaseNames(altNames, doc._id);
+          throw err;
+        }
         return doc;
       } finally {
         dataKey.fill(0);
@@ -210,21 +301,28 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
 
     /** Add an alt name. Like the drivers, alt-name changes leave updateDate alone: it dates the wrapping. */
     async addAltName(id: UUID, name: string): Promise<KeyDocument> {
-      return withAltNameLock(async () => {
+      return withAltNameLock(() => withKeyLock(id, async () => {
         const doc = await vault.requireById(id);
         if (doc.keyAltNames?.includes(name)) return doc;
         await ensureIndexes();
-        await assertAltNamesFree([name], doc._id);
-        await collection
-          .updateOne({ _id: id }, { $push: { keyAltNames: name } })
-          .catch(translateWriteError);
-        altNamesById.delete(keyIdToString(id.buffer));
+        await claimNames([name], doc._id);
+        try {
+          await assertAltNamesFree([name], doc._id);
+          await collection
+            .updateOne({ _id: id }, { $push: { keyAltNames: name } })
+            .catch(translateWriteError);
+        } catch (err) {
+          await releaseNames([name], doc._id);
+          throw err;
+        }
+        forgetKey(keyIdToString(id.buffer));
+        await recordChanges([keyIdToString(id.buffer)]);
         return vault.requireById(id);
-      });
+      }));
     },
 
     async removeAltName(id: UUID, name: string): Promise<KeyDocument> {
-      return withAltNameLock(async () => {
+      return withAltNameLock(() => withKeyLock(id, async () => {
         // $pull, not a rewrite of the array: a name another writer adds meanwhile is kept.
         const pulled = await collection.updateOne({ _id: id, keyAltNames: name }, { $pull: { keyAltNames: name } });
         if (pulled.matchedCount === 0) {
@@ -233,20 +331,28 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
         }
         // Drivers leave no empty keyAltNames array behind; neither do we.
         await collection.updateOne({ _id: id, keyAltNames: { $size: 0 } }, { $unset: { keyAltNames: '' } });
+        await releaseNames([name], id);
         altNameIds.delete(name);
-        altNamesById.delete(keyIdToString(id.buffer));
+        forgetKey(keyIdToString(id.buffer));
+        await recordChanges([keyIdToString(id.buffer)]);
         return vault.requireById(id);
-      });
+      }));
     },
 
-    /** Delete a data key. Every value encrypted with it becomes unreadable, permanently. */
+    /**
+     * Delete a data key. Every value encrypted with it becomes unreadable, permanently: in this
+     * process at once, in the fleet once the change is recorded (before this resolves). Recorded
+     * even when the key was already gone: a deleter that died before recording is made good.
+     */
     async deleteKey(id: UUID): Promise<boolean> {
       // No projection: FerretDB does not support one on findAndModify.
-      const doc = await collection.findOneAndDelete({ _id: id });
+      const doc = await withKeyLock(id, () => collection.findOneAndDelete({ _id: id }));
+      await releaseNames(doc?.keyAltNames ?? [], id);
+      const keyId = keyIdToString(id.buffer);
       for (const name of doc?.keyAltNames ?? []) altNameIds.delete(name);
-      cache.delete(keyIdToString(id.buffer));
-      missingIds.set(keyIdToString(id.buffer), true);
-      altNamesById.delete(keyIdToString(id.buffer));
+      forgetKey(keyId);
+      missingIds.set(keyId, true);
+      await recordChanges([keyId]);
       return doc !== null;
     },
 
@@ -287,14 +393,18 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
       // someone else rewrapped meanwhile keeps their wrapping and is not counted.
       const changed = await Promise.all(
         rewrapped.map(async ({ doc, material }) => {
-          const result = await collection.updateOne(
-            { _id: doc._id, keyMaterial: doc.keyMaterial },
-            { $set: { keyMaterial: new Binary(material, 0), masterKey: stored }, $currentDate: { updateDate: true } },
+          const result = await withKeyLock(doc._id, () =>
+            collection.updateOne(
+              { _id: doc._id, keyMaterial: doc.keyMaterial },
+              { $set: { keyMaterial: new Binary(material, 0), masterKey: stored }, $currentDate: { updateDate: true } },
+            ),
           );
           return result.modifiedCount === 1 ? keyIdToString(doc._id.buffer) : undefined;
         }),
       );
       const keyIds = changed.filter((id): id is string => id !== undefined);
+      keyIds.forEach(forgetKey);
+      await recordChanges(keyIds);
       return { matched: docs.length, rewrapped: keyIds.length, keyIds };
     },
 
@@ -312,8 +422,9 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
     async resolveAltNames(names: string[]): Promise<Map<string, UUID>> {
       const found = new Map<string, UUID>();
       const missing = new Set<string>();
+      const useCache = trusted();
       for (const name of names) {
-        const cached = altNameIds.get(name);
+        const cached = useCache ? altNameIds.get(name) : undefined;
         if (cached !== undefined) found.set(name, cached);
         else missing.add(name);
       }
@@ -361,6 +472,11 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
      * running the same selection again resumes with the keys still left. Keys now under a KMS are
      * not moved to the local master key unless `allowDowngrade`: checked again here, on the keys as
      * the job reads them, since they may have been rewrapped since they were planned.
+     *
+     * `resumeSince`: this is the same migration taken over after its run was cut short; keys already
+     * under the new master key and rewrapped since then are that run's work, checked to unwrap but
+     * not rewrapped again. (Without it every selected key is rewrapped: rewrapping under the same
+     * AWS key ARN is how a key rotated by AWS is picked up.)
      */
     async migrateMasterKey(
       selector: KeySelector,
@@ -368,6 +484,7 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
       options: RewrapOptions & {
         onProgress?: (progress: { total: number; done: number; failed: number; phase: string }) => Promise<void>;
         signal?: AbortSignal;
+        resumeSince?: Date;
       } = {},
     ) {
       kms.checkUsable(newMasterKey);
@@ -376,9 +493,17 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
       const stored = storedMasterKey(newMasterKey);
       const progress = { total: docs.length, done: 0, failed: 0, phase: 'rewrapping' };
       const migrated: { doc: KeyDocument; digest: string; material: Binary }[] = [];
+      // Keys the earlier, cut-short run of this migration rewrapped (see `resumeSince`).
+      const already: KeyDocument[] = [];
       let skipped = 0;
       for (const doc of docs) {
         options.signal?.throwIfAborted();
+        const wrappedAt = doc.updateDate instanceof Date ? doc.updateDate.getTime() : 0;
+        if (options.resumeSince !== undefined && wrappedAt >= options.resumeSince.getTime() && sameStoredKey(doc.masterKey, stored)) {
+          already.push(doc);
+          progress.done++;
+          continue;
+        }
         const dataKey = await unwrap(doc);
         let material: Buffer;
         let digest: string;
@@ -388,17 +513,26 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
         } finally {
           dataKey.fill(0);
         }
-        const result = await collection.updateOne(
-          { _id: doc._id, keyMaterial: doc.keyMaterial },
-          { $set: { keyMaterial: new Binary(material, 0), masterKey: stored }, $currentDate: { updateDate: true } },
+        const result = await withKeyLock(doc._id, () =>
+          collection.updateOne(
+            { _id: doc._id, keyMaterial: doc.keyMaterial },
+            { $set: { keyMaterial: new Binary(material, 0), masterKey: stored }, $currentDate: { updateDate: true } },
+          ),
         );
-        if (result.modifiedCount === 1) migrated.push({ doc, digest, material: new Binary(material, 0) });
-        else skipped++;
+        if (result.modifiedCount === 1) {
+          migrated.push({ doc, digest, material: new Binary(material, 0) });
+          forgetKey(keyIdToString(doc._id.buffer));
+          await recordChanges([keyIdToString(doc._id.buffer)]);
+        } else skipped++;
         progress.done++;
         if (options.onProgress && (progress.done % 10 === 0 || progress.done === progress.total)) await options.onProgress({ ...progress });
       }
       progress.phase = 'verifying';
       if (options.onProgress) await options.onProgress({ ...progress });
+      for (const doc of already) {
+        options.signal?.throwIfAborted();
+        (await unwrap(doc)).fill(0);
+      }
       for (const [index, { doc, digest }] of migrated.entries()) {
         const fresh = await collection.findOne({ _id: doc._id });
         let failure: unknown;
@@ -424,8 +558,12 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
           const unverified = migrated.slice(index);
           progress.failed += unverified.length;
           for (const { doc: old, material } of unverified) {
-            await collection.updateOne({ _id: old._id, keyMaterial: material }, { $set: { keyMaterial: old.keyMaterial, masterKey: old.masterKey } });
+            await withKeyLock(old._id, () =>
+              collection.updateOne({ _id: old._id, keyMaterial: material }, { $set: { keyMaterial: old.keyMaterial, masterKey: old.masterKey } }),
+            );
+            forgetKey(keyIdToString(old._id.buffer));
           }
+          await recordChanges(unverified.map(({ doc: old }) => keyIdToString(old._id.buffer)));
           throw failure;
         }
       }
@@ -436,8 +574,9 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
           matched: docs.length,
           rewrapped: migrated.length,
           verified: migrated.length,
+          alreadyMigrated: already.length,
           skipped,
-          keyIds: migrated.map(({ doc }) => keyIdToString(doc._id.buffer)),
+          keyIds: [...migrated.map(({ doc }) => doc), ...already].map((doc) => keyIdToString(doc._id.buffer)),
           masterKey: stored,
         },
       };
@@ -495,8 +634,9 @@ export function createKeyVault({ collection, kms, cache, altNameTtlMs }: KeyVaul
     async altNamesOf(ids: string[]): Promise<Map<string, string[]>> {
       const out = new Map<string, string[]>();
       const missing: string[] = [];
+      const useCache = trusted();
       for (const id of new Set(ids)) {
-        const cached = altNamesById.get(id);
+        const cached = useCache ? altNamesById.get(id) : undefined;
         if (cached !== undefined) out.set(id, cached);
         else missing.push(id);
       }

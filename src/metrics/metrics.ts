@@ -21,6 +21,10 @@ export interface Metrics {
   watchAuditBacklog(read: () => number): void;
   /** Whether a KMS circuit of a configured region is open (cached keys still serve). */
   kmsDegraded(degraded: boolean): void;
+  /** Entries of the fleet's change feed applied here, by kind ('reset': every cache dropped). */
+  fleetChange(kind: string, count?: number): void;
+  /** Report how long ago the change feed was last read up to its head (seconds), read at each scrape. */
+  watchFleetLag(read: () => number): void;
 }
 
 export const noMetrics: Metrics = {
@@ -33,6 +37,8 @@ export const noMetrics: Metrics = {
   auditSpoolQuarantined() {},
   watchAuditBacklog() {},
   kmsDegraded() {},
+  fleetChange() {},
+  watchFleetLag() {},
 };
 
 export function createMetrics(): Metrics & { registry: Registry } {
@@ -70,6 +76,17 @@ export function createMetrics(): Metrics & { registry: Registry } {
     },
   });
 
+  const fleetChanges = new Counter({ name: 'fleet_changes_applied_total', help: 'Change-feed entries applied to this instance\'s caches, by kind (reset: all dropped)', labelNames: ['kind'], registers: [registry] });
+  let fleetLag: (() => number) | undefined;
+  new Gauge({
+    name: 'fleet_change_feed_lag_seconds',
+    help: 'Seconds since this instance last read the change feed up to its head; caches are not trusted beyond FLEET_MAX_LAG_MS',
+    registers: [registry],
+    collect() {
+      this.set(fleetLag?.() ?? 0);
+    },
+  });
+
   return {
     registry,
     httpRequest(route, method, status, seconds) {
@@ -100,6 +117,12 @@ export function createMetrics(): Metrics & { registry: Registry } {
     },
     kmsDegraded(value) {
       degraded.set(value ? 1 : 0);
+    },
+    fleetChange(kind, count = 1) {
+      if (count > 0) fleetChanges.inc({ kind }, count);
+    },
+    watchFleetLag(read) {
+      fleetLag = read;
     },
   };
 }

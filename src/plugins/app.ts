@@ -8,6 +8,7 @@ import errorsPlugin from './errors.js';
 import swaggerPlugin from './swagger.js';
 import mongodbPlugin from './mongodb.js';
 import metricsPlugin from './metrics.js';
+import fleetPlugin from './fleet.js';
 import kmsPlugin from './kms.js';
 import keyVaultPlugin from './key-vault.js';
 import encryptionPlugin from './encryption.js';
@@ -116,6 +117,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(swaggerPlugin);
     await app.register(metricsPlugin);
     await app.register(mongodbPlugin);
+    await app.register(fleetPlugin);
     await app.register(kmsPlugin);
     await app.register(keyVaultPlugin);
     await app.register(encryptionPlugin);

@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import fp from 'fastify-plugin';
 import type { FastifyRequest } from 'fastify';
-import { allows, type Principal } from '../clients/scopes.js';
+import { allows, OPERATOR, type Principal } from '../clients/scopes.js';
 import { keyAuthorizer, type KeyAuthorizer } from '../clients/key-authorizer.js';
 import type { Caller } from '../encryption/access.js';
 import { AppError } from '../errors.js';
@@ -28,9 +28,6 @@ declare module 'fastify' {
     caller: Caller | undefined;
   }
 }
-
-/** The operator behind ADMIN_TOKEN: every scope, no key limits. */
-const OPERATOR: Principal = { clientId: 'admin', name: 'operator', grants: [{ scope: '*' }] };
 
 function digest(token: string): Buffer {
   return createHash('sha256').update(token, 'utf8').digest();

@@ -34,7 +34,13 @@ export default fp(
         return new Set(found.map((doc) => keyIdToString(doc._id.buffer)));
       },
     });
-    const rotations = createKeyRotations(app.mongo.client.db(config.keyVault.db).collection<RotationRecord>('__rotations', { writeConcern: { w: 'majority', journal: true } }));
+    const rotations = createKeyRotations(
+      app.mongo.client.db(config.keyVault.db).collection<RotationRecord>('__rotations', { writeConcern: { w: 'majority', journal: true } }),
+      { recordChange: (namespace) => app.fleet.record('schema', namespace), trusted: app.fleet.trusted },
+    );
+    // A rotation started or finished through another instance: writes here switch keys within the feed's bound.
+    app.fleet.on('schema', () => rotations.forget());
+    app.fleet.onReset(() => rotations.forget());
     app.decorate(
       'documents',
       createDocumentsService({
@@ -49,5 +55,5 @@ export default fp(
     );
     if (schemas.length > 0) app.log.info({ collections: schemas.map((s) => s.namespace) }, 'collection schemas loaded');
   },
-  { name: 'documents', dependencies: ['config', 'mongodb', 'key-vault', 'encryption'] },
+  { name: 'documents', dependencies: ['config', 'mongodb', 'fleet', 'key-vault', 'encryption'] },
 );
