@@ -20,6 +20,27 @@ export interface DataKeyCacheStats {
 export type KeyOrError = Buffer | Error;
 
 /**
+ * What a load gives: the unwrapped key, or (to spare a KMS call) a tag naming the key document's
+ * wrapping and a way to unwrap it. A held key whose tag matches is still the key the vault
+ * holds: while the cache is not trusted, that check (a key-vault read) stands in for the unwrap.
+ */
+export type Loaded = Buffer | { tag: string; unwrap(): Promise<Buffer> };
+
+interface Entry {
+  key: Buffer;
+  tag: string | undefined;
+  /** When the vault last confirmed this key (its load, or a matching tag). */
+  checkedAt: number;
+}
+
+/**
+ * While the cache is not trusted, a key confirmed against the vault this recently is served: a
+ * burst of requests costs one key-vault read per key per interval, and a key deleted after the
+ * read is refused at the next one.
+ */
+const RECHECKED_FOR_MS = 200;
+
+/**
  * The only place unwrapped data keys live: bounded, expiring, and zeroised when an entry leaves.
  *
  * Keys are used under a lease: `withKeys` takes the lease before it loads anything and gives it
@@ -27,7 +48,8 @@ export type KeyOrError = Buffer | Error;
  * leased is zeroised only when its last lease ends. So a request never encrypts with a wiped key.
  * Concurrent misses for one key share a single load: a burst of requests for a cold key costs one
  * load. A key deleted while it loads is not put back in the cache. While `trusted()` says no,
- * nothing is served from the cache (concurrent loads are still shared).
+ * a key is served only if the vault confirmed it in the last RECHECKED_FOR_MS (concurrent loads
+ * are still shared, and a confirmation costs a key-vault read, not a KMS call).
  */
 export function createDataKeyCache(options: DataKeyCacheOptions, metrics: Metrics = noMetrics) {
   const leases = new Map<string, number>();
@@ -47,10 +69,10 @@ export function createDataKeyCache(options: DataKeyCacheOptions, metrics: Metric
     }
   }
 
-  const cache = new LRUCache<string, Buffer>({
+  const cache = new LRUCache<string, Entry>({
     max: options.maxEntries,
     ttl: options.ttlMs,
-    dispose: (key, id) => bury(id, key),
+    dispose: (entry, id) => bury(id, entry.key),
   });
 
   function acquire(id: string): void {
@@ -70,29 +92,39 @@ export function createDataKeyCache(options: DataKeyCacheOptions, metrics: Metric
 
   const trusted = options.trusted ?? (() => true);
 
-  function get(id: string, load: () => Promise<Buffer>): Promise<Buffer> {
-    const cached = trusted() ? cache.get(id) : undefined;
-    if (cached !== undefined) {
+  function get(id: string, load: () => Promise<Loaded>): Promise<Buffer> {
+    const cached = cache.get(id);
+    if (cached !== undefined && (trusted() || Date.now() - cached.checkedAt < RECHECKED_FOR_MS)) {
       stats.hits += 1;
       metrics.dataKeyCache('hit');
-      return Promise.resolve(cached);
+      return Promise.resolve(cached.key);
     }
     stats.misses += 1;
     metrics.dataKeyCache('miss');
     let pending = loading.get(id);
     if (pending === undefined) {
-      const entry = { dropped: false } as { promise: Promise<Buffer>; dropped: boolean };
-      entry.promise = load()
-        .then((key) => {
-          if (!entry.dropped) cache.set(id, key);
-          else bury(id, key); // dropped while loading: serve the requests that waited, keep nothing
-          return key;
+      const attempt = { dropped: false } as { promise: Promise<Buffer>; dropped: boolean };
+      const keep = (key: Buffer, tag: string | undefined): Buffer => {
+        if (!attempt.dropped) cache.set(id, { key, tag, checkedAt: Date.now() });
+        else bury(id, key); // dropped while loading: serve the requests that waited, keep nothing
+        return key;
+      };
+      attempt.promise = load()
+        .then(async (loaded) => {
+          if (Buffer.isBuffer(loaded)) return keep(loaded, undefined);
+          const held = cache.peek(id);
+          if (held !== undefined && held.tag === loaded.tag && !attempt.dropped) {
+            // The vault still holds the key we hold: no unwrap (no KMS call) needed.
+            held.checkedAt = Date.now();
+            return held.key;
+          }
+          return keep(await loaded.unwrap(), loaded.tag);
         })
         .finally(() => {
-          if (loading.get(id) === entry) loading.delete(id);
+          if (loading.get(id) === attempt) loading.delete(id);
         });
-      loading.set(id, entry);
-      pending = entry;
+      loading.set(id, attempt);
+      pending = attempt;
     }
     return pending.promise;
   }
@@ -102,7 +134,7 @@ export function createDataKeyCache(options: DataKeyCacheOptions, metrics: Metric
      * Lease the keys for `ids` (loading the missing ones with `load`), run `use` with each id's
      * key or the error that made it unavailable, then end the lease. Never keep a key beyond `use`.
      */
-    async withKeys<T>(ids: string[], load: (id: string) => Promise<Buffer>, use: (keys: Map<string, KeyOrError>) => T | Promise<T>): Promise<T> {
+    async withKeys<T>(ids: string[], load: (id: string) => Promise<Loaded>, use: (keys: Map<string, KeyOrError>) => T | Promise<T>): Promise<T> {
       const unique = [...new Set(ids)];
       unique.forEach(acquire);
       try {

@@ -6,7 +6,7 @@ import { AppError, isAppError } from '../errors.js';
 import type { Kms } from '../kms/kms.js';
 import { isDowngrade, readStoredMasterKey, type MasterKey } from '../kms/master-key.js';
 import { createAltNameClaims, type AltNameClaim } from './alt-name-claims.js';
-import type { DataKeyCache, KeyOrError } from './data-key-cache.js';
+import type { DataKeyCache, KeyOrError, Loaded } from './data-key-cache.js';
 import { keyIdToString, storedMasterKey, toKeyView, type KeyDocument } from './key-document.js';
 
 export interface KeyVaultOptions {
@@ -660,7 +660,7 @@ export function createKeyVault(options: KeyVaultOptions) {
     async withDataKeys<T>(ids: Iterable<string>, use: (keys: Map<string, KeyOrError>) => T | Promise<T>): Promise<T> {
       const wanted = [...new Set(ids)];
       let batch: Promise<Map<string, KeyDocument>> | undefined;
-      const load = async (id: string): Promise<Buffer> => {
+      const load = async (id: string): Promise<Loaded> => {
         if (missingIds.has(id)) throw new AppError('KEY_NOT_FOUND');
         batch ??= collection
           .find({ _id: { $in: wanted.filter((w) => !missingIds.has(w)).map((w) => new UUID(w)) } })
@@ -671,7 +671,9 @@ export function createKeyVault(options: KeyVaultOptions) {
           missingIds.set(id, true);
           throw new AppError('KEY_NOT_FOUND');
         }
-        return unwrap(doc);
+        // The wrapping names the key version: the same material under the same master key.
+        const tag = `${JSON.stringify(doc.masterKey)}:${Buffer.from(doc.keyMaterial.buffer).toString('base64')}`;
+        return { tag, unwrap: () => unwrap(doc) };
       };
       return cache.withKeys(wanted, load, (keys) => {
         for (const value of keys.values()) if (value instanceof Error && !isAppError(value)) throw value;

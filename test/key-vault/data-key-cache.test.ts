@@ -77,3 +77,32 @@ t.test('a key deleted while it loads is not put back in the cache', async (t) =>
   await pending;
   t.equal(cache.stats().size, 0);
 });
+
+t.test('while not trusted, a held key is confirmed against the vault (one read per key per interval), not unwrapped again', async (t) => {
+  let trusted = true;
+  const cache = createDataKeyCache({ ttlMs: 60_000, maxEntries: 10, trusted: () => trusted });
+  let reads = 0;
+  let unwraps = 0;
+  let tag = 'v1';
+  const load = async () => {
+    reads++;
+    return { tag, unwrap: async () => (unwraps++, Buffer.alloc(96, tag === 'v1' ? 1 : 2)) };
+  };
+  const use = () => cache.withKeys(['k'], load, (keys) => keys.get('k'));
+  t.same(await use(), Buffer.alloc(96, 1));
+  t.same([reads, unwraps], [1, 1]);
+  await use();
+  t.same([reads, unwraps], [1, 1], 'trusted: served from the cache');
+
+  trusted = false;
+  await new Promise((resolve) => setTimeout(resolve, 250));
+  await Promise.all(Array.from({ length: 50 }, use));
+  t.same([reads, unwraps], [2, 1], 'not trusted: one vault read for a burst, the wrapping unchanged, no unwrap');
+  await use();
+  t.same([reads, unwraps], [2, 1], 'and the confirmation holds for a moment');
+
+  tag = 'v2';
+  await new Promise((resolve) => setTimeout(resolve, 250));
+  t.same(await use(), Buffer.alloc(96, 2), 'a changed wrapping is unwrapped afresh');
+  t.same([reads, unwraps], [3, 2]);
+});
