@@ -42,13 +42,20 @@ function findNodeDir() {
   return candidates.find((dir) => headerVersion(dir) === process.version);
 }
 
-const args = ['rebuild', '--directory', here];
-if (!process.env.npm_config_nodedir) {
-  const nodeDir = findNodeDir();
-  if (nodeDir) args.push(`--nodedir=${nodeDir}`);
-  else console.error(`build:native: no headers of node ${process.version} found next to ${process.execPath}; node-gyp will try to download them`);
+// npm's nodedir setting (npm_config_nodedir, which node-gyp lets override its own flags) is used
+// only when it holds this node's headers: a machine's npmrc may point at another Node's.
+const env = { ...process.env };
+const configuredKey = Object.keys(env).find((key) => key.toLowerCase() === 'npm_config_nodedir');
+const configured = configuredKey === undefined ? undefined : env[configuredKey];
+const nodeDir = configured !== undefined && headerVersion(configured) === process.version ? configured : findNodeDir();
+if (configuredKey !== undefined && nodeDir !== configured) {
+  delete env[configuredKey];
+  console.error(`build:native: not using npm's nodedir ${configured}: its headers are not node ${process.version}'s`);
 }
-const result = spawnSync('node-gyp', args, { stdio: 'inherit', shell: process.platform === 'win32' });
+const args = ['rebuild', '--directory', here];
+if (nodeDir) args.push(`--nodedir=${nodeDir}`);
+else console.error(`build:native: no headers of node ${process.version} found next to ${process.execPath}; node-gyp will try to download them`);
+const result = spawnSync('node-gyp', args, { env, stdio: 'inherit', shell: process.platform === 'win32' });
 if (result.error) console.error(`build:native: could not run node-gyp (${result.error.message}); run it via npm run build:native`);
 if (result.status === 0) writeFileSync(join(here, 'build', 'built-with-node'), `${process.version}\n`);
 process.exit(result.status ?? 1);
