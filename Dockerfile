@@ -1,12 +1,19 @@
 # syntax=docker/dockerfile:1
+# The Node.js line: the current LTS (26: Active LTS from 2026-10-28, maintained until 2029-04-30),
+# on Debian 13 (trixie), the line's default. scripts/test runs the whole suite on this line too
+# (.nvmrc); test/deploy/runtime.test.ts keeps this, .nvmrc, package.json engines and the README
+# in agreement.
+ARG NODE_MAJOR=26
+
 # Build stage: compile TypeScript, then drop dev dependencies.
-FROM node:20-bookworm-slim AS build
+FROM node:${NODE_MAJOR}-trixie-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 # Fixes to dependencies, applied by the postinstall script (see patches/README.md).
 COPY patches patches
 RUN npm ci --no-audit --no-fund
 # The native AEAD addon (faster batch decryption) needs a compiler here only; the runtime has none.
+# It builds against this image's own Node headers (/usr/local/include/node), so nothing is fetched.
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 COPY native/binding.gyp native/aead_native.c native/build.mjs native/
 RUN npm run build:native
@@ -17,7 +24,8 @@ COPY schemas schemas
 RUN npm run build && npm prune --omit=dev
 
 # Runtime stage: compiled code and production dependencies only, as the unprivileged node user.
-FROM node:20-bookworm-slim
+# The same base as the build stage: the addon was built against this Node and this glibc.
+FROM node:${NODE_MAJOR}-trixie-slim
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=8080
 # A bounded heap: V8 collects before growing, so RSS stays flat under load; MAX_HEAP_USED_BYTES
 # (384 MiB by default) sheds load before this limit is reached.

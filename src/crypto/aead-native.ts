@@ -26,8 +26,13 @@ const candidates = ['../../native/build/Release/aead_native.node', '../../../nat
   fileURLToPath(new URL(relative, import.meta.url)),
 );
 
-function load(): { addon: Addon | undefined; status: NativeAeadStatus } {
-  const path = candidates.find((candidate) => existsSync(candidate));
+/**
+ * Load the first of `paths` that exists. Never throws: a file this node cannot load (not an addon,
+ * built for another platform, or a stale build missing a function) gives `loaded: false` and the
+ * reason, and callers take the pure-JS path.
+ */
+export function loadNativeAead(paths: readonly string[]): { addon: Addon | undefined; status: NativeAeadStatus } {
+  const path = paths.find((candidate) => existsSync(candidate));
   if (path === undefined) return { addon: undefined, status: { loaded: false, path, error: undefined } };
   try {
     const addon = createRequire(import.meta.url)(path) as Addon;
@@ -41,7 +46,7 @@ function load(): { addon: Addon | undefined; status: NativeAeadStatus } {
   }
 }
 
-const { addon, status } = load();
+const { addon, status } = loadNativeAead(candidates);
 export const nativeAead: Readonly<NativeAeadStatus> = Object.freeze(status);
 
 export interface NativeItem {
