@@ -86,9 +86,12 @@ function canonical(record: Omit<AuditRecord, '_id' | 'hmac'>): string {
 }
 
 /** What BSON will store: its UTF-8 turns a lone surrogate into U+FFFD, so do that before hashing. */
+/** A surrogate code unit: only a lone one changes in UTF-8, and most strings have none at all. */
+const SURROGATE = /[\uD800-\uDFFF]/;
+
 function storable(value: unknown, name: string): string {
   if (typeof value !== 'string') throw new AppError('INTERNAL_ERROR', `audit event: ${name} must be a string`);
-  return Buffer.from(value, 'utf8').toString('utf8');
+  return SURROGATE.test(value) ? Buffer.from(value, 'utf8').toString('utf8') : value;
 }
 
 function storableList(value: unknown, name: string): string[] {
