@@ -157,6 +157,12 @@ export interface TcpProxy {
   open(): Promise<void>;
   /** Forward normally, or hold every chunk from the client for `delayMs` before forwarding it. */
   setMode(mode: ProxyMode, delayMs?: number): void;
+  /**
+   * The first chunk from a client that holds every one of `needles` is dropped, not forwarded, and
+   * the proxy closes (as close()). Resolves once that happened: a fault that lands exactly between
+   * two commands, whatever the machine's speed.
+   */
+  cutBefore(needles: Buffer[]): Promise<void>;
 }
 
 /**
@@ -170,6 +176,7 @@ export async function startTcpProxy(t: Teardown, target: { host: string; port: n
   let delayMs = 0;
   let accepted = 0;
   let server: Server | undefined;
+  let cut: { needles: Buffer[]; done: () => void } | undefined;
   const port = await freePort();
 
   function track(socket: Socket) {
@@ -186,7 +193,13 @@ export async function startTcpProxy(t: Teardown, target: { host: string; port: n
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());
     upstream.on('data', (chunk) => client.write(chunk));
-    client.on('data', (chunk) => {
+    client.on('data', (chunk: Buffer) => {
+      if (cut !== undefined && cut.needles.every((needle) => chunk.includes(needle))) {
+        const { done } = cut;
+        cut = undefined;
+        void proxy.close().then(done);
+        return;
+      }
       if (mode === 'delay') {
         const timer = setTimeout(() => {
           timers.delete(timer);
@@ -235,6 +248,11 @@ export async function startTcpProxy(t: Teardown, target: { host: string; port: n
     setMode(next, ms = 0) {
       mode = next;
       delayMs = ms;
+    },
+    cutBefore(needles) {
+      return new Promise<void>((resolve) => {
+        cut = { needles, done: resolve };
+      });
     },
   };
   t.teardown(() => proxy.close());
