@@ -282,8 +282,10 @@ export function createAuditStore({ records, heads, checkpoints, signer }: AuditS
         [headDocs, checkpointDocs, recordChains] = await Promise.all([
           heads?.find({}).toArray() ?? [],
           checkpoints?.find({}).toArray() ?? [],
-          // Also the chains whose head was lost (or never published, by an older version).
-          records.distinct('chainId').then((ids) => ids.filter(isString)),
+          // A full verification also finds the chains whose head was lost (or never published, by
+          // an older version); an incremental one starts from the heads and checkpoints, because
+          // `distinct` is a scan of the whole trail on servers without index use (FerretDB).
+          options.full ? records.distinct('chainId').then((ids) => ids.filter(isString)) : [],
         ]);
       } catch (err) {
         readFailure(err);
