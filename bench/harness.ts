@@ -1230,7 +1230,7 @@ function render(r: Results): string {
   lines.push(`- Node ${m.node}; ${Object.entries(m.packages).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   lines.push(`- Python: ${typeof m.python === 'string' ? m.python : Object.entries(m.python).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   lines.push(`- Pinning: ${m.pinning}`);
-  lines.push(`- Database: ${m.database}. FerretDB on SQLite is much slower than a real MongoDB; every request also appends to the audit trail in it, so W1/W3 numbers are bounded by it.`);
+  lines.push(`- Database: ${m.database}. FerretDB on SQLite is much slower than a real MongoDB; W3 numbers are bounded by it. Audit events are made durable in each instance's local spool (AUDIT_MODE=spool) and shipped to it in batches.`);
   lines.push(`- Settings: ${m.settings.duration} s per measured run, ${m.settings.warmup} s warm-up per workload, ${m.settings.rounds} interleaved rounds (odd rounds in reverse order), ${m.settings.connections} connections; numbers are medians over rounds, p99 is the median of the rounds' p99`);
   lines.push(`- After every run against the service the harness waits until it answers an audited request within 300 ms again (backlog drained): ${m.settle.count} waits, ${fmt(m.settle.totalSeconds, 1)} s in all, longest ${fmt(m.settle.maxSeconds, 1)} s`);
   lines.push(`- Reproduce: \`cd /work/main && eval "$(scripts/stack up)" && npm run build && ${m.command}\``, '');
@@ -1381,7 +1381,7 @@ function render(r: Results): string {
       '',
       `The full verification leaves a signed checkpoint at the end of each clean chain; an incremental one checks that the vouched-for record is unchanged and reads only what follows. Server RSS after: ${fmt(v.serverRssAfterMB, 1)} MB.`,
       '',
-      'On FerretDB 1.24 with its SQLite backend (scripts/stack) the audit store\'s queries are not served by its indexes (`explain` of `{chainId, seq: {$gt: n}}` sorted by seq says `SCAN`; even a find by `_id` scans), so an incremental verification still pays for `distinct(chainId)` and a filtered scan of the whole collection: it reads few records but not few rows. On MongoDB the `{chainId: 1, seq: 1}` index makes it proportional to what is new.',
+      'On FerretDB 1.24 with its SQLite backend (scripts/stack) the audit store\'s queries are not served by its indexes (`explain` of `{chainId, seq: {$gt: n}}` sorted by seq says `SCAN`; even a find by `_id` scans), so an incremental verification still pays for a filtered scan of the whole collection: it reads few records but not few rows. On MongoDB the `{chainId: 1, seq: 1}` index makes it proportional to what is new.',
       '',
     );
   }
