@@ -505,7 +505,7 @@ function versionOf(pkg: string): string {
 
 interface Results {
   meta: Record<string, unknown>;
-  workloads: Record<string, { rps: number[]; p99: number[]; p50: number[]; errors: number; valuesPerRequest: number }>;
+  workloads: Record<string, { rps: number[]; p99: number[]; p50: number[]; errors: number; valuesPerRequest: number; cpuMsPerRequest?: number[] }>;
   python: { w2: any[] };
   /**
    * W4, per round: libmongocrypt through pymongocrypt (bench/w4_libmongocrypt.py) 1 and 2 processes, the system libmongocrypt from C
@@ -680,7 +680,7 @@ async function main() {
         const check = await must(server.base, 'POST', `/documents/${db}.enc/find`, { filter: { d0: 'seed-3-det-0' }, limit: 10 }, 200);
         if (check.items?.length !== 1 || check.items[0].r0 !== 'secret-0-seed-3-abcdefghijklmnop') throw new Error(`W3 find check failed: ${JSON.stringify(check).slice(0, 300)}`);
       }
-      for (const w of workloads) results.workloads[w.name] = { rps: [], p99: [], p50: [], errors: 0, valuesPerRequest: w.valuesPerRequest };
+      for (const w of workloads) results.workloads[w.name] = { rps: [], p99: [], p50: [], errors: 0, valuesPerRequest: w.valuesPerRequest, cpuMsPerRequest: [] };
 
       // ---- memory sampling for the whole W1–W3 run
       const rss: number[] = [];
@@ -705,7 +705,12 @@ async function main() {
         const order = round % 2 === 0 ? workloads : [...workloads].reverse();
         log(`round ${round + 1}/${ROUNDS}: ${order.length} workloads × ${DURATION} s`);
         for (const w of order) {
+          // The CPU the answering process spent per request (all its threads: the event loop, GC,
+          // the audit spool's writes, the shipper): what bounds throughput once a core is full.
+          const pid = (w.base === server.base ? server : echo)?.child.pid;
+          const cpuBefore = pid === undefined ? Number.NaN : cpuSeconds(pid);
           const s = await load(w.base, DURATION, w.requests);
+          const cpuMs = pid === undefined || s.requests === 0 ? Number.NaN : ((cpuSeconds(pid) - cpuBefore) * 1000) / s.requests;
           if (w.base === server.base) {
             const settled = await settle(server.base);
             if (settled > 2) log(`  ${w.name}: the server took ${settled.toFixed(1)} s to answer promptly again`);
@@ -714,6 +719,7 @@ async function main() {
           r.rps.push(s.rps);
           r.p99.push(s.p99);
           r.p50.push(s.p50);
+          if (Number.isFinite(cpuMs)) r.cpuMsPerRequest?.push(cpuMs);
           r.errors += s.errors;
           if (w.base === server.base) measuredRequests += s.requests;
           if (w.name.startsWith('w3-')) w3Ops += s.requests;
@@ -1257,9 +1263,9 @@ function render(r: Results): string {
     );
   lines.push('');
 
-  lines.push('## All workloads', '', '| Workload | req/s (median) | values/s | p50 ms | p99 ms | rounds (req/s) | errors |', '| --- | --- | --- | --- | --- | --- | --- |');
+  lines.push('## All workloads', '', '| Workload | req/s (median) | values/s | p50 ms | p99 ms | CPU ms/request (its server) | rounds (req/s) | errors |', '| --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const [name, x] of Object.entries(r.workloads)) {
-    lines.push(`| ${name} | ${fmt(median(x.rps))} | ${fmt(median(x.rps) * x.valuesPerRequest)} | ${fmt(median(x.p50), 1)} | ${fmt(p99(name), 1)} | ${x.rps.map((v) => fmt(v)).join(', ')} | ${x.errors} |`);
+    lines.push(`| ${name} | ${fmt(median(x.rps))} | ${fmt(median(x.rps) * x.valuesPerRequest)} | ${fmt(median(x.p50), 1)} | ${fmt(p99(name), 1)} | ${x.cpuMsPerRequest?.length ? fmt(median(x.cpuMsPerRequest), 3) : '–'} | ${x.rps.map((v) => fmt(v)).join(', ')} | ${x.errors} |`);
   }
   lines.push('');
   if (r.python.w2.length) {

@@ -1,5 +1,7 @@
 /**
- * Top functions by self time in a V8 .cpuprofile (from `harness.ts --profile DIR`).
+ * Top functions by self time in a V8 .cpuprofile (from `harness.ts --profile DIR`), then the busy
+ * time (idle left out) by area: a package, a directory of the service, Node's own JavaScript, or
+ * native work (GC, system calls such as writev).
  *
  *   node --import tsx bench/profile-summary.ts DIR/CPU.*.cpuprofile [top=25]
  */
@@ -26,3 +28,21 @@ for (const node of profile.nodes) {
 }
 const top = [...byFn.entries()].sort((a, b) => b[1] - a[1]).slice(0, Number(topArg ?? 25));
 for (const [fn, us] of top) console.log(`${((100 * us) / total).toFixed(1).padStart(5)}%  ${fn}`);
+
+const byArea = new Map<string, number>();
+let busy = 0;
+for (const node of profile.nodes) {
+  const us = self.get(node.id) ?? 0;
+  const { functionName, url } = node.callFrame;
+  if (functionName === '(idle)') continue;
+  busy += us;
+  const area =
+    /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url)?.[1] ??
+    /\/dist\/(src\/[^/]+|routes|bin)/.exec(url)?.[1] ??
+    (url.startsWith('node:') ? `node:${url.slice(5).split('/')[0]}` : url === '' ? `native ${functionName}` : 'other');
+  byArea.set(area, (byArea.get(area) ?? 0) + us);
+}
+console.log('\nBusy time by area (idle left out):');
+for (const [area, us] of [...byArea.entries()].sort((a, b) => b[1] - a[1]).slice(0, Number(topArg ?? 25))) {
+  console.log(`${((100 * us) / busy).toFixed(1).padStart(5)}%  ${area}`);
+}
