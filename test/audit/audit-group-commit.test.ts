@@ -293,18 +293,18 @@ t.test('a head query slower than the append deadline is kept for the next append
   const writer = createAuditLog({ collection: base!, hmacKey, chainId: 'main' });
   for (let i = 0; i < 3; i++) await writer.append(event(i));
 
-  // The head query takes 400 ms (a long chain on a server that scans it); appends may wait 250 ms.
-  const { collection: slowFinds, calls } = instrumented(base!, undefined, { findDelayMs: 400 });
+  // The head query takes 3 s (a long chain on a server that scans it); appends may wait 1.5 s (room for a busy machine).
+  const { collection: slowFinds, calls } = instrumented(base!, undefined, { findDelayMs: 3000 });
 
-  const restarted = createAuditLog({ collection: slowFinds, hmacKey, chainId: 'main', timeoutMs: 250 });
+  const restarted = createAuditLog({ collection: slowFinds, hmacKey, chainId: 'main', timeoutMs: 1500 });
   t.equal(restarted.isPrepared(), false);
   t.match(await restarted.append(event(3)).catch((e: unknown) => e), { code: 'AUDIT_UNAVAILABLE' }, 'the first append fails by its deadline');
-  for (let waited = 0; !restarted.isPrepared() && waited < 5000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+  for (let waited = 0; !restarted.isPrepared() && waited < 10_000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
   t.equal(restarted.isPrepared(), true, 'the head query went on and its answer was kept');
   t.equal((await restarted.append(event(4))).seq, 4, 'the next append needs no head query');
   t.equal(calls.find, 1, 'one head query in all');
 
-  const warmed = createAuditLog({ collection: slowFinds, hmacKey, chainId: 'main', timeoutMs: 250 });
+  const warmed = createAuditLog({ collection: slowFinds, hmacKey, chainId: 'main', timeoutMs: 1500 });
   await warmed.prepare();
   t.equal(warmed.isPrepared(), true);
   t.equal((await warmed.append(event(5))).seq, 5, 'after prepare() the first append is one write');

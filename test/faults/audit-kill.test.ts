@@ -98,7 +98,11 @@ async function run(t: Test, scenario: (typeof scenarios)[number]) {
     let killed = false;
     const stream = load.run(CONCURRENCY, () => !killed);
     const afterMs = KILL_AFTER_MS + Math.round((Math.random() * 2 - 1) * KILL_JITTER_MS);
+    const streamFrom = load.answers.length;
+    const streamStarted = Date.now();
     await sleep(afterMs);
+    // A busy machine answers fewer in that time: the kill waits for a real stream (up to 20 s).
+    while (load.answers.slice(streamFrom).filter(is2xx).length < 60 && Date.now() - streamStarted < 20_000) await sleep(50);
     const at = Date.now();
     server.child.kill('SIGKILL');
     killed = true;

@@ -80,7 +80,7 @@ export async function startServerProcess(
   child.stderr!.on('data', keep);
   t.teardown(() => stopChild(child, 2000));
   const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 20_000;
+  const deadline = Date.now() + 45_000; // a busy machine: FerretDB may answer the readiness check slowly for a while
   let up = false;
   while (!up && Date.now() < deadline && child.exitCode === null) {
     up = await fetch(`${base}/health/ready`).then(
