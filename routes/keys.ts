@@ -1,7 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { allows, isOperator, uncoveredAltName, type Principal } from '../src/clients/scopes.js';
 import type { KeyDocument } from '../src/key-vault/key-document.js';
-import { DOWNGRADE_NEEDS } from '../src/key-vault/key-vault.js';
 import {
   addAltNameBodySchema,
   altNameParamsSchema,
@@ -16,18 +15,13 @@ import {
   rotationReportSchema,
 } from '../schemas/http/keys.js';
 import { migrationBodySchema, migrationDryRunSchema } from '../schemas/http/jobs.js';
-import type { MigrationSpec } from '../src/jobs/job-types.js';
+import { selectorOf, startKeyMigration, type KeySelection } from '../src/jobs/start-key-migration.js';
 import { commonErrors, errorResponses, idempotencyHeaders } from '../schemas/http/common.js';
 import { AppError } from '../src/errors.js';
 import { parseMasterKey, type MasterKey } from '../src/kms/master-key.js';
-import { keyIdToString, parseKeyId, storedMasterKey, toKeyView } from '../src/key-vault/key-document.js';
+import { keyIdToString, parseKeyId, toKeyView } from '../src/key-vault/key-document.js';
 
 type MasterKeyInput = { provider: string; key?: string; region?: string };
-type KeySelection = { keyIds?: string[]; keyAltNames?: string[]; provider?: MasterKey['provider']; masterKey?: string };
-
-function selectorOf(filter: KeySelection) {
-  return { keyIds: filter.keyIds?.map(parseKeyId), keyAltNames: filter.keyAltNames, provider: filter.provider, masterKeyArn: filter.masterKey };
-}
 /** A downgrade (KMS → local) is allowed only when asked for explicitly, and by the operator. */
 function downgradeAllowed(principal: Principal, body: { allowDowngrade?: boolean }): boolean {
   return body.allowDowngrade === true && isOperator(principal);
@@ -157,20 +151,20 @@ export default async function keyRoutes(app: FastifyInstance) {
     },
     async (request, reply) => {
       const body = request.body as { filter: KeySelection; masterKey: MasterKeyInput; dryRun: boolean; allowDowngrade?: boolean };
-      const { filter, dryRun } = body;
       const masterKey = parseMasterKey(body.masterKey);
       app.kms.checkUsable(masterKey);
-      await assertSelectionCovered(request, filter);
-      const allowDowngrade = downgradeAllowed(request.principal!, body);
-      const { keyIds, downgradeKeyIds } = await keyVault.planMigration(selectorOf(filter), masterKey, request.authorizeKeys());
-      request.auditDetails = { keyIds };
-      const downgrade = downgradeKeyIds.length === 0 ? {} : { downgrade: { keyIds: downgradeKeyIds, allowed: allowDowngrade, detail: DOWNGRADE_NEEDS } };
-      if (dryRun) return { dryRun: true, matched: keyIds.length, keyIds, masterKey: storedMasterKey(masterKey), ...downgrade };
-      if (downgradeKeyIds.length > 0 && !allowDowngrade) throw new AppError('FORBIDDEN', DOWNGRADE_NEEDS);
-      const params = { filter, masterKey: storedMasterKey(masterKey), ...(allowDowngrade ? { allowDowngrade } : {}) };
-      // Runs on any instance (src/jobs/job-types.ts), as its creator with the grants it has then.
-      const spec: MigrationSpec = { keyIds, masterKey: storedMasterKey(masterKey), ...(allowDowngrade ? { allowDowngrade } : {}) };
-      const job = await app.jobs.start('keys.migration', request.principal!.clientId, params, keyIds.length, { ...spec });
+      await assertSelectionCovered(request, body.filter);
+      const outcome = await startKeyMigration({ keyVault, jobs: app.jobs }, {
+        filter: body.filter,
+        masterKey,
+        dryRun: body.dryRun,
+        allowDowngrade: downgradeAllowed(request.principal!, body),
+        createdBy: request.principal!.clientId,
+        authorize: request.authorizeKeys(),
+        onPlanned: (keyIds) => (request.auditDetails = { keyIds }),
+      });
+      if ('dryRun' in outcome) return outcome.dryRun;
+      const { job } = outcome;
       return reply.code(202).header('location', `/jobs/${job.id}`).send(job);
     },
   );
