@@ -13,7 +13,8 @@ import type { Kms } from '../kms/kms.js';
 import type { MasterKey } from '../kms/master-key.js';
 import { createAltNameClaims, type AltNameClaim } from './alt-name-claims.js';
 import type { DataKeyCache, KeyOrError, Loaded } from './data-key-cache.js';
-import { keyIdToString, storedMasterKey, type KeyDocument } from './key-document.js';
+import { keyIdToString, storedMasterKey, type KeyDocument, type TrashedKeyDocument } from './key-document.js';
+import { createKeyTrash, keyFieldsOf, type Reconciled } from './key-trash.js';
 import { selectorFilter, type KeySelector } from './key-selector.js';
 import { unwrapDataKey } from './unwrap-data-key.js';
 
@@ -42,6 +43,22 @@ export interface KeyStoreOptions {
    * instance came back, or a rewrap was undone, when another instance changed the key at once.
    */
   lock?: <T>(name: string, fn: () => Promise<T>) => Promise<T>;
+  /**
+   * Where deleted keys wait (src/key-vault/key-trash.ts), and for how long before a sweep may purge
+   * them: a delete is recoverable until then.
+   */
+  trash: { collection: Collection<TrashedKeyDocument>; retentionMs: number };
+}
+
+/** A key and its state: in the vault (usable), or in the trash. */
+export type ListedKey = { state: 'active'; doc: KeyDocument } | { state: 'deleted'; doc: TrashedKeyDocument };
+
+/** What a trash sweep did. */
+export interface SweepResult {
+  /** Keys found in both collections (a move cut short) and settled. */
+  reconciled: number;
+  /** Keys whose retention ended, purged. */
+  purged: number;
 }
 
 export interface CreateKeyInput {
@@ -61,6 +78,8 @@ const INDEX_CONFLICTS = new Set([85, 86]);
  */
 export function createKeyStore(options: KeyStoreOptions) {
   const { collection, kms, cache, altNameTtlMs, recordChanges = async () => undefined, trusted = () => true } = options;
+  const trash = createKeyTrash({ vault: collection, trash: options.trash.collection });
+  const retentionMs = options.trash.retentionMs;
   const lock = options.lock ?? ((_name, fn) => fn());
   /** Change an existing key document holding its fleet lock. */
   function withKeyLock<T>(id: Binary, fn: () => Promise<T>): Promise<T> {
@@ -77,6 +96,8 @@ export function createKeyStore(options: KeyStoreOptions) {
   /** Drop what this process cached of a key (its data key, its alt names both ways). */
   function forgetKey(id: string): void {
     cache.delete(id);
+    // A key restored through another instance exists again.
+    missingIds.delete(id);
     altNamesById.delete(id);
     const stale: string[] = [];
     for (const [name, keyId] of altNameIds.entries()) if (keyIdToString(keyId.buffer) === id) stale.push(name);
@@ -87,7 +108,9 @@ export function createKeyStore(options: KeyStoreOptions) {
   const claims = options.altNameClaims
     ? createAltNameClaims({
         ...options.altNameClaims,
-        keyHasName: async (keyId, name) => (await collection.findOne({ _id: keyId as UUID, keyAltNames: name }, { projection: { _id: 1 } })) !== null,
+        // A trashed key keeps its names reserved: its restore must not find them taken.
+        keyHasName: async (keyId, name) =>
+          (await collection.findOne({ _id: keyId as UUID, keyAltNames: name }, { projection: { _id: 1 } })) !== null || (await trash.holdsName(keyId, name)),
       })
     : undefined;
 
@@ -128,12 +151,13 @@ export function createKeyStore(options: KeyStoreOptions) {
     const filter: Filter<KeyDocument> = { keyAltNames: { $in: names } };
     if (exceptId !== undefined) filter._id = { $ne: exceptId };
     const clash = await collection.findOne(filter, { projection: { _id: 1 } });
-    if (clash !== null) throw new AppError('KEY_ALT_NAME_CONFLICT');
+    if (clash !== null || (await trash.anyHoldsName(names, exceptId))) throw new AppError('KEY_ALT_NAME_CONFLICT');
   }
 
   /** Create the indexes drivers expect; a partial unique index where the server has them. */
   async function createIndexes(): Promise<void> {
     await claims?.ensureIndexes();
+    await trash.ensureIndexes();
     try {
       await collection.createIndex(
         { keyAltNames: 1 },
@@ -161,6 +185,20 @@ export function createKeyStore(options: KeyStoreOptions) {
   function translateWriteError(err: unknown): never {
     if (err instanceof MongoServerError && err.code === DUPLICATE_KEY) throw new AppError('KEY_ALT_NAME_CONFLICT');
     throw err;
+  }
+
+  /**
+   * Settle a key found in both collections (see key-trash.ts) and tell this process and the fleet
+   * when that moved it. The caller holds the key's lock.
+   */
+  async function settle(id: Binary): Promise<Reconciled> {
+    const outcome = await trash.reconcile(id);
+    if (outcome === 'none') return outcome;
+    const keyId = keyIdToString(id.buffer);
+    forgetKey(keyId);
+    if (outcome === 'kept-in-trash') missingIds.set(keyId, true);
+    await recordChanges([keyId]);
+    return outcome;
   }
 
   const store = {
@@ -227,12 +265,6 @@ export function createKeyStore(options: KeyStoreOptions) {
       return doc;
     },
 
-    async requireByAltName(name: string): Promise<KeyDocument> {
-      const doc = await store.findByAltName(name);
-      if (doc === null) throw new AppError('KEY_NOT_FOUND');
-      return doc;
-    },
-
     /** A page of key documents in `_id` order, after the given id. */
     async listKeys(options: { limit: number; after?: UUID; selector?: KeySelector }): Promise<KeyDocument[]> {
       const filter = selectorFilter(options.selector ?? {});
@@ -281,20 +313,157 @@ export function createKeyStore(options: KeyStoreOptions) {
     },
 
     /**
-     * Delete a data key. Every value encrypted with it becomes unreadable, permanently: in this
-     * process at once, in the fleet once the change is recorded (before this resolves). Recorded
+     * Delete a data key: it moves to the trash (src/key-vault/key-trash.ts), unusable at once in
+     * this process and in the fleet once the change is recorded (before this resolves), its alt
+     * names still reserved; it can be restored until `purgeAfter`, when a sweep purges it. Recorded
      * even when the key was already gone: a deleter that died before recording is made good.
      */
-    async deleteKey(id: UUID): Promise<boolean> {
-      // No projection: FerretDB does not support one on findAndModify.
-      const doc = await withKeyLock(id, () => collection.findOneAndDelete({ _id: id }));
-      await releaseNames(doc?.keyAltNames ?? [], id);
+    async deleteKey(id: Binary, deletedBy: string): Promise<boolean> {
+      await ensureIndexes();
+      const moved = await withKeyLock(id, async () => {
+        const doc = await collection.findOne({ _id: id });
+        if (doc === null) return null;
+        const deletedAt = new Date();
+        const record = { deletedAt, deletedBy, purgeAfter: new Date(deletedAt.getTime() + retentionMs) };
+        await trash.writeTrashCopy(doc, record);
+        const removed = await trash.removeVaultCopy(id);
+        // Rewrapped between the two by a writer outside the lock (a driver): keep the wrapping removed.
+        if (removed !== null && !Buffer.from(removed.keyMaterial.buffer).equals(Buffer.from(doc.keyMaterial.buffer))) {
+          await trash.writeTrashCopy(removed, record);
+        }
+        return removed ?? doc;
+      });
       const keyId = keyIdToString(id.buffer);
-      for (const name of doc?.keyAltNames ?? []) altNameIds.delete(name);
+      for (const name of moved?.keyAltNames ?? []) altNameIds.delete(name);
       forgetKey(keyId);
       missingIds.set(keyId, true);
       await recordChanges([keyId]);
-      return doc !== null;
+      return moved !== null;
+    },
+
+    /**
+     * Move a trashed key back into the vault: usable again at once here, in the fleet once the
+     * change is recorded, and every value encrypted under it decrypts again. 409 KEY_NOT_DELETED
+     * for an active key, 404 KEY_NOT_FOUND for one in neither collection (purged, or never there),
+     * 409 KEY_ALT_NAME_CONFLICT if one of its names was taken meanwhile (nothing moves then).
+     */
+    async restoreKey(id: UUID): Promise<KeyDocument> {
+      await ensureIndexes();
+      // The alt-name lock first, then the key's, as addAltName takes them.
+      const restored = await withAltNameLock(() => withKeyLock(id, async () => {
+        await settle(id);
+        const doc = await trash.findById(id);
+        if (doc === null) {
+          if ((await collection.findOne({ _id: id }, { projection: { _id: 1 } })) !== null) throw new AppError('KEY_NOT_DELETED');
+          throw new AppError('KEY_NOT_FOUND');
+        }
+        const names = doc.keyAltNames ?? [];
+        // Its names stayed claimed by it: claiming them again is a no-op, unless one was taken over.
+        await claimNames(names, doc._id);
+        await assertAltNamesFree(names, doc._id);
+        await trash.markRestoring(id);
+        try {
+          await trash.writeVaultCopy(doc);
+        } catch (err) {
+          // Nothing reached the vault: the key stays deleted, as it was.
+          await trash.clearRestoring(id).catch(() => undefined);
+          throw err;
+        }
+        await trash.removeTrashCopy(id);
+        return keyFieldsOf(doc);
+      }));
+      forgetKey(keyIdToString(id.buffer));
+      await recordChanges([keyIdToString(id.buffer)]);
+      return restored;
+    },
+
+    /**
+     * Purge a trashed key now: its material is gone for good (crypto-shredding: every value under
+     * it is unreadable forever, backups of the vault aside) and its alt names are free again.
+     * 409 KEY_NOT_DELETED for an active key (delete it first), 404 KEY_NOT_FOUND for one in neither.
+     */
+    async purgeKey(id: UUID): Promise<void> {
+      const purged = await withKeyLock(id, async () => {
+        await settle(id);
+        if ((await collection.findOne({ _id: id }, { projection: { _id: 1 } })) !== null) {
+          throw new AppError('KEY_NOT_DELETED', 'The data key is active: delete it first, then purge it.');
+        }
+        const doc = await trash.removeTrashCopy(id);
+        if (doc === null) throw new AppError('KEY_NOT_FOUND');
+        return doc;
+      });
+      await releaseNames(purged.keyAltNames ?? [], id);
+    },
+
+    /**
+     * Settle every key found in both collections: a delete or restore cut short by a crash (see
+     * key-trash.ts); each under its lock. How many were settled.
+     */
+    async reconcileTrash(): Promise<number> {
+      let reconciled = 0;
+      for (const id of await trash.inBoth()) {
+        if ((await withKeyLock(id, () => settle(id))) !== 'none') reconciled++;
+      }
+      return reconciled;
+    },
+
+    /**
+     * Settle what a crash left (reconcileTrash), then purge the trashed keys whose retention ended
+     * by `now`. Each key is purged under its lock, and checked again there (restored, or deleted
+     * anew with a later purgeAfter, meanwhile: left alone).
+     */
+    async sweepTrash(now = new Date()): Promise<SweepResult> {
+      const result: SweepResult = { reconciled: await store.reconcileTrash(), purged: 0 };
+      for (;;) {
+        const due = await trash.due(now);
+        const before = result.purged;
+        for (const id of due) {
+          const purged = await withKeyLock(id, async () => {
+            const fresh = await trash.findById(id);
+            if (fresh === null || fresh.purgeAfter.getTime() > now.getTime()) return null;
+            // In both again (a restore under way elsewhere): the next sweep settles it first.
+            if ((await collection.findOne({ _id: id }, { projection: { _id: 1 } })) !== null) return null;
+            return trash.removeTrashCopy(id);
+          });
+          if (purged === null) continue;
+          await releaseNames(purged.keyAltNames ?? [], id);
+          result.purged++;
+        }
+        // Stop when a pass purged nothing: what is left due is being restored or was purged already.
+        if (due.length === 0 || result.purged === before) return result;
+      }
+    },
+
+    /**
+     * A key in either state: the vault's (active), else the trash's (deleted). A key in both (a
+     * move cut short) is active: that is what it is until a sweep settles it.
+     */
+    async findInAnyState(id: UUID): Promise<ListedKey | null> {
+      const active = await collection.findOne({ _id: id });
+      if (active !== null) return { state: 'active', doc: active };
+      const deleted = await trash.findById(id);
+      return deleted === null ? null : { state: 'deleted', doc: deleted };
+    },
+
+    /** A key in either state by alt name (a trashed key keeps its names reserved). */
+    async findInAnyStateByAltName(name: string): Promise<ListedKey | null> {
+      const active = await collection.findOne({ keyAltNames: name });
+      if (active !== null) return { state: 'active', doc: active };
+      const deleted = await trash.findByAltName(name);
+      return deleted === null ? null : { state: 'deleted', doc: deleted };
+    },
+
+    /** A page of keys in one state or both, in `_id` order after the given id (see findInAnyState). */
+    async listInState(options: { state: 'active' | 'deleted' | 'all'; limit: number; after?: UUID; selector?: KeySelector }): Promise<ListedKey[]> {
+      const [active, deleted] = await Promise.all([
+        options.state === 'deleted' ? [] : store.listKeys(options),
+        options.state === 'active' ? [] : trash.list(options),
+      ]);
+      const listed: ListedKey[] = [...active.map((doc) => ({ state: 'active' as const, doc })), ...deleted.map((doc) => ({ state: 'deleted' as const, doc }))];
+      // Each source gave its first `limit` after `after`: the first `limit` of both are among them.
+      listed.sort((a, b) => Buffer.compare(Buffer.from(a.doc._id.buffer), Buffer.from(b.doc._id.buffer)) || (a.state === 'active' ? -1 : 1));
+      const once = listed.filter((key, i) => i === 0 || !Buffer.from(key.doc._id.buffer).equals(Buffer.from(listed[i - 1]!.doc._id.buffer)));
+      return once.slice(0, options.limit);
     },
 
     /** The id of the key an alt name names (404 when none does). */
@@ -362,7 +531,8 @@ export function createKeyStore(options: KeyStoreOptions) {
       const wanted = [...new Set(ids)];
       let batch: Promise<Map<string, KeyDocument>> | undefined;
       const load = async (id: string): Promise<Loaded> => {
-        if (missingIds.has(id)) throw new AppError('KEY_NOT_FOUND');
+        // Only while the fleet's changes are followed: a key restored elsewhere is then forgotten here.
+        if (trusted() && missingIds.has(id)) throw new AppError('KEY_NOT_FOUND');
         batch ??= collection
           .find({ _id: { $in: wanted.filter((w) => !missingIds.has(w)).map((w) => new UUID(w)) } })
           .toArray()

@@ -260,6 +260,22 @@ export function createMasterKeyMigration(options: MasterKeyMigrationOptions) {
     },
 
     /**
+     * How many data keys were last wrapped (created or rewrapped) longer ago than `olderThanDays`,
+     * counted as the rotation report counts them, in the database (nothing read back).
+     */
+    async countRotationDue(olderThanDays: number): Promise<number> {
+      const cutoff = new Date(Date.now() - olderThanDays * 86_400_000);
+      return collection.countDocuments({
+        _id: { $type: 'binData' },
+        $or: [
+          { updateDate: { $lt: cutoff } },
+          { updateDate: { $exists: false }, creationDate: { $lt: cutoff } },
+          { updateDate: { $exists: false }, creationDate: { $exists: false } },
+        ],
+      });
+    },
+
+    /**
      * Which master keys wrap how many data keys, and which wrappings are older than the rotation
      * period (the reference documents' CMK rotation: rewrap them under a new master key).
      */
