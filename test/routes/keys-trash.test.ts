@@ -87,6 +87,8 @@ t.test('GET /keys lists active, deleted or all keys, in one id order, pages incl
   t.same(await pages('deleted'), sorted(deleted).map((id) => ({ id, state: 'deleted' })));
   t.same((await pages('all')).map((k) => k.id), sorted(ids), 'all: every key once, in id order across both collections');
   t.same(codeOf(await h.call('GET', '/keys?state=purged')), [400, 'VALIDATION_FAILED']);
+  const byProvider = async (provider: string) => (await h.call('GET', `/keys?state=deleted&provider=${provider}`)).json().items.length;
+  t.same([await byProvider('local'), await byProvider('aws')], [3, 0], 'the trash is filtered by master key like the vault (before a master-key migration)');
 });
 
 t.test('a key a collection schema names is not deleted unless forced; documents refuse it like a purged key, and work again after a restore', async (t) => {
