@@ -14,6 +14,7 @@ import type { MasterKey } from '../kms/master-key.js';
 import { createAltNameClaims, type AltNameClaim } from './alt-name-claims.js';
 import type { DataKeyCache, KeyOrError, Loaded } from './data-key-cache.js';
 import { keyIdToString, storedMasterKey, type KeyDocument, type TrashedKeyDocument } from './key-document.js';
+import { createAltNameLookups } from './alt-name-lookups.js';
 import { createKeyTrash, keyFieldsOf, type Reconciled } from './key-trash.js';
 import { selectorFilter, type KeySelector } from './key-selector.js';
 import { unwrapDataKey } from './unwrap-data-key.js';
@@ -85,11 +86,7 @@ export function createKeyStore(options: KeyStoreOptions) {
   function withKeyLock<T>(id: Binary, fn: () => Promise<T>): Promise<T> {
     return lock(`key:${keyIdToString(id.buffer)}`, fn);
   }
-  // Ids are not secret; caching the alt-name lookup spares a vault read per request. Kept short:
-  // another instance may move a name to another key.
-  const altNameIds = new LRUCache<string, UUID>({ max: 10_000, ttl: Math.min(altNameTtlMs, 10_000) });
-  // Alt names by key id, for authorisation by alt-name pattern; names are not secret.
-  const altNamesById = new LRUCache<string, string[]>({ max: 10_000, ttl: Math.min(altNameTtlMs, 10_000) });
+  const lookups = createAltNameLookups({ collection, ttlMs: altNameTtlMs, trusted });
   // Ids known to have no key: an unknown id costs what a known one does, and gives no timing hint.
   const missingIds = new LRUCache<string, true>({ max: 10_000, ttl: altNameTtlMs });
 
@@ -98,10 +95,7 @@ export function createKeyStore(options: KeyStoreOptions) {
     cache.delete(id);
     // A key restored through another instance exists again.
     missingIds.delete(id);
-    altNamesById.delete(id);
-    const stale: string[] = [];
-    for (const [name, keyId] of altNameIds.entries()) if (keyIdToString(keyId.buffer) === id) stale.push(name);
-    for (const name of stale) altNameIds.delete(name);
+    lookups.forgetKey(id);
   }
 
   // Claims make a name unique across instances; absent (unit tests), claiming is a no-op.
@@ -210,8 +204,7 @@ export function createKeyStore(options: KeyStoreOptions) {
     /** This process cannot know what changed: drop every cached key and alt name. */
     forgetAll(): void {
       cache.clear();
-      altNameIds.clear();
-      altNamesById.clear();
+      lookups.clear();
       missingIds.clear();
     },
 
@@ -305,7 +298,7 @@ export function createKeyStore(options: KeyStoreOptions) {
         // Drivers leave no empty keyAltNames array behind; neither do we.
         await collection.updateOne({ _id: id, keyAltNames: { $size: 0 } }, { $unset: { keyAltNames: '' } });
         await releaseNames([name], id);
-        altNameIds.delete(name);
+        lookups.forgetName(name);
         forgetKey(keyIdToString(id.buffer));
         await recordChanges([keyIdToString(id.buffer)]);
         return store.requireById(id);
@@ -334,7 +327,7 @@ export function createKeyStore(options: KeyStoreOptions) {
         return removed ?? doc;
       });
       const keyId = keyIdToString(id.buffer);
-      for (const name of moved?.keyAltNames ?? []) altNameIds.delete(name);
+      for (const name of moved?.keyAltNames ?? []) lookups.forgetName(name);
       forgetKey(keyId);
       missingIds.set(keyId, true);
       await recordChanges([keyId]);
@@ -468,7 +461,7 @@ export function createKeyStore(options: KeyStoreOptions) {
 
     /** The id of the key an alt name names (404 when none does). */
     async resolveAltName(name: string): Promise<UUID> {
-      const id = (await store.resolveAltNames([name])).get(name);
+      const id = (await lookups.resolveAltNames([name])).get(name);
       if (id === undefined) throw new AppError('KEY_NOT_FOUND');
       return id;
     },
@@ -477,50 +470,10 @@ export function createKeyStore(options: KeyStoreOptions) {
      * The key ids of many alt names in one query (a batch naming a thousand keys is one round
      * trip, not a thousand); names that name no key are left out.
      */
-    async resolveAltNames(names: string[]): Promise<Map<string, UUID>> {
-      const found = new Map<string, UUID>();
-      const missing = new Set<string>();
-      const useCache = trusted();
-      for (const name of names) {
-        const cached = useCache ? altNameIds.get(name) : undefined;
-        if (cached !== undefined) found.set(name, cached);
-        else missing.add(name);
-      }
-      if (missing.size === 0) return found;
-      const docs = await collection.find({ keyAltNames: { $in: [...missing] } }, { projection: { _id: 1, keyAltNames: 1 } }).toArray();
-      for (const doc of docs) {
-        const id = new UUID(doc._id.buffer);
-        for (const name of doc.keyAltNames ?? []) {
-          if (!missing.has(name)) continue;
-          altNameIds.set(name, id);
-          found.set(name, id);
-        }
-      }
-      return found;
-    },
-
+    resolveAltNames: lookups.resolveAltNames,
 
     /** The alt names of each key id (one query for what is not cached); unknown ids map to []. */
-    async altNamesOf(ids: string[]): Promise<Map<string, string[]>> {
-      const out = new Map<string, string[]>();
-      const missing: string[] = [];
-      const useCache = trusted();
-      for (const id of new Set(ids)) {
-        const cached = useCache ? altNamesById.get(id) : undefined;
-        if (cached !== undefined) out.set(id, cached);
-        else missing.push(id);
-      }
-      if (missing.length > 0) {
-        const docs = await collection.find({ _id: { $in: missing.map((id) => new UUID(id)) } }, { projection: { keyAltNames: 1 } }).toArray();
-        const found = new Map(docs.map((doc) => [keyIdToString(doc._id.buffer), doc.keyAltNames ?? []]));
-        for (const id of missing) {
-          const names = found.get(id) ?? [];
-          altNamesById.set(id, names);
-          out.set(id, names);
-        }
-      }
-      return out;
-    },
+    altNamesOf: lookups.altNamesOf,
 
     /**
      * Run `use` with the unwrapped data keys of `ids` (or, per id, the error that made its key
