@@ -26,9 +26,8 @@ import {
 import { parseDocumentId, type FindRequest, type ReadResult } from '../src/documents/documents-service.js';
 import { toEjson, type EjsonFormat } from '../src/ejson.js';
 import { AppError } from '../src/errors.js';
-import { keyIdToString, parseKeyId } from '../src/key-vault/key-document.js';
 import { itemError } from './item-results.js';
-import type { RotationSpec } from '../src/jobs/job-types.js';
+import { startDataKeyRotation, type KeyRef } from '../src/jobs/start-data-key-rotation.js';
 
 const tags = ['documents'];
 const security = [{ bearerAuth: [] }];
@@ -60,15 +59,8 @@ function parseQueryJson(text: string | undefined, what: string): unknown {
   }
 }
 
-type KeyRef = { keyId?: string; keyAltName?: string };
-
 export default async function documentRoutes(app: FastifyInstance) {
   const { documents, keyVault } = app;
-
-  async function resolveKey(ref: KeyRef): Promise<string> {
-    if (ref.keyId !== undefined) return keyIdToString((await keyVault.requireById(parseKeyId(ref.keyId)))._id.buffer);
-    return keyIdToString((await keyVault.resolveAltName(ref.keyAltName!)).buffer);
-  }
 
   app.post(
     '/documents/:ns',
@@ -244,18 +236,13 @@ export default async function documentRoutes(app: FastifyInstance) {
     async (request, reply) => {
       const { ns } = request.params as NsParams;
       const body = request.body as { from: KeyRef; to: KeyRef; batchSize: number; maxDocsPerSecond: number };
-      const [fromKeyId, toKeyId] = await Promise.all([resolveKey(body.from), resolveKey(body.to)]);
-      if (fromKeyId === toKeyId) throw new AppError('INVALID_QUERY', 'from and to name the same data key.');
-      const [canDecrypt, canEncrypt] = await Promise.all([request.authorizeKeys('decrypt')([fromKeyId]), request.authorizeKeys('encrypt')([toKeyId])]);
-      // A rotation needs decrypt on the old key and encrypt on the new one; a key beyond those
-      // grants is, to the caller, a key that does not exist.
-      if (!canDecrypt.has(fromKeyId) || !canEncrypt.has(toKeyId)) throw new AppError('KEY_NOT_FOUND');
-      documents.encryptedFields(ns); // 404 for an unknown collection, before a job is started
-      request.auditDetails = { keyIds: [fromKeyId, toKeyId] };
-      // The job runs on any instance (src/jobs/job-types.ts) as its creator, with the grants it has
-      // then; it keeps no record of the keys it used in this request's audit.
-      const spec: RotationSpec = { namespace: ns, fromKeyId, toKeyId, batchSize: body.batchSize, maxDocsPerSecond: body.maxDocsPerSecond };
-      const job = await app.jobs.start('documents.rotation', request.principal!.clientId, { namespace: ns, fromKeyId, toKeyId }, 0, { ...spec });
+      const job = await startDataKeyRotation({ keyVault, documents, jobs: app.jobs }, {
+        namespace: ns,
+        ...body,
+        createdBy: request.principal!.clientId,
+        authorize: (scope) => request.authorizeKeys(scope),
+        onAuthorized: (keyIds) => (request.auditDetails = { keyIds }),
+      });
       return reply.code(202).header('location', `/jobs/${job.id}`).send(job);
     },
   );

@@ -1,11 +1,13 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { allows, isOperator, uncoveredAltName, type Principal } from '../src/clients/scopes.js';
+import { coversKey } from '../src/clients/key-authorizer.js';
 import type { KeyDocument } from '../src/key-vault/key-document.js';
-import { DOWNGRADE_NEEDS } from '../src/key-vault/key-vault.js';
+import type { ListedKey } from '../src/key-vault/key-store.js';
 import {
   addAltNameBodySchema,
   altNameParamsSchema,
   createKeyBodySchema,
+  deleteKeyQuerySchema,
   keyAndAltNameParamsSchema,
   keyIdParamsSchema,
   keyListSchema,
@@ -16,18 +18,19 @@ import {
   rotationReportSchema,
 } from '../schemas/http/keys.js';
 import { migrationBodySchema, migrationDryRunSchema } from '../schemas/http/jobs.js';
-import type { MigrationSpec } from '../src/jobs/job-types.js';
+import { selectorOf, startKeyMigration, type KeySelection } from '../src/jobs/start-key-migration.js';
 import { commonErrors, errorResponses, idempotencyHeaders } from '../schemas/http/common.js';
 import { AppError } from '../src/errors.js';
 import { parseMasterKey, type MasterKey } from '../src/kms/master-key.js';
-import { keyIdToString, parseKeyId, storedMasterKey, toKeyView } from '../src/key-vault/key-document.js';
+import { keyIdToString, parseKeyId, toKeyView, toTrashedKeyView } from '../src/key-vault/key-document.js';
 
 type MasterKeyInput = { provider: string; key?: string; region?: string };
-type KeySelection = { keyIds?: string[]; keyAltNames?: string[]; provider?: MasterKey['provider']; masterKey?: string };
 
-function selectorOf(filter: KeySelection) {
-  return { keyIds: filter.keyIds?.map(parseKeyId), keyAltNames: filter.keyAltNames, provider: filter.provider, masterKeyArn: filter.masterKey };
+/** What the API shows of a key in either state. */
+function viewOf(key: ListedKey) {
+  return key.state === 'deleted' ? toTrashedKeyView(key.doc) : toKeyView(key.doc);
 }
+
 /** A downgrade (KMS → local) is allowed only when asked for explicitly, and by the operator. */
 function downgradeAllowed(principal: Principal, body: { allowDowngrade?: boolean }): boolean {
   return body.allowDowngrade === true && isOperator(principal);
@@ -38,19 +41,34 @@ const key = { $ref: 'Key#' };
 const security = [{ bearerAuth: [] }];
 const tags = ['keys'];
 const namesCovered = "Each alt name must be covered on its own by the caller's keys:write grants (403 FORBIDDEN otherwise).";
+const trashRule =
+  "Needs keys:delete covering the key (its id, or one of its alt names); a key beyond the caller's grants answers 404 KEY_NOT_FOUND, deleted or not.";
 const selectionCovered =
   "Each key id and alt name the filter names must be covered by the caller's keys:rewrap grants, and so must every key it matches (403 FORBIDDEN otherwise).";
 
 export default async function keyRoutes(app: FastifyInstance) {
   const { keyVault } = app;
+  // The report's default period is the rotation period the reminders use.
+  const reportPeriodDays = app.config.keyRotation.periodDays > 0 ? app.config.keyRotation.periodDays : 365;
 
-  /** The key's view, if the caller's grants cover it (403 otherwise). */
+  /** Whether the caller's grants of the route's scope cover the key (by its id and the names it holds). */
+  function covers(request: FastifyRequest, doc: KeyDocument): boolean {
+    return coversKey(request.principal!, request.scope!, keyIdToString(doc._id.buffer), doc.keyAltNames ?? []);
+  }
+
+  /** Refuse (404) an active key the caller's grants do not cover. */
   async function visible(request: FastifyRequest, doc: KeyDocument) {
-    const id = keyIdToString(doc._id.buffer);
-    // A key beyond the caller's grants is, to it, a key that does not exist (no enumeration of names).
-    if (!(await request.authorizeKeys()([id])).has(id)) throw new AppError('KEY_NOT_FOUND');
-    request.auditDetails = { keyIds: [id] };
-    return toKeyView(doc);
+    await coveredKey(request, { state: 'active', doc });
+  }
+
+  /**
+   * The key, active or deleted, if it exists and the caller's grants cover it. A key beyond the
+   * caller's grants is, to it, a key that does not exist (no enumeration of names), in the trash too.
+   */
+  async function coveredKey(request: FastifyRequest, key: ListedKey | null): Promise<ListedKey> {
+    if (key === null || !covers(request, key.doc)) throw new AppError('KEY_NOT_FOUND');
+    request.auditDetails = { keyIds: [keyIdToString(key.doc._id.buffer)] };
+    return key;
   }
 
   /**
@@ -121,22 +139,23 @@ export default async function keyRoutes(app: FastifyInstance) {
         tags,
         security,
         summary: 'List data keys (metadata only), a page at a time',
+        description: 'Active keys by default; state=deleted lists the trash, state=all both, in one id order.',
         querystring: listKeysQuerySchema,
         response: { 200: keyListSchema, ...errorResponses(...commonErrors, 403, 429) },
       },
     },
     async (request) => {
-      const query = request.query as { limit: number; after?: string; provider?: MasterKey['provider']; masterKey?: string };
-      const docs = await keyVault.listKeys({
+      const query = request.query as { limit: number; after?: string; provider?: MasterKey['provider']; masterKey?: string; state: 'active' | 'deleted' | 'all' };
+      const keys = await keyVault.listInState({
+        state: query.state,
         limit: query.limit + 1,
         after: query.after === undefined ? undefined : parseKeyId(query.after),
         selector: { provider: query.provider, masterKeyArn: query.masterKey },
       });
-      const page = docs.slice(0, query.limit);
+      const page = keys.slice(0, query.limit);
       // Keys outside the caller's grants are left out of the page (the cursor still moves on).
-      const allowed = await request.authorizeKeys()(page.map((doc) => keyIdToString(doc._id.buffer)));
-      const items = page.filter((doc) => allowed.has(keyIdToString(doc._id.buffer))).map((doc) => toKeyView(doc));
-      return docs.length > query.limit ? { items, next: keyIdToString(page.at(-1)!._id.buffer) } : { items };
+      const items = page.filter((key) => covers(request, key.doc)).map(viewOf);
+      return keys.length > query.limit ? { items, next: keyIdToString(page.at(-1)!.doc._id.buffer) } : { items };
     },
   );
 
@@ -157,20 +176,20 @@ export default async function keyRoutes(app: FastifyInstance) {
     },
     async (request, reply) => {
       const body = request.body as { filter: KeySelection; masterKey: MasterKeyInput; dryRun: boolean; allowDowngrade?: boolean };
-      const { filter, dryRun } = body;
       const masterKey = parseMasterKey(body.masterKey);
       app.kms.checkUsable(masterKey);
-      await assertSelectionCovered(request, filter);
-      const allowDowngrade = downgradeAllowed(request.principal!, body);
-      const { keyIds, downgradeKeyIds } = await keyVault.planMigration(selectorOf(filter), masterKey, request.authorizeKeys());
-      request.auditDetails = { keyIds };
-      const downgrade = downgradeKeyIds.length === 0 ? {} : { downgrade: { keyIds: downgradeKeyIds, allowed: allowDowngrade, detail: DOWNGRADE_NEEDS } };
-      if (dryRun) return { dryRun: true, matched: keyIds.length, keyIds, masterKey: storedMasterKey(masterKey), ...downgrade };
-      if (downgradeKeyIds.length > 0 && !allowDowngrade) throw new AppError('FORBIDDEN', DOWNGRADE_NEEDS);
-      const params = { filter, masterKey: storedMasterKey(masterKey), ...(allowDowngrade ? { allowDowngrade } : {}) };
-      // Runs on any instance (src/jobs/job-types.ts), as its creator with the grants it has then.
-      const spec: MigrationSpec = { keyIds, masterKey: storedMasterKey(masterKey), ...(allowDowngrade ? { allowDowngrade } : {}) };
-      const job = await app.jobs.start('keys.migration', request.principal!.clientId, params, keyIds.length, { ...spec });
+      await assertSelectionCovered(request, body.filter);
+      const outcome = await startKeyMigration({ keyVault, jobs: app.jobs }, {
+        filter: body.filter,
+        masterKey,
+        dryRun: body.dryRun,
+        allowDowngrade: downgradeAllowed(request.principal!, body),
+        createdBy: request.principal!.clientId,
+        authorize: request.authorizeKeys(),
+        onPlanned: (keyIds) => (request.auditDetails = { keyIds }),
+      });
+      if ('dryRun' in outcome) return outcome.dryRun;
+      const { job } = outcome;
       return reply.code(202).header('location', `/jobs/${job.id}`).send(job);
     },
   );
@@ -187,7 +206,7 @@ export default async function keyRoutes(app: FastifyInstance) {
         response: { 200: rotationReportSchema, ...errorResponses(...commonErrors, 403, 429) },
       },
     },
-    async (request) => keyVault.rotationReport((request.query as { olderThanDays: number }).olderThanDays, request.authorizeKeys()),
+    async (request) => keyVault.rotationReport((request.query as { olderThanDays?: number }).olderThanDays ?? reportPeriodDays, request.authorizeKeys()),
   );
 
   app.get(
@@ -198,11 +217,12 @@ export default async function keyRoutes(app: FastifyInstance) {
         tags,
         security,
         summary: 'Get one data key by id',
+        description: 'A deleted key (in the trash) answers with state "deleted", deletedAt, deletedBy and purgeAfter.',
         params: keyIdParamsSchema,
         response: { 200: key, ...errorResponses(...commonErrors, 403, 429, 404) },
       },
     },
-    async (request) => visible(request, await keyVault.requireById(parseKeyId((request.params as { id: string }).id))),
+    async (request) => viewOf(await coveredKey(request, await keyVault.findInAnyState(parseKeyId((request.params as { id: string }).id)))),
   );
 
   app.get(
@@ -213,11 +233,12 @@ export default async function keyRoutes(app: FastifyInstance) {
         tags,
         security,
         summary: 'Get one data key by key alt name',
+        description: 'A deleted key keeps its alt names until it is purged, and is found by them (state "deleted").',
         params: altNameParamsSchema,
         response: { 200: key, ...errorResponses(...commonErrors, 403, 429, 404) },
       },
     },
-    async (request) => visible(request, await keyVault.requireByAltName((request.params as { name: string }).name)),
+    async (request) => viewOf(await coveredKey(request, await keyVault.findInAnyStateByAltName((request.params as { name: string }).name))),
   );
 
   app.post(
@@ -272,17 +293,62 @@ export default async function keyRoutes(app: FastifyInstance) {
       schema: {
         tags,
         security,
-        summary: 'Delete a data key: everything encrypted with it becomes unreadable, permanently',
+        summary: 'Delete a data key: it moves to the trash, unusable at once, restorable until it is purged',
+        description: `Refused with 409 KEY_IN_USE (naming the collections) while a collection schema names the key by id or by one of its alt names, unless ?force=true. A deleted key is unusable at once on every instance (within 1 s), as if it did not exist; its alt names stay reserved; POST /keys/{id}/restore brings it back until its purgeAfter (KEY_TRASH_RETENTION_MS later), when a sweep purges it for good, or POST /keys/{id}/purge does at once. Deleting a deleted key: 409 KEY_ALREADY_DELETED. ${trashRule}`,
         params: keyIdParamsSchema,
-        response: { 204: { type: 'null', description: 'Deleted.' }, ...errorResponses(...commonErrors, 403, 429, 404) },
+        querystring: deleteKeyQuerySchema,
+        response: { 204: { type: 'null', description: 'Deleted (in the trash).' }, ...errorResponses(...commonErrors, 403, 429, 404, 409) },
       },
     },
     async (request, reply) => {
       const id = parseKeyId((request.params as { id: string }).id);
-      await visible(request, await keyVault.requireById(id));
-      request.auditDetails = { keyIds: [keyIdToString(id.buffer)] };
-      const deleted = await keyVault.deleteKey(id);
-      if (!deleted) throw new AppError('KEY_NOT_FOUND');
+      const key = await coveredKey(request, await keyVault.findInAnyState(id));
+      if (key.state === 'deleted') throw new AppError('KEY_ALREADY_DELETED');
+      const { force } = request.query as { force: boolean };
+      if (!(await app.keyDeletion.deleteKey(key.doc, { force, deletedBy: request.principal!.clientId }))) throw new AppError('KEY_NOT_FOUND');
+      return reply.code(204).send();
+    },
+  );
+
+  app.post(
+    '/keys/:id/restore',
+    {
+      config: { scope: 'keys:delete', audit: 'keys.restore' },
+      schema: {
+        tags,
+        security,
+        summary: 'Restore a deleted data key from the trash: usable again, and every value encrypted under it decrypts again',
+        description: `Answers the key (state "active"). An active key: 409 KEY_NOT_DELETED; a purged one: 404 KEY_NOT_FOUND; one of its alt names taken meanwhile by another key: 409 KEY_ALT_NAME_CONFLICT (nothing moves). ${trashRule}`,
+        params: keyIdParamsSchema,
+        response: { 200: key, ...errorResponses(...commonErrors, 403, 429, 404, 409) },
+      },
+    },
+    async (request) => {
+      const id = parseKeyId((request.params as { id: string }).id);
+      const found = await coveredKey(request, await keyVault.findInAnyState(id));
+      if (found.state === 'active') throw new AppError('KEY_NOT_DELETED');
+      return toKeyView(await keyVault.restoreKey(id));
+    },
+  );
+
+  app.post(
+    '/keys/:id/purge',
+    {
+      config: { scope: 'keys:delete', audit: 'keys.purge' },
+      schema: {
+        tags,
+        security,
+        summary: 'Purge a deleted data key now (crypto-shredding): every value encrypted under it is unreadable for good',
+        description: `Only a key in the trash: an active key answers 409 KEY_NOT_DELETED (delete it first). Its alt names are free again. Copies of the key vault in backups still hold the key until they expire. ${trashRule}`,
+        params: keyIdParamsSchema,
+        response: { 204: { type: 'null', description: 'Purged.' }, ...errorResponses(...commonErrors, 403, 429, 404, 409) },
+      },
+    },
+    async (request, reply) => {
+      const id = parseKeyId((request.params as { id: string }).id);
+      const found = await coveredKey(request, await keyVault.findInAnyState(id));
+      if (found.state === 'active') throw new AppError('KEY_NOT_DELETED', 'The data key is active: delete it first, then purge it.');
+      await keyVault.purgeKey(id);
       return reply.code(204).send();
     },
   );

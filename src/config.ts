@@ -70,6 +70,8 @@ const schema = {
     FLEET_POLL_MS: { type: 'integer', minimum: 20, maximum: 1000, default: 200 },
     FLEET_MAX_LAG_MS: { type: 'integer', minimum: 100, maximum: 60000, default: 1000 },
     JOB_LEASE_MS: { type: 'integer', minimum: 1000, maximum: 600000, default: 15000 },
+    KEY_TRASH_RETENTION_MS: { type: 'integer', minimum: 1000, default: 604800000 },
+    KEY_ROTATION_PERIOD_DAYS: { type: 'integer', minimum: 0, maximum: 36500, default: 365 },
   },
 } as const;
 
@@ -132,6 +134,8 @@ interface RawEnv {
   FLEET_POLL_MS: number;
   FLEET_MAX_LAG_MS: number;
   JOB_LEASE_MS: number;
+  KEY_TRASH_RETENTION_MS: number;
+  KEY_ROTATION_PERIOD_DAYS: number;
 }
 
 export interface Config {
@@ -140,7 +144,12 @@ export interface Config {
   logLevel: string;
   mongodbUri: string;
   serverSelectionTimeoutMs: number;
-  keyVault: { uri: string; db: string; collection: string };
+  /** The key vault, and beside it (same database) the trash its deleted keys wait in. */
+  keyVault: { uri: string; db: string; collection: string; trashCollection: string };
+  /** How long a deleted data key stays restorable before the sweep purges it. */
+  keyTrash: { retentionMs: number };
+  /** Data keys wrapped longer ago than this are due for a rewrap (metric, daily warning, report default); 0: no reminders. */
+  keyRotation: { periodDays: number };
   adminToken: string;
   kms: {
     localMasterKey?: Buffer;
@@ -350,7 +359,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       uri: raw.KEY_VAULT_URI ?? raw.MONGODB_URI,
       db: raw.KEY_VAULT_NAMESPACE.slice(0, dot),
       collection: raw.KEY_VAULT_NAMESPACE.slice(dot + 1),
+      trashCollection: `${raw.KEY_VAULT_NAMESPACE.slice(dot + 1)}Trash`,
     },
+    keyTrash: { retentionMs: raw.KEY_TRASH_RETENTION_MS },
+    keyRotation: { periodDays: raw.KEY_ROTATION_PERIOD_DAYS },
     adminToken: readAdminToken(raw),
     kms,
     dataKeyCache: { ttlMs: raw.DATA_KEY_CACHE_TTL_MS, maxEntries: raw.DATA_KEY_CACHE_MAX },

@@ -11,7 +11,9 @@ t.test('defaults', async (t) => {
   const config = loadConfig(base);
   t.equal(config.port, 8080);
   t.equal(config.host, '127.0.0.1');
-  t.same(config.keyVault, { uri: 'mongodb://127.0.0.1:27017/', db: 'encryption', collection: '__keyVault' });
+  t.same(config.keyVault, { uri: 'mongodb://127.0.0.1:27017/', db: 'encryption', collection: '__keyVault', trashCollection: '__keyVaultTrash' });
+  t.equal(config.keyTrash.retentionMs, 7 * 86_400_000, 'deleted keys are restorable for a week');
+  t.equal(config.keyRotation.periodDays, 365);
   t.equal(config.kms.aws, undefined);
   t.equal(config.dataKeyCache.ttlMs, 60_000);
 });
@@ -23,6 +25,8 @@ t.test('invalid configuration stops the boot with a message naming the variable'
     [{ ...base, PORT: 'eighty' }, /PORT/],
     [{ ...base, MONGODB_URI: 'postgres://x' }, /MONGODB_URI/],
     [{ ...base, KEY_VAULT_NAMESPACE: 'nodot' }, /KEY_VAULT_NAMESPACE/],
+    [{ ...base, KEY_TRASH_RETENTION_MS: '10' }, /KEY_TRASH_RETENTION_MS/],
+    [{ ...base, KEY_ROTATION_PERIOD_DAYS: '-1' }, /KEY_ROTATION_PERIOD_DAYS/],
     [{ ...base, LOCAL_MASTER_KEY: randomBytes(32).toString('base64') }, /LOCAL_MASTER_KEY must be 96 bytes/],
     [{ ADMIN_TOKEN: base.ADMIN_TOKEN }, /LOCAL_MASTER_KEY/],
     [{ ...base, KMS_PROVIDERS: 'local,gcp' }, /KMS_PROVIDERS/],

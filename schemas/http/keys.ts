@@ -24,7 +24,7 @@ export const keySchema = {
   $id: 'Key',
   type: 'object',
   description: 'Data-key metadata. Key material is never returned.',
-  required: ['id', 'keyAltNames', 'status', 'creationDate', 'updateDate', 'ageDays', 'wrapAgeDays', 'masterKey'],
+  required: ['id', 'keyAltNames', 'status', 'creationDate', 'updateDate', 'ageDays', 'wrapAgeDays', 'masterKey', 'state'],
   properties: {
     id: uuidSchema,
     keyAltNames: { type: 'array', items: { type: 'string' } },
@@ -46,6 +46,14 @@ export const keySchema = {
       },
       additionalProperties: { type: 'string' },
     },
+    state: {
+      type: 'string',
+      enum: ['active', 'deleted'],
+      description: '`deleted`: in the trash, unusable (as if it did not exist) and its alt names still reserved; restorable until `purgeAfter`.',
+    },
+    deletedAt: { type: 'string', format: 'date-time', description: 'Deleted keys: when.' },
+    deletedBy: { type: 'string', description: 'Deleted keys: the client id of whoever deleted it (`admin`: the operator).' },
+    purgeAfter: { type: 'string', format: 'date-time', description: 'Deleted keys: when the sweep purges it for good (KEY_TRASH_RETENTION_MS after the delete).' },
   },
 } as const;
 
@@ -88,6 +96,24 @@ export const listKeysQuerySchema = {
     after: { ...uuidSchema, description: 'The `next` value of the previous page.' },
     provider: { type: 'string', enum: ['local', 'aws'] },
     masterKey: arnSchema,
+    state: {
+      type: 'string',
+      enum: ['active', 'deleted', 'all'],
+      default: 'active',
+      description: '`active`: keys in the vault; `deleted`: keys in the trash (restorable); `all`: both.',
+    },
+  },
+} as const;
+
+export const deleteKeyQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    force: {
+      type: 'boolean',
+      default: false,
+      description: 'Delete even while a collection schema names the key (otherwise 409 KEY_IN_USE). The key stays restorable until it is purged.',
+    },
   },
 } as const;
 
@@ -153,7 +179,12 @@ export const rotationReportQuerySchema = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    olderThanDays: { type: 'integer', minimum: 0, maximum: 36500, default: 90, description: 'Rotation period: wrappings older than this are due.' },
+    olderThanDays: {
+      type: 'integer',
+      minimum: 0,
+      maximum: 36500,
+      description: 'Rotation period: wrappings older than this are due. Default: KEY_ROTATION_PERIOD_DAYS (365 when that is 0).',
+    },
   },
 } as const;
 

@@ -15,6 +15,10 @@ export interface CollectionSchema {
   file: string;
   plan: ObjectNode | undefined;
   validator: PlaintextValidator;
+  /** The data keys the schema names by id (canonical UUID text), alt names it named included once resolved. */
+  keyIds: string[];
+  /** The data keys the schema names by alt name. (Keys named by a document's `keyId` pointer are not known here.) */
+  keyAltNames: string[];
 }
 
 export interface KeyLookup {
@@ -31,6 +35,17 @@ export class SchemaLoadError extends Error {
     super(message);
     this.name = 'SchemaLoadError';
   }
+}
+
+/** The keys a compiled schema names, by id and by alt name, each once. */
+function namedKeys(plan: ObjectNode | undefined): { keyIds: string[]; keyAltNames: string[] } {
+  const keyIds = new Set<string>();
+  const keyAltNames = new Set<string>();
+  for (const { node } of listEncryptedPaths(plan)) {
+    if (node.key.kind === 'id') keyIds.add(node.key.id);
+    if (node.key.kind === 'altName') keyAltNames.add(node.key.name);
+  }
+  return { keyIds: [...keyIds].sort(), keyAltNames: [...keyAltNames].sort() };
 }
 
 /** Read and compile every schema file in a directory (no database access). */
@@ -59,7 +74,7 @@ export function readSchemaDirectory(dir: string, options: { required: boolean; k
     try {
       const plan = compilePlan(raw);
       const validator = createPlaintextValidator(raw as Record<string, unknown>, '$');
-      schemas.push({ namespace, db: match[1]!, collection: match[2]!, file, plan, validator });
+      schemas.push({ namespace, db: match[1]!, collection: match[2]!, file, plan, validator, ...namedKeys(plan) });
     } catch (err) {
       if (err instanceof SchemaError) throw new SchemaLoadError(`${file}: ${err.message}`);
       throw err;
@@ -82,6 +97,12 @@ export async function resolveSchemaKeys(schemas: CollectionSchema[], keys: KeyLo
     if (id === undefined) throw new SchemaLoadError(`${file}: ${node.schemaPath}: key alt name "${node.key.name}" names no data key`);
     node.key = { kind: 'id', id };
   }
+  // The schema now uses those keys by id: a key keeps counting as used by it even if the name
+  // that led to it moves away.
+  for (const schema of schemas) {
+    const resolved = schema.keyAltNames.flatMap((name) => byName.get(name) ?? []);
+    schema.keyIds = [...new Set([...schema.keyIds, ...resolved])].sort();
+  }
   const ids = [...new Set(fields.flatMap(({ node }) => (node.key.kind === 'id' ? [node.key.id] : [])))];
   const existing = ids.length > 0 ? await keys.existingIds(ids) : new Set<string>();
   for (const { node, file } of fields) {
@@ -90,3 +111,15 @@ export async function resolveSchemaKeys(schemas: CollectionSchema[], keys: KeyLo
     }
   }
 }
+
+/** The current collection schemas, as the services above the documents layer see them. */
+export function createSchemaRegistry(schemas: CollectionSchema[]) {
+  return {
+    /** Every current collection schema, with the data keys it names (`keyIds`, `keyAltNames`). */
+    list(): readonly CollectionSchema[] {
+      return schemas;
+    },
+  };
+}
+
+export type SchemaRegistry = ReturnType<typeof createSchemaRegistry>;

@@ -106,6 +106,11 @@ export function createJobLeases(options: { collection: Collection<LeaseDocument>
       }
     },
 
+    /** Remove every generation of a finished piece of work's lease (a past period of a scheduled task). */
+    async discard(jobId: string): Promise<void> {
+      await collection.deleteMany({ jobId });
+    },
+
     /** Let a lease go at once (shutdown): another instance may take the job over now. */
     async release(lease: Lease): Promise<void> {
       await collection.updateOne({ _id: `${lease.jobId}:${lease.generation}`, owner }, { $set: { until: new Date(0) } });

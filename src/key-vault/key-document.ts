@@ -17,6 +17,20 @@ export interface KeyDocument {
   masterKey: Record<string, unknown>;
 }
 
+/**
+ * A deleted data key, in the trash collection beside the vault (src/key-vault/key-trash.ts): the
+ * key document as it was, and its deletion record.
+ */
+export interface TrashedKeyDocument extends KeyDocument {
+  deletedAt: Date;
+  /** The client id of whoever deleted it. */
+  deletedBy: string;
+  /** When the sweep may purge it for good. */
+  purgeAfter: Date;
+  /** Set while a restore moves it back: a crash part way then keeps the vault copy. */
+  restoringAt?: Date;
+}
+
 /** What the API shows of a data key: metadata only, never material. */
 export interface KeyView {
   id: string;
@@ -32,6 +46,11 @@ export interface KeyView {
   lastRewrapDate?: string;
   /** The stored master-key description: provider and the ARN, region, etc. that name the key. */
   masterKey: { provider: string } & Record<string, string>;
+  /** `deleted`: in the trash, unusable, restorable until `purgeAfter`. */
+  state: 'active' | 'deleted';
+  deletedAt?: string;
+  deletedBy?: string;
+  purgeAfter?: string;
 }
 
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -70,6 +89,18 @@ export function toKeyView(doc: KeyDocument, now = Date.now()): KeyView {
     wrapAgeDays: Math.floor((now - updated.getTime()) / 86_400_000),
     ...(updated.getTime() > created.getTime() ? { lastRewrapDate: updated.toISOString() } : {}),
     masterKey,
+    state: 'active',
+  };
+}
+
+/** The public view of a trashed key: its key view, and when, by whom, and until when. */
+export function toTrashedKeyView(doc: TrashedKeyDocument, now = Date.now()): KeyView {
+  return {
+    ...toKeyView(doc, now),
+    state: 'deleted',
+    deletedAt: doc.deletedAt.toISOString(),
+    deletedBy: doc.deletedBy,
+    purgeAfter: doc.purgeAfter.toISOString(),
   };
 }
 

@@ -25,6 +25,8 @@ export interface Metrics {
   fleetChange(kind: string, count?: number): void;
   /** Report how long ago the change feed was last read up to its head (seconds), read at each scrape. */
   watchFleetLag(read: () => number): void;
+  /** Data keys whose wrapping is older than the rotation period, as last counted. */
+  rotationDue(count: number): void;
 }
 
 export const noMetrics: Metrics = {
@@ -39,6 +41,7 @@ export const noMetrics: Metrics = {
   kmsDegraded() {},
   fleetChange() {},
   watchFleetLag() {},
+  rotationDue() {},
 };
 
 export function createMetrics(): Metrics & { registry: Registry } {
@@ -87,6 +90,12 @@ export function createMetrics(): Metrics & { registry: Registry } {
     },
   });
 
+  const rotationDue = new Gauge({
+    name: 'data_keys_rotation_due',
+    help: 'Data keys whose wrapping is older than KEY_ROTATION_PERIOD_DAYS (counted in the key vault every 10 minutes, not per scrape; 0 when the period is 0)',
+    registers: [registry],
+  });
+
   return {
     registry,
     httpRequest(route, method, status, seconds) {
@@ -123,6 +132,9 @@ export function createMetrics(): Metrics & { registry: Registry } {
     },
     watchFleetLag(read) {
       fleetLag = read;
+    },
+    rotationDue(count) {
+      rotationDue.set(count);
     },
   };
 }

@@ -19,6 +19,8 @@ import hardeningPlugin from './hardening.js';
 import auditPlugin from './audit.js';
 import idempotencyPlugin from './idempotency.js';
 import jobsPlugin from './jobs.js';
+import keyDeletionPlugin from './key-deletion.js';
+import keyMaintenancePlugin from './key-maintenance.js';
 import healthRoutes from '../../routes/health.js';
 import encryptRoutes from '../../routes/encrypt.js';
 import decryptRoutes from '../../routes/decrypt.js';
@@ -128,6 +130,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(auditPlugin);
     await app.register(idempotencyPlugin);
     await app.register(jobsPlugin);
+    await app.register(keyDeletionPlugin);
+    await app.register(keyMaintenancePlugin);
 
     await app.register(healthRoutes);
     await app.register(encryptRoutes);

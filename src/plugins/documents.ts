@@ -1,13 +1,15 @@
 import fp from 'fastify-plugin';
 import { UUID } from 'mongodb';
 import { createDocumentsService, type DocumentsService } from '../documents/documents-service.js';
-import { readSchemaDirectory, resolveSchemaKeys } from '../documents/schema-registry.js';
+import { createSchemaRegistry, readSchemaDirectory, resolveSchemaKeys, type SchemaRegistry } from '../documents/schema-registry.js';
 import { createKeyRotations, type RotationRecord } from '../documents/key-rotations.js';
 import { keyIdToString } from '../key-vault/key-document.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
     documents: DocumentsService;
+    /** The current collection schemas and the data keys they name. */
+    schemaRegistry: SchemaRegistry;
   }
 }
 
@@ -18,7 +20,7 @@ export default fp(
     const schemas = readSchemaDirectory(config.schemas.dir, {
       required: config.schemas.required,
       keyVaultNamespace: `${config.keyVault.db}.${config.keyVault.collection}`,
-      internalNamespaces: [`${config.clients.db}.${config.clients.collection}`, ...['', '.heads', '.checkpoints'].map((s) => `${config.audit.db}.${config.audit.collection}${s}`)],
+      internalNamespaces: [`${config.keyVault.db}.${config.keyVault.trashCollection}`, `${config.clients.db}.${config.clients.collection}`, ...['', '.heads', '.checkpoints'].map((s) => `${config.audit.db}.${config.audit.collection}${s}`)],
     });
     await resolveSchemaKeys(schemas, {
       async idsByAltName(names) {
@@ -41,6 +43,7 @@ export default fp(
     // A rotation started or finished through another instance: writes here switch keys within the feed's bound.
     app.fleet.on('schema', () => rotations.forget());
     app.fleet.onReset(() => rotations.forget());
+    app.decorate('schemaRegistry', createSchemaRegistry(schemas));
     app.decorate(
       'documents',
       createDocumentsService({

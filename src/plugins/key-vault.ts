@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin';
 import { createDataKeyCache } from '../key-vault/data-key-cache.js';
-import type { KeyDocument } from '../key-vault/key-document.js';
+import type { KeyDocument, TrashedKeyDocument } from '../key-vault/key-document.js';
 import { createKeyVault, type KeyVault } from '../key-vault/key-vault.js';
 import type { AltNameClaim } from '../key-vault/alt-name-claims.js';
 
@@ -31,6 +31,8 @@ export default fp(
       altNameClaims: { collection: db.collection<AltNameClaim>('__keyAltNames', concerns) },
       // And changes of one key through two instances at once are both kept.
       lock: (name, fn) => app.fleetLock(name, fn),
+      // Deleted keys wait here, restorable, until the sweep (src/jobs/key-maintenance.ts) purges them.
+      trash: { collection: db.collection<TrashedKeyDocument>(config.keyVault.trashCollection, concerns), retentionMs: config.keyTrash.retentionMs },
     });
     // Keys deleted, rewrapped or renamed through another instance: dropped here within the feed's bound.
     fleet.on('key', (keyId) => keyVault.forgetKey(keyId));

@@ -32,3 +32,14 @@ t.test('bad collection schemas stop the boot with a message naming the file and 
   }
   await t.rejects(createTestApp(t, { share: setup, env: { SCHEMAS_DIR: '/nonexistent/schemas' } }), /SCHEMAS_DIR .* does not exist/);
 });
+
+t.test('the key trash is never a document collection, whatever the key vault is called', async (t) => {
+  const setup = await createTestApp(t);
+  const dir = mkdtempSync(join(tmpdir(), 'trash-schema-'));
+  writeFileSync(join(dir, `${setup.keyVaultDb}.keysTrash.json`), JSON.stringify({ properties: { x: { bsonType: 'string' } } }));
+  await t.rejects(
+    createTestApp(t, { share: setup, env: { SCHEMAS_DIR: dir, KEY_VAULT_NAMESPACE: `${setup.keyVaultDb}.keys` } }),
+    /keysTrash is one of the service's own collections/,
+    'deleted keys (their key material) must not be readable through /documents',
+  );
+});

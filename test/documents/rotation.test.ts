@@ -47,7 +47,10 @@ t.test('data-key rotation re-encrypts a collection while it stays queryable, the
     t.not(keyIdOf(doc.salary ?? { buffer: Buffer.alloc(17) }), oldHex);
   }
 
-  t.equal((await h.call('DELETE', `/keys/${h.keys['hr-det']}`)).statusCode, 204, 'the old key can now be deleted');
+  const inUse = await h.call('DELETE', `/keys/${h.keys['hr-det']}`);
+  t.same([inUse.statusCode, inUse.json().code], [409, 'KEY_IN_USE'], 'the schema still names the old key (a restart would need it)');
+  t.match(inUse.json().detail, h.ns);
+  t.equal((await h.call('DELETE', `/keys/${h.keys['hr-det']}?force=true`)).statusCode, 204, 'the old key can now be deleted, knowingly');
   const after = await h.call('POST', `${url}/find`, { filter: { ssn: 'SSN-7' } });
   t.equal(after.json().items[0].badge, 7);
   t.notOk(after.json().unreadable, 'nothing became unreadable');

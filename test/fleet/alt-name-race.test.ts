@@ -58,7 +58,7 @@ t.test('adding a name through one instance while another creates a key with it',
   }
 });
 
-t.test('a name comes free when its key is deleted or lets it go; an abandoned claim is stale after its grace period', async (t) => {
+t.test('a name comes free when its key is purged or lets it go; an abandoned claim is stale after its grace period', async (t) => {
   const a = await createTestApp(t);
   const b = await createTestApp(t, { share: a });
   const create = (app: TestApp, name: string) => app.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: [name] });
@@ -66,7 +66,9 @@ t.test('a name comes free when its key is deleted or lets it go; an abandoned cl
   t.equal(first.statusCode, 201);
   t.equal((await create(b, 'freed')).statusCode, 409);
   t.equal((await a.call('DELETE', `/keys/${first.json().id}`)).statusCode, 204);
-  t.equal((await create(b, 'freed')).statusCode, 201, 'deleting the key released its name');
+  t.equal((await create(b, 'freed')).statusCode, 409, 'a deleted key keeps its name reserved while it can be restored');
+  t.equal((await a.call('POST', `/keys/${first.json().id}/purge`)).statusCode, 204);
+  t.equal((await create(b, 'freed')).statusCode, 201, 'purging the key released its name');
 
   const holder = (await create(a, 'moved')).json().id as string;
   t.equal((await a.call('DELETE', `/keys/${holder}/alt-names/moved`)).statusCode, 200);

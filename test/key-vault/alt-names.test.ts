@@ -28,7 +28,7 @@ t.test('alt names of a whole batch are resolved in one key-vault query', async (
     },
   }) as Collection<KeyDocument>;
   // Resolving names needs neither KMS nor the data-key cache.
-  const vault = createKeyVault({ collection: counting, kms: {} as never, cache: {} as never, altNameTtlMs: 60_000 });
+  const vault = createKeyVault({ collection: counting, kms: {} as never, cache: {} as never, altNameTtlMs: 60_000, trash: { collection: db.collection('__keyVaultTrash'), retentionMs: 60_000 } });
 
   const names = [...Array.from({ length: 998 }, (_, i) => `unknown-${i}`), 'known-0', 'alias-1', 'known-0'];
   const found = await vault.resolveAltNames(names);

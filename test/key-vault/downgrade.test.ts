@@ -41,7 +41,7 @@ t.test('the key vault refuses to downgrade unless allowed, judging the keys as i
       return randomBytes(160);
     },
   };
-  const vault = createKeyVault({ collection, kms: kms as never, cache: { delete() {} } as never, altNameTtlMs: 60_000 });
+  const vault = createKeyVault({ collection, kms: kms as never, cache: { delete() {} } as never, altNameTtlMs: 60_000, trash: { collection: db.collection('__keyVaultTrash'), retentionMs: 60_000 } });
   const id = new UUID();
   const stored = (masterKey: Record<string, string>) => ({
     _id: new Binary(id.buffer, 4),

@@ -112,6 +112,14 @@ async function created(res: { statusCode: number; body: string; json(): any }, w
   return res.json();
 }
 
+/** A fresh key, deleted by the operator: in the trash. */
+async function trashedKey(fx: Fixtures, n: number): Promise<string> {
+  const key = await created(await fx.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: [`trashed-${n}`] }), 'key');
+  const deleted = await fx.call('DELETE', `/keys/${key.id}`);
+  if (deleted.statusCode !== 204) throw new Error(`fixture deleted key: ${deleted.statusCode} ${deleted.body}`);
+  return key.id;
+}
+
 /** The expected status of every operation (openapi.yaml's, except /health/*, /openapi.json, /docs) for every identity. */
 const matrix: Record<string, Row> = {
   'POST /encrypt': {
@@ -174,6 +182,16 @@ const matrix: Record<string, Row> = {
       const key = await created(await fx.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: [`doomed-${n}`] }), 'key');
       return { url: `/keys/${key.id}` };
     },
+    ok: 204,
+    allowed: [...all, 'keys:delete'],
+  },
+  'POST /keys/{id}/restore': {
+    request: async (fx, n) => ({ url: `/keys/${await trashedKey(fx, n)}/restore` }),
+    ok: 200,
+    allowed: [...all, 'keys:delete'],
+  },
+  'POST /keys/{id}/purge': {
+    request: async (fx, n) => ({ url: `/keys/${await trashedKey(fx, n)}/purge` }),
     ok: 204,
     allowed: [...all, 'keys:delete'],
   },

@@ -18,6 +18,8 @@ const expectedScopes: Record<string, string | string[]> = {
   'POST /keys/{id}/alt-names': 'keys:write',
   'DELETE /keys/{id}/alt-names/{name}': 'keys:write',
   'DELETE /keys/{id}': 'keys:delete',
+  'POST /keys/{id}/restore': 'keys:delete',
+  'POST /keys/{id}/purge': 'keys:delete',
   'POST /keys/rewrap': 'keys:rewrap',
   'POST /documents/{ns}': 'documents:{ns}:write',
   'GET /documents/{ns}': 'documents:{ns}:read',

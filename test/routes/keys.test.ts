@@ -11,7 +11,8 @@ t.test('/keys life cycle with the local provider', async (t) => {
     t.equal(res.statusCode, 201);
     const view = res.json();
     t.equal(res.headers.location, `/keys/${view.id}`);
-    t.same(Object.keys(view).sort(), ['ageDays', 'creationDate', 'id', 'keyAltNames', 'masterKey', 'status', 'updateDate', 'wrapAgeDays']);
+    t.same(Object.keys(view).sort(), ['ageDays', 'creationDate', 'id', 'keyAltNames', 'masterKey', 'state', 'status', 'updateDate', 'wrapAgeDays']);
+    t.equal(view.state, 'active');
     t.same(view.masterKey, { provider: 'local' });
     t.notMatch(res.body, /keyMaterial/);
 
@@ -128,8 +129,9 @@ t.test('/keys life cycle with the local provider', async (t) => {
     const ct = (await h.call('POST', '/encrypt', { value: 'bye', algorithm: 'random', keyId: id })).json().ciphertext;
     t.equal((await h.call('POST', '/decrypt', { ciphertext: ct })).statusCode, 200);
     t.equal((await h.call('DELETE', `/keys/${id}`)).statusCode, 204);
-    t.equal((await h.call('DELETE', `/keys/${id}`)).statusCode, 404);
-    t.equal((await h.call('GET', `/keys/${id}`)).statusCode, 404);
+    const again = await h.call('DELETE', `/keys/${id}`);
+    t.same([again.statusCode, again.json().code], [409, 'KEY_ALREADY_DELETED'], 'deleting a deleted key says so');
+    t.equal((await h.call('GET', `/keys/${id}`)).json().state, 'deleted', 'it waits in the trash');
     const after = await h.call('POST', '/decrypt', { ciphertext: ct });
     t.equal(after.statusCode, 400);
     t.equal(after.json().code, 'DECRYPTION_FAILED');
@@ -143,18 +145,18 @@ t.test('the rotation report groups data keys by master key and flags wrappings o
   const fresh = (await h.call('POST', '/keys', { masterKey: { provider: 'local' } })).json().id;
   const old = (await h.call('POST', '/keys', { masterKey: { provider: 'local' } })).json().id;
   const { UUID } = await import('mongodb');
-  const longAgo = new Date(Date.now() - 200 * 86_400_000);
+  const longAgo = new Date(Date.now() - 400 * 86_400_000);
   await h.mongo.db(h.keyVaultDb).collection('__keyVault').updateOne({ _id: new UUID(old) as never }, { $set: { creationDate: longAgo, updateDate: longAgo } });
   const report = (await h.call('GET', '/keys/rotation-report')).json();
-  t.equal(report.olderThanDays, 90);
+  t.equal(report.olderThanDays, 365, 'by default the rotation period (KEY_ROTATION_PERIOD_DAYS)');
   t.equal(report.dataKeys, 2);
   t.equal(report.due, 1);
   t.same(report.masterKeys[0].masterKey, { provider: 'local' });
   t.same(report.masterKeys[0].dueKeyIds, [old]);
   t.equal(report.masterKeys[0].oldestWrapDate, longAgo.toISOString());
-  t.equal((await h.call('GET', '/keys/rotation-report?olderThanDays=365')).json().due, 0);
+  t.equal((await h.call('GET', '/keys/rotation-report?olderThanDays=500')).json().due, 0);
   const view = (await h.call('GET', `/keys/${old}`)).json();
-  t.ok(view.ageDays >= 199 && view.wrapAgeDays >= 199);
+  t.ok(view.ageDays >= 399 && view.wrapAgeDays >= 399);
   t.notOk((await h.call('GET', `/keys/${fresh}`)).json().lastRewrapDate, 'never rewrapped');
 });
 
