@@ -36,6 +36,7 @@ export const errorCodes = {
   IDEMPOTENCY_IN_PROGRESS: { status: 409, title: 'A request with this Idempotency-Key is still being processed.' },
   CLIENT_CONFLICT: { status: 409, title: 'Another client already has that JWT or certificate subject.' },
   DUPLICATE_DOCUMENT: { status: 409, title: 'A document with that _id (or unique key) already exists.' },
+  JOB_FINISHED: { status: 409, title: 'The job has already ended: there is nothing to cancel.' },
   BODY_TOO_LARGE: { status: 413, title: 'The request body is too large.' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'The content type is not supported.' },
   RATE_LIMITED: { status: 429, title: 'Too many requests: slow down.' },

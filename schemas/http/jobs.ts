@@ -1,4 +1,4 @@
-/** Schemas of background jobs (GET /jobs/{id}) and of the master-key migration that starts one. */
+/** Schemas of background jobs (GET /jobs, GET /jobs/{id}, POST /jobs/{id}/cancel) and of the master-key migration that starts one. */
 import { uuidSchema } from './common.js';
 import { allowDowngradeSchema, keySelectionSchema } from './keys.js';
 
@@ -12,9 +12,9 @@ export const jobSchema = {
     type: { type: 'string' },
     state: {
       type: 'string',
-      enum: ['running', 'succeeded', 'failed', 'interrupted'],
+      enum: ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted'],
       description:
-        'running: an instance holds its lease (when that instance dies, another takes the job over once the lease lapses, JOB_LEASE_MS). interrupted: no instance has run it for a minute; the first instance back takes it over.',
+        'queued: recorded, no instance has taken it yet. running: an instance holds its lease (when that instance dies, another takes the job over once the lease lapses, JOB_LEASE_MS). interrupted: no instance has run it for a minute; the first instance back takes it over. succeeded, failed, cancelled: ended, for good.',
     },
     createdBy: { type: 'string' },
     params: { type: 'object', additionalProperties: true },
@@ -26,6 +26,12 @@ export const jobSchema = {
     },
     result: { type: 'object', additionalProperties: true },
     error: { type: 'object', required: ['code'], properties: { code: { type: 'string' }, detail: { type: 'string' } } },
+    cancel: {
+      type: 'object',
+      description: 'Present once someone asked the job to stop (POST /jobs/{id}/cancel): pending while the job is still queued or running, then on the cancelled job.',
+      required: ['requestedBy', 'requestedAt'],
+      properties: { requestedBy: { type: 'string' }, requestedAt: { type: 'string', format: 'date-time' } },
+    },
     createdAt: { type: 'string', format: 'date-time' },
     updatedAt: { type: 'string', format: 'date-time' },
     finishedAt: { type: 'string', format: 'date-time' },
@@ -36,6 +42,26 @@ export const jobParamsSchema = {
   type: 'object',
   required: ['id'],
   properties: { id: { type: 'string', pattern: '^job_[0-9a-f]{24}$' } },
+} as const;
+
+export const listJobsQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    state: { type: 'string', enum: ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'interrupted'] },
+    type: { type: 'string', pattern: '^[a-z][a-zA-Z]*(\\.[a-z][a-zA-Z]*)*$', maxLength: 64, description: 'A job type, e.g. keys.migration or documents.rotation.' },
+    limit: { type: 'integer', minimum: 1, maximum: 200, default: 50 },
+    after: { type: 'string', pattern: '^[0-9]{1,15}-job_[0-9a-f]{24}$', description: 'The `next` value of the previous page.' },
+  },
+} as const;
+
+export const jobPageSchema = {
+  type: 'object',
+  required: ['items'],
+  properties: {
+    items: { type: 'array', items: { $ref: 'Job#' } },
+    next: { type: 'string', description: 'Pass as `after` for the next page; absent on the last page.' },
+  },
 } as const;
 
 export const migrationBodySchema = {

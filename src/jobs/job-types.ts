@@ -45,39 +45,47 @@ export function defineJobTypes(runner: JobRunner, deps: JobTypeDeps): void {
     return principal;
   }
 
-  runner.define('keys.migration', async (job, { report, signal, resumed }) => {
-    const spec = job.spec as unknown as MigrationSpec;
-    const principal = await creatorOf(job);
-    const allowed = await keyAuthorizer(principal, 'keys:rewrap', deps.keyVault)(spec.keyIds);
-    if (spec.keyIds.some((id) => !allowed.has(id))) {
-      throw new AppError('FORBIDDEN', "The keys:rewrap grants of this job's creator no longer cover every key it migrates.");
-    }
-    return deps.keyVault.migrateMasterKey({ keyIds: spec.keyIds.map(parseKeyId) }, readStoredMasterKey(spec.masterKey), {
-      onProgress: report,
-      signal,
-      // Allowed by the operator only, as at the start.
-      allowDowngrade: spec.allowDowngrade === true && isOperator(principal),
-      // Keys the cut-short run rewrapped are not rewrapped again (a minute's margin for clocks).
-      ...(resumed ? { resumeSince: new Date(job.createdAt.getTime() - 60_000) } : {}),
-    });
-  }, (job) => {
-    try {
-      deps.checkUsable(readStoredMasterKey((job.spec as unknown as MigrationSpec).masterKey));
-      return true;
-    } catch {
-      return false;
-    }
+  runner.define('keys.migration', {
+    startScope: () => 'keys:rewrap',
+    work: async (job, { report, signal, resumed }) => {
+      const spec = job.spec as unknown as MigrationSpec;
+      const principal = await creatorOf(job);
+      const allowed = await keyAuthorizer(principal, 'keys:rewrap', deps.keyVault)(spec.keyIds);
+      if (spec.keyIds.some((id) => !allowed.has(id))) {
+        throw new AppError('FORBIDDEN', "The keys:rewrap grants of this job's creator no longer cover every key it migrates.");
+      }
+      return deps.keyVault.migrateMasterKey({ keyIds: spec.keyIds.map(parseKeyId) }, readStoredMasterKey(spec.masterKey), {
+        onProgress: report,
+        signal,
+        // Allowed by the operator only, as at the start.
+        allowDowngrade: spec.allowDowngrade === true && isOperator(principal),
+        // Keys the cut-short run rewrapped are not rewrapped again (a minute's margin for clocks).
+        ...(resumed ? { resumeSince: new Date(job.createdAt.getTime() - 60_000) } : {}),
+      });
+    },
+    canRun: (job) => {
+      try {
+        deps.checkUsable(readStoredMasterKey((job.spec as unknown as MigrationSpec).masterKey));
+        return true;
+      } catch {
+        return false;
+      }
+    },
   });
 
-  runner.define('documents.rotation', async (job, context) => {
-    const spec = job.spec as unknown as RotationSpec;
-    const scope = `documents:${spec.namespace}:write`;
-    // The engine checks decrypt on the old key and encrypt on the new one on every call.
-    const currentCaller = async () => {
-      const principal = await creatorOf(job);
-      if (!allows(principal, scope)) throw new AppError('FORBIDDEN', `The creator of this job no longer has the ${scope} scope.`);
-      return { principal };
-    };
-    return deps.documents.rotateDataKey(spec.namespace, spec, context, currentCaller);
-  }, (job) => deps.documents.hasCollection((job.spec as unknown as RotationSpec).namespace));
+  runner.define('documents.rotation', {
+    startScope: (job) => `documents:${(job.spec as unknown as RotationSpec).namespace}:write`,
+    work: async (job, context) => {
+      const spec = job.spec as unknown as RotationSpec;
+      const scope = `documents:${spec.namespace}:write`;
+      // The engine checks decrypt on the old key and encrypt on the new one on every call.
+      const currentCaller = async () => {
+        const principal = await creatorOf(job);
+        if (!allows(principal, scope)) throw new AppError('FORBIDDEN', `The creator of this job no longer has the ${scope} scope.`);
+        return { principal };
+      };
+      return deps.documents.rotateDataKey(spec.namespace, spec, context, currentCaller);
+    },
+    canRun: (job) => deps.documents.hasCollection((job.spec as unknown as RotationSpec).namespace),
+  });
 }

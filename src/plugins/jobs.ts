@@ -4,7 +4,7 @@ import fp from 'fastify-plugin';
 import { OPERATOR } from '../clients/scopes.js';
 import { createJobLeases, type LeaseDocument } from '../jobs/job-leases.js';
 import { createJobRunner, type JobRunner } from '../jobs/job-runner.js';
-import { createJobStore, type JobRecord } from '../jobs/job-store.js';
+import { createJobStore, type CancelRequest, type JobRecord } from '../jobs/job-store.js';
 import { defineJobTypes } from '../jobs/job-types.js';
 
 declare module 'fastify' {
@@ -22,7 +22,7 @@ export default fp(
   async (app) => {
     const db = app.mongo.keyVaultClient.db(app.config.keyVault.db);
     const concerns = { readConcern: { level: 'majority' }, writeConcern: { w: 'majority', journal: true } } as const;
-    const store = createJobStore(db.collection<JobRecord>('__jobs', concerns));
+    const store = createJobStore(db.collection<JobRecord>('__jobs', concerns), db.collection<CancelRequest>('__jobCancels', concerns));
     const leaseMs = app.config.jobs.leaseMs;
     // The lease names its holder for operators: host, process and a random part (pids repeat in containers).
     const owner = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;

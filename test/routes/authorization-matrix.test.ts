@@ -7,6 +7,7 @@
  * a refusal is about who asks, never about what was asked. Fixtures are made once by the operator;
  * a row whose success consumes its target (a delete) makes a fresh one for each cell.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -83,6 +84,8 @@ interface Fixtures {
   jobId: string;
   /** The operator's own calls, to make a fresh target for one cell. */
   call: DocumentsTestApp['call'];
+  /** A fresh job of the operator's that no instance runs (so a cancel of it can succeed). */
+  plantJob: () => Promise<string>;
 }
 
 interface Req {
@@ -340,6 +343,20 @@ const matrix: Record<string, Row> = {
     // Not its creator: the job does not exist for it.
     other: { 'jobs:read': 404 },
   },
+  'GET /jobs': {
+    request: () => ({ url: '/jobs' }),
+    ok: 200,
+    allowed: [...all, 'jobs:admin'],
+    // It started no job, and sees no one else's.
+    other: { 'jobs:read': [200, /^\{"items":\[\]\}$/] },
+  },
+  'POST /jobs/{id}/cancel': {
+    request: async (fx) => ({ url: `/jobs/${await fx.plantJob()}/cancel` }),
+    ok: 202,
+    allowed: [...all, 'jobs:admin'],
+    // Not its creator: the job does not exist for it, so it cannot stop it either.
+    other: { 'jobs:read': 404 },
+  },
 };
 
 /** What each cell must get. */
@@ -394,7 +411,26 @@ t.test('the matrix: every operation × every identity gets exactly its expected 
   const targetClientId = (await created(await h.call('POST', '/clients', { name: 'target', grants: targetGrants }), 'client')).client.id;
   const job = await h.call('POST', '/keys/migrations', { filter: { keyAltNames: ['rot-to'] }, masterKey: { provider: 'local' } });
   const jobId = (await created(job, 'job')).id;
-  const fx: Fixtures = { ns: h.ns, keys, ciphertext, readDocId, writeDocId, targetClientId, jobId, call: h.call };
+  // As a stopped instance leaves it: running, never leased; under an AWS key this app cannot use, so its scan leaves it be.
+  const plantJob = async () => {
+    const id = `job_${randomBytes(12).toString('hex')}`;
+    const at = new Date(Date.now() - 60_000);
+    await h.mongo.db(h.keyVaultDb).collection('__jobs').insertOne({
+      _id: id as never,
+      type: 'keys.migration',
+      state: 'running',
+      createdBy: 'admin',
+      params: {},
+      spec: { keyIds: [], masterKey: { provider: 'aws', key: 'arn:aws:kms:eu-west-1:111122223333:key/matrix', region: 'eu-west-1' } },
+      runs: 1,
+      progress: { total: 0, done: 0, failed: 0, phase: 'rewrapping' },
+      createdAt: at,
+      updatedAt: at,
+      heartbeatAt: new Date(),
+    });
+    return id;
+  };
+  const fx: Fixtures = { ns: h.ns, keys, ciphertext, readDocId, writeDocId, targetClientId, jobId, call: h.call, plantJob };
 
   // One client (and one credential) per identity.
   const sign = (subject: string, audience: string) =>

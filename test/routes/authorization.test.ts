@@ -43,7 +43,9 @@ const expectedScopes: Record<string, string | string[]> = {
   'GET /audit': 'audit:read',
   'GET /audit/verify': 'audit:read',
   'GET /metrics': 'metrics:read',
+  'GET /jobs': ['jobs:read', 'jobs:admin'],
   'GET /jobs/{id}': ['jobs:read', 'jobs:admin'],
+  'POST /jobs/{id}/cancel': ['jobs:read', 'jobs:admin'],
   'POST /keys/migrations': 'keys:rewrap',
 };
 
