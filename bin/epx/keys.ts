@@ -99,7 +99,8 @@ async function removeAltName({ ctx, args }: Invocation) {
 }
 
 async function report({ ctx, values }: Invocation) {
-  const olderThanDays = integerOf(values, 'older-than-days', 1, 36500) ?? 90;
+  // Without --older-than-days the server's KEY_ROTATION_PERIOD_DAYS applies.
+  const olderThanDays = integerOf(values, 'older-than-days', 1, 36500);
   const answer = (await api(ctx, 'GET', `/keys/rotation-report${query({ olderThanDays })}`)) as {
     dataKeys: number;
     due: number;

@@ -87,7 +87,21 @@ t.test('keys, jobs, clients and audit against the real service, as the operator'
 
   const deleted = await epx('keys', 'delete', key);
   t.equal(deleted.code, EXIT.ok, deleted.err);
-  t.equal((await epx('keys', 'get', key)).code, EXIT.refused);
+  t.match(deleted.out, /restore it with epx keys restore/);
+  t.match(JSON.parse((await epx('keys', 'get', key, '--json')).out), { state: 'deleted' }, 'a deleted key is in the trash');
+  t.match((await epx('keys', 'list', '--state', 'deleted', '--json')).out, key);
+  t.equal((await epx('keys', 'delete', key)).code, EXIT.refused, 'a second delete is refused');
+  const restored = await epx('keys', 'restore', key);
+  t.equal(restored.code, EXIT.ok, restored.err);
+  t.match(JSON.parse((await epx('keys', 'get', key, '--json')).out), { state: 'active' }, 'restored');
+  t.equal((await epx('keys', 'purge', key)).code, EXIT.refused, 'an active key cannot be purged');
+  t.equal((await epx('keys', 'delete', key)).code, EXIT.ok);
+  const purged = await epx('keys', 'purge', key);
+  t.equal(purged.code, EXIT.ok, purged.err);
+  t.equal((await epx('keys', 'get', key)).code, EXIT.refused, 'a purged key is gone');
+  const report = await epx('keys', 'report', '--json');
+  t.equal(report.code, EXIT.ok, report.err);
+  t.equal(JSON.parse(report.out).olderThanDays, 365, "the report's default period is the server's");
 
   const created = await epx('clients', 'create', '--name', 'cli-ops', '--grant', 'jobs:read', '--grant', 'keys:read=hr-*', '--json');
   t.equal(created.code, EXIT.ok, created.err);
