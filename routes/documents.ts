@@ -250,7 +250,7 @@ export default async function documentRoutes(app: FastifyInstance) {
       // A rotation needs decrypt on the old key and encrypt on the new one; a key beyond those
       // grants is, to the caller, a key that does not exist.
       if (!canDecrypt.has(fromKeyId) || !canEncrypt.has(toKeyId)) throw new AppError('KEY_NOT_FOUND');
-      documents.encryptedFields(ns); // 404 for an unknown collection, before a job is started
+      await documents.encryptedFields(ns); // 404 for an unknown collection (503 for one not ready), before a job is started
       request.auditDetails = { keyIds: [fromKeyId, toKeyId] };
       // The job runs on any instance (src/jobs/job-types.ts) as its creator, with the grants it has
       // then; it keeps no record of the keys it used in this request's audit.
