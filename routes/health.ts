@@ -24,6 +24,13 @@ const readiness = {
       description:
         'degraded: a circuit of a configured KMS region is open. Cached data keys (and other regions, and local keys) still serve, so the instance stays ready: taking instances out over a KMS outage would only throw away the caches that keep the service up.',
     },
+    schemas: {
+      type: 'object',
+      description:
+        'Present when some collection schemas name data keys that do not exist: those collections answer 503 SCHEMA_NOT_READY, the others serve, so the instance stays ready (every instance shares the key vault: a 503 here would take the whole fleet out). GET /schemas names the missing keys.',
+      required: ['notReady'],
+      properties: { notReady: { type: 'array', items: { type: 'string' }, description: 'Their namespaces.' } },
+    },
   },
 } as const;
 
@@ -54,7 +61,7 @@ export default async function healthRoutes(app: FastifyInstance) {
       schema: {
         tags: ['health'],
         summary:
-          'Readiness: this instance can serve requests now: the databases answer and the audit trail can be appended to (503 DATABASE_UNAVAILABLE or AUDIT_UNAVAILABLE otherwise); a KMS outage is reported as kms: degraded, not a 503',
+          'Readiness: this instance can serve requests now: the databases answer and the audit trail can be appended to (503 DATABASE_UNAVAILABLE or AUDIT_UNAVAILABLE otherwise); a KMS outage is reported as kms: degraded, and collection schemas waiting for data keys under schemas.notReady, not as a 503',
         response: { 200: readiness, ...errorResponses(503) },
       },
     },
@@ -75,7 +82,8 @@ export default async function healthRoutes(app: FastifyInstance) {
       // every instance shares KMS, and cached keys keep serving through an outage.
       const kms = app.kms.isHealthy() ? 'ok' : 'degraded';
       noteKms(kms);
-      return { status: 'ok', mongodb: 'ok', kms };
+      const notReady = app.schemaRegistry.notReady();
+      return { status: 'ok', mongodb: 'ok', kms, ...(notReady.length > 0 ? { schemas: { notReady } } : {}) };
     },
   );
 }

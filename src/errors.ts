@@ -21,6 +21,8 @@ export const errorCodes = {
   INVALID_DOCUMENT_SHAPE: { status: 400, title: 'A field with encrypted fields below it must hold a plain document (no array, DBRef, scalar or $-prefixed names).' },
   ENCRYPTED_FIELD_NOT_WRITABLE: { status: 400, title: 'That update cannot be applied to an encrypted field.' },
   INVALID_SCOPE: { status: 400, title: 'A scope or grant is not valid.' },
+  INVALID_SCHEMA: { status: 400, title: 'The collection schema is not valid.' },
+  INVALID_NAMESPACE: { status: 400, title: 'That namespace cannot hold a document collection.' },
   UNAUTHORIZED: { status: 401, title: 'Missing or invalid credentials.' },
   FORBIDDEN: { status: 403, title: 'The credentials do not allow this operation.' },
   NOT_FOUND: { status: 404, title: 'No such route.' },
@@ -37,6 +39,7 @@ export const errorCodes = {
   CLIENT_CONFLICT: { status: 409, title: 'Another client already has that JWT or certificate subject.' },
   DUPLICATE_DOCUMENT: { status: 409, title: 'A document with that _id (or unique key) already exists.' },
   JOB_FINISHED: { status: 409, title: 'The job has already ended: there is nothing to cancel.' },
+  SCHEMA_VERSION_CONFLICT: { status: 409, title: 'The collection schema changed since the version given in ifVersion.' },
   BODY_TOO_LARGE: { status: 413, title: 'The request body is too large.' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'The content type is not supported.' },
   RATE_LIMITED: { status: 429, title: 'Too many requests: slow down.' },
@@ -55,6 +58,7 @@ export const errorCodes = {
   SHUTTING_DOWN: { status: 503, title: 'This instance is shutting down: retry (another instance will answer).' },
   OVERLOADED: { status: 503, title: 'The service is overloaded: retry shortly.' },
   AUDIT_UNAVAILABLE: { status: 503, title: 'The audit trail cannot be written, so nothing was done.' },
+  SCHEMA_NOT_READY: { status: 503, title: 'The collection schema names data keys that do not exist yet.' },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ErrorCode = keyof typeof errorCodes;
@@ -67,7 +71,14 @@ const retryAfterSeconds: Partial<Record<ErrorCode, number>> = {
   OVERLOADED: 2,
   SHUTTING_DOWN: 1,
   IDEMPOTENCY_IN_PROGRESS: 1,
+  SCHEMA_NOT_READY: 2,
 };
+
+/**
+ * 5xx codes whose detail is safe and needed by the client: not a failure of this server but a
+ * state it waits on (which keys a collection schema still lacks: names the operator chose).
+ */
+const detailedServerErrors: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['SCHEMA_NOT_READY']);
 
 export class AppError extends Error {
   readonly code: ErrorCode;
@@ -98,8 +109,8 @@ export interface Problem {
 }
 
 /**
- * The application/problem+json body for an error. Errors of status 500 and up carry no detail:
- * their cause stays in the log.
+ * The application/problem+json body for an error. Errors of status 500 and up carry no detail
+ * (their cause stays in the log), except the few whose detail is a state to wait on.
  */
 export function toProblem(err: AppError, requestId?: string): Problem {
   const problem: Problem = {
@@ -108,7 +119,7 @@ export function toProblem(err: AppError, requestId?: string): Problem {
     status: err.status,
     code: err.code,
   };
-  if (err.detail !== undefined && err.status < 500) problem.detail = err.detail;
+  if (err.detail !== undefined && (err.status < 500 || detailedServerErrors.has(err.code))) problem.detail = err.detail;
   if (requestId !== undefined) problem.instance = `urn:request:${requestId}`;
   return problem;
 }

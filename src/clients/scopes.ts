@@ -19,6 +19,8 @@ export const SCOPES = [
   'metrics:read',
   'jobs:read',
   'jobs:admin',
+  'schemas:read',
+  'schemas:admin',
 ] as const;
 
 /**

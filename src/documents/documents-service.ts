@@ -16,11 +16,20 @@ import { createFieldEncryption } from './field-encryption.js';
 import type { KeyRotations } from './key-rotations.js';
 import { checkProjection, checkSort, planFilter, planUpdate } from './query-rewriter.js';
 import { rotateDataKey, type RotationOptions } from './rotate-data-key.js';
-import type { CollectionSchema } from './schema-registry.js';
+import type { CollectionSchema } from './collection-schema.js';
+
+/** The collection schemas as /documents sees them (schema-registry.ts). */
+export interface SchemaLookup {
+  /** The schema to serve `namespace` with: 404 COLLECTION_NOT_FOUND, 503 SCHEMA_NOT_READY otherwise. */
+  require(namespace: string): Promise<CollectionSchema>;
+  /** Whether this instance serves `namespace` now. */
+  isReady(namespace: string): boolean;
+}
 
 export interface DocumentsServiceOptions {
   client: MongoClient;
-  schemas: CollectionSchema[];
+  /** Read for every request: a request keeps the schema version it started with. */
+  schemas: SchemaLookup;
   /** The encryption engine: every field encrypted or decrypted here goes through it. */
   engine: EncryptionEngine;
   /** Key alt names to ids, for keyId pointers (metadata only). */
@@ -110,16 +119,13 @@ function cursorHash(request: FindRequest): string {
 }
 
 export function createDocumentsService({ client, schemas, engine, resolveAltNames, rotations, maxFindLimit, maxTimeMs }: DocumentsServiceOptions) {
-  const byNamespace = new Map(schemas.map((schema) => [schema.namespace, schema]));
   const fields = createFieldEncryption({ engine, resolveAltNames });
   // A query the database cannot finish within the request's own time is stopped there, not left
   // running after its client has been answered.
   const timeLimit = { maxTimeMS: maxTimeMs };
 
-  function schemaFor(namespace: string): CollectionSchema {
-    const schema = byNamespace.get(namespace);
-    if (schema === undefined) throw new AppError('COLLECTION_NOT_FOUND');
-    return schema;
+  function schemaFor(namespace: string): Promise<CollectionSchema> {
+    return schemas.require(namespace);
   }
 
   function collectionOf(schema: CollectionSchema): Collection<Document> {
@@ -241,16 +247,12 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
   }
 
   return {
-    namespaces(): string[] {
-      return [...byNamespace.keys()];
-    },
-
     /**
      * Insert one document. With `seed` (an idempotent request), a document without _id gets one
      * derived from it, and finding that _id already taken means the first attempt landed.
      */
     async insertOne(namespace: string, json: unknown, caller: Caller, seed?: string): Promise<{ insertedId: unknown }> {
-      const schema = schemaFor(namespace);
+      const schema = await schemaFor(namespace);
       const derived = seed === undefined ? undefined : derivedId(seed, 0);
       const document = await prepareDocument(schema, json, caller, derived && (() => derived));
       const collection = collectionOf(schema);
@@ -263,7 +265,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
 
     /** Insert many, item by item: a document is written fully encrypted or not at all. */
     async insertMany(namespace: string, jsons: unknown[], caller: Caller, seed?: string): Promise<InsertResult[]> {
-      const schema = schemaFor(namespace);
+      const schema = await schemaFor(namespace);
       const results: InsertResult[] = new Array(jsons.length);
       const ready: { index: number; document: Record<string, unknown>; derived?: ObjectId }[] = [];
       for (const [index, json] of jsons.entries()) {
@@ -314,14 +316,14 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     },
 
     async findById(namespace: string, id: unknown, caller: Caller): Promise<ReadResult> {
-      const schema = schemaFor(namespace);
+      const schema = await schemaFor(namespace);
       const document = await collectionOf(schema).findOne(byId(id), timeLimit).catch(mapServerError);
       if (document === null) throw new AppError('DOCUMENT_NOT_FOUND');
       return read([document], caller);
     },
 
     async find(namespace: string, request: FindRequest, caller: Caller): Promise<ReadResult> {
-      const schema = schemaFor(namespace);
+      const schema = await schemaFor(namespace);
       const filter = await prepareFilter(schema, request.filter, caller);
       // Projections and sorts are plain JSON: 0/1 and 1/-1 must stay numbers.
       const projection = request.projection === undefined ? undefined : asDocument(request.projection, 'A projection');
@@ -348,26 +350,26 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     },
 
     async count(namespace: string, filterJson: unknown, caller: Caller): Promise<number> {
-      const schema = schemaFor(namespace);
+      const schema = await schemaFor(namespace);
       return collectionOf(schema).countDocuments(await prepareFilter(schema, filterJson, caller), timeLimit).catch(mapServerError);
     },
 
     async updateById(namespace: string, id: unknown, update: unknown, caller: Caller) {
-      const schema = schemaFor(namespace);
+      const schema = await schemaFor(namespace);
       const result = await applyUpdate(schema, byId(id), update, false, caller);
       if (result.matched === 0) throw new AppError('DOCUMENT_NOT_FOUND');
       return result;
     },
 
     async updateWhere(namespace: string, filterJson: unknown, update: unknown, many: boolean, caller: Caller) {
-      const schema = schemaFor(namespace);
+      const schema = await schemaFor(namespace);
       const filter = await prepareFilter(schema, filterJson, caller);
       if (many && Object.keys(filter).length === 0) throw new AppError('INVALID_QUERY', 'An empty filter would update every document.');
       return applyUpdate(schema, filter, update, many, caller);
     },
 
     async replaceById(namespace: string, id: unknown, json: unknown, caller: Caller) {
-      const schema = schemaFor(namespace);
+      const schema = await schemaFor(namespace);
       const document = asDocument(fromEjson(json), 'A document');
       if (document._id !== undefined && JSON.stringify(document._id) !== JSON.stringify(id)) {
         throw new AppError('INVALID_QUERY', 'The document _id differs from the one in the path.');
@@ -380,13 +382,13 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     },
 
     async deleteById(namespace: string, id: unknown): Promise<void> {
-      const schema = schemaFor(namespace);
+      const schema = await schemaFor(namespace);
       const result = await collectionOf(schema).deleteOne(byId(id), timeLimit).catch(mapServerError);
       if (result.deletedCount === 0) throw new AppError('DOCUMENT_NOT_FOUND');
     },
 
     async deleteWhere(namespace: string, filterJson: unknown, many: boolean, caller: Caller): Promise<number> {
-      const schema = schemaFor(namespace);
+      const schema = await schemaFor(namespace);
       const filter = await prepareFilter(schema, filterJson, caller);
       if (many && Object.keys(filter).length === 0) throw new AppError('INVALID_QUERY', 'An empty filter would delete every document.');
       const collection = collectionOf(schema);
@@ -396,7 +398,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
 
     /** What would be encrypted, with which key and algorithm, and why; writes nothing. */
     async explain(namespace: string, request: { document?: unknown; filter?: unknown }) {
-      const schema = schemaFor(namespace);
+      const schema = await schemaFor(namespace);
       const describe = (path: string, node: EncryptNode, reason: string) => ({
         path,
         algorithm: node.algorithm,
@@ -434,18 +436,18 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
       context: { jobId: string; report: RotationOptions['report']; signal: AbortSignal },
       currentCaller: () => Promise<Caller>,
     ) {
-      const schema = schemaFor(namespace);
+      const schema = await schemaFor(namespace);
       return rotateDataKey({ namespace, collection: collectionOf(schema), engine, currentCaller, rotations, ...request, ...context });
     },
 
     /** Whether this instance has a schema for the collection (a job on it can run here). */
     hasCollection(namespace: string): boolean {
-      return byNamespace.has(namespace);
+      return schemas.isReady(namespace);
     },
 
     /** The encrypted fields of a collection, for documentation and explain. */
-    encryptedFields(namespace: string) {
-      return listEncryptedPaths(schemaFor(namespace).plan).map(({ path, node }) => ({ path, algorithm: node.algorithm }));
+    async encryptedFields(namespace: string) {
+      return listEncryptedPaths((await schemaFor(namespace)).plan).map(({ path, node }) => ({ path, algorithm: node.algorithm }));
     },
   };
 }

@@ -70,8 +70,6 @@ function createAjv(): Ajv {
   return ajv;
 }
 
-const ajv = createAjv();
-
 export interface PlaintextValidator {
   /** The first violation, as a path and a message that never include the value; undefined if valid. */
   validate(document: Record<string, unknown>): { path: string; message: string } | undefined;
@@ -117,13 +115,25 @@ function subSchemaAt(schema: Record<string, unknown>, path: string): Record<stri
 /** Compile a collection schema's plaintext checks; throws SchemaError naming the place. */
 export function createPlaintextValidator(schema: Record<string, unknown>, where: string): PlaintextValidator {
   const ajvSchema = toAjvSchema(schema) as Record<string, unknown>;
+  // One ajv per schema: a shared one would keep every schema ever compiled (schemas change at run
+  // time now, each version compiled once) and refuse a second schema with the same $id.
+  const ajv = createAjv();
   let whole: ValidateFunction;
   try {
     whole = ajv.compile(ajvSchema);
   } catch (err) {
     throw new SchemaError(where, `not a valid JSON schema: ${(err as Error).message}`);
   }
-  const atPath = new Map<string, ValidateFunction | 'not allowed' | null>();
+  const atPath = new Map<string, ValidateFunction | 'not allowed' | 'unverifiable' | null>();
+
+  /** A sub-schema compiled on its own; a `$ref` into the rest of the schema cannot be, and is refused rather than skipped. */
+  function compileAlone(sub: Record<string, unknown>): ValidateFunction | 'unverifiable' {
+    try {
+      return ajv.compile(sub);
+    } catch {
+      return 'unverifiable';
+    }
+  }
 
   function run(fn: ValidateFunction, value: unknown, prefix: string) {
     const originals: Originals = new WeakMap();
@@ -145,10 +155,11 @@ export function createPlaintextValidator(schema: Record<string, unknown>, where:
     validateAt(path, value) {
       if (!atPath.has(path)) {
         const sub = subSchemaAt(ajvSchema, path);
-        atPath.set(path, sub === undefined ? null : sub === NOT_ALLOWED ? 'not allowed' : ajv.compile(sub));
+        atPath.set(path, sub === undefined ? null : sub === NOT_ALLOWED ? 'not allowed' : compileAlone(sub));
       }
       const fn = atPath.get(path);
       if (fn === 'not allowed') return { path, message: 'is not allowed by the schema' };
+      if (fn === 'unverifiable') return { path, message: 'cannot be checked on its own (its schema refers to another part of the schema): set its parent or replace the document' };
       return fn ? run(fn, value, path) : undefined;
     },
     isRequired(path) {

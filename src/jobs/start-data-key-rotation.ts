@@ -46,7 +46,7 @@ export async function startDataKeyRotation(deps: DataKeyRotationDeps, request: D
   // A rotation needs decrypt on the old key and encrypt on the new one; a key beyond those
   // grants is, to the caller, a key that does not exist.
   if (!canDecrypt.has(fromKeyId) || !canEncrypt.has(toKeyId)) throw new AppError('KEY_NOT_FOUND');
-  deps.documents.encryptedFields(namespace); // 404 for an unknown collection, before a job is started
+  await deps.documents.encryptedFields(namespace); // 404 for an unknown collection (503 for one not ready), before a job is started
   request.onAuthorized?.([fromKeyId, toKeyId]);
   // The job runs on any instance (src/jobs/job-types.ts) as its creator, with the grants it has
   // then; it keeps no record of the keys it used in the starting request's audit.

@@ -12,6 +12,7 @@ import fleetPlugin from './fleet.js';
 import kmsPlugin from './kms.js';
 import keyVaultPlugin from './key-vault.js';
 import encryptionPlugin from './encryption.js';
+import schemasPlugin from './schemas.js';
 import documentsPlugin from './documents.js';
 import clientsPlugin from './clients.js';
 import authPlugin from './auth.js';
@@ -30,6 +31,7 @@ import clientRoutes from '../../routes/clients.js';
 import auditRoutes from '../../routes/audit.js';
 import metricsRoutes from '../../routes/metrics.js';
 import jobRoutes from '../../routes/jobs.js';
+import schemaRoutes from '../../routes/schemas.js';
 
 export interface BuildOptions {
   /** Where log lines go (tests capture them); stdout when absent. */
@@ -123,6 +125,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(kmsPlugin);
     await app.register(keyVaultPlugin);
     await app.register(encryptionPlugin);
+    await app.register(schemasPlugin);
     await app.register(documentsPlugin);
     await app.register(clientsPlugin);
     await app.register(hardeningPlugin);
@@ -142,6 +145,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(auditRoutes);
     await app.register(metricsRoutes);
     await app.register(jobRoutes);
+    await app.register(schemaRoutes);
   } catch (err) {
     // A boot that fails half way must not leave database connections open behind it.
     await app.close().catch(() => undefined);

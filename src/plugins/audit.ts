@@ -94,11 +94,11 @@ export default fp(
       request.auditReached = true;
       // Document operations record the encrypted field paths of their collection (never values).
       const ns = (request.params as { ns?: string } | undefined)?.ns;
-      if (ns !== undefined && request.auditDetails === undefined) {
+      if (ns !== undefined && request.auditDetails === undefined && request.routeOptions.url?.startsWith('/documents/')) {
         try {
-          request.auditDetails = { paths: app.documents.encryptedFields(ns).map((field) => field.path) };
+          request.auditDetails = { paths: (await app.documents.encryptedFields(ns)).map((field) => field.path) };
         } catch {
-          // An unknown collection: the handler answers 404, with nothing to record.
+          // An unknown collection (or one not ready): the handler answers so, with nothing to record.
         }
       }
       if (readOnly(request)) return;

@@ -69,6 +69,8 @@ export default fp(
       const error = toAppError(err);
       request.errorCode = error.code;
       if (SHED.has(error.code)) request.log.warn({ code: error.code }, 'request shed');
+      // The operator's schema names keys not created yet: a state to fix, not a failure here.
+      else if (error.code === 'SCHEMA_NOT_READY') request.log.warn({ code: error.code }, 'request refused: collection schema not ready');
       else if (error.status >= 500) request.log.error({ err: error.cause ?? err, code: error.code }, 'request failed');
       else request.log.info({ code: error.code }, 'request rejected');
       const retryAfter = retryAfterFor(error.code);

@@ -6,13 +6,14 @@ import { keySchemas } from '../../schemas/http/keys.js';
 import { auditEventSchema } from '../../schemas/http/audit.js';
 import { clientSchemas } from '../../schemas/http/clients.js';
 import { jobSchema } from '../../schemas/http/jobs.js';
+import { schemaSchemas } from '../../schemas/http/schemas.js';
 
 export const DOCS_PREFIX = '/docs';
 
 /** Shared schemas, the OpenAPI document generated from the route schemas, and its UI. */
 export default fp(
   async (app) => {
-    for (const schema of [...sharedSchemas, ...keySchemas, auditEventSchema, ...clientSchemas, jobSchema]) app.addSchema(schema);
+    for (const schema of [...sharedSchemas, ...keySchemas, auditEventSchema, ...clientSchemas, jobSchema, ...schemaSchemas]) app.addSchema(schema);
     await app.register(swagger, {
       openapi: {
         openapi: '3.0.3',

@@ -49,6 +49,8 @@ const identities = {
   'metrics:read': { grants: only('metrics:read') },
   'jobs:read': { grants: only('jobs:read') },
   'jobs:admin': { grants: only('jobs:admin') },
+  'schemas:read': { grants: only('schemas:read') },
+  'schemas:admin': { grants: only('schemas:admin') },
   /** The masked reader: reads the collection, may decrypt nothing. */
   'documents:ns:read': { grants: (ns) => [{ scope: `documents:${ns}:read` }] },
   'documents:ns:write': { grants: (ns) => [{ scope: `documents:${ns}:write` }] },
@@ -107,6 +109,8 @@ interface Row {
 }
 
 const all: Who[] = ['operator', 'all scopes (JWT)'];
+/** A collection schema that needs no key: each PUT cell makes its own namespace. */
+const plainSchema = { properties: { name: { bsonType: 'string' } } };
 const targetGrants = [{ scope: 'encrypt', keyAltNames: ['tenant-a*'] }];
 const person = (n: number | string) => ({ name: `person ${n}`, ssn: `900-00-${String(n).padStart(4, '0')}`, tenantKey: 'tenant-a', tenantSecret: 'CANARY-matrix' });
 
@@ -336,6 +340,23 @@ const matrix: Record<string, Row> = {
   'GET /audit': { request: () => ({ url: '/audit?limit=5' }), ok: 200, allowed: [...all, 'audit:read'] },
   'GET /audit/verify': { request: () => ({ url: '/audit/verify' }), ok: 200, allowed: [...all, 'audit:read'] },
   'GET /metrics': { request: () => ({ url: '/metrics' }), ok: 200, allowed: [...all, 'metrics:read'] },
+  'PUT /schemas/{ns}': {
+    request: (fx, n) => ({ url: `/schemas/${fx.ns.split('.')[0]}.matrix_${n}`, body: { schema: plainSchema } }),
+    ok: 201,
+    allowed: [...all, 'schemas:admin'],
+  },
+  'GET /schemas': { request: () => ({ url: '/schemas' }), ok: 200, allowed: [...all, 'schemas:read', 'schemas:admin'] },
+  'GET /schemas/{ns}': { request: (fx) => ({ url: `/schemas/${fx.ns}` }), ok: 200, allowed: [...all, 'schemas:read', 'schemas:admin'] },
+  'GET /schemas/{ns}/versions': { request: (fx) => ({ url: `/schemas/${fx.ns}/versions` }), ok: 200, allowed: [...all, 'schemas:read', 'schemas:admin'] },
+  'DELETE /schemas/{ns}': {
+    request: async (fx, n) => {
+      const ns = `${fx.ns.split('.')[0]}.doomed_${n}`;
+      await created(await fx.call('PUT', `/schemas/${ns}`, { schema: plainSchema }), 'schema');
+      return { url: `/schemas/${ns}` };
+    },
+    ok: 204,
+    allowed: [...all, 'schemas:admin'],
+  },
   'GET /jobs/{id}': {
     request: (fx) => ({ url: `/jobs/${fx.jobId}` }),
     ok: 200,
