@@ -1,10 +1,13 @@
 /**
  * The operator CLI against the real service (an HTTP listen of the app on the shared stack): every
- * command whose route exists, as the operator and as a client with a valid but limited token. The
- * commands whose routes are being built elsewhere are unit-tested in epx-fake.test.ts.
+ * command, as the operator and as a client with a valid but limited token. epx-fake.test.ts checks
+ * the exact requests and the printing of answers and errors against a fake server.
  */
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { EXIT, run } from '../../bin/epx.js';
@@ -184,4 +187,41 @@ t.test('rotations start and status, and jobs cancel: a running rotation stops at
   t.match(tty.stdout, /\d+\/30 documents \| (rotating|verifying|done)/, 'with its count and phase');
   t.notMatch(tty.stdout, /running: \d+\/30/, 'instead of plain lines');
   t.match(tty.stdout, /succeeded: \{"documents":30,/);
+});
+
+t.test('schemas: put from a file (dry run first), get, list, history, a refused key delete, delete — against the real service', async (t) => {
+  const { h, epx, as } = await listening(t);
+  const dir = mkdtempSync(join(tmpdir(), 'epx-schemas-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const ns = `${h.ns.split('.')[0]}.cli_schemas`;
+  const file = join(dir, 'schema.json');
+  writeFileSync(file, JSON.stringify({ bsonType: 'object', properties: { ssn: { encrypt: { bsonType: 'string', algorithm: 'AEAD_AES_256_CBC_HMAC_SHA_512-Deterministic', keyAltName: 'hr-det' } } } }));
+
+  const dry = await epx('schemas', 'put', ns, file, '--dry-run', '--json');
+  t.equal(dry.code, EXIT.ok, dry.err);
+  t.equal((await epx('schemas', 'get', ns)).code, EXIT.refused, 'a dry run stores nothing');
+  const put = await epx('schemas', 'put', ns, file, '--comment', 'from the CLI test');
+  t.equal(put.code, EXIT.ok, put.err);
+  const got = JSON.parse((await epx('schemas', 'get', ns, '--json')).out);
+  t.match(got, { version: 1, status: 'ready' });
+  t.match((await epx('schemas', 'list')).out, ns);
+  const history = await epx('schemas', 'history', ns);
+  t.equal(history.code, EXIT.ok, history.err);
+  t.match(history.out, /from the CLI test/);
+
+  const keyId = (await h.call('GET', '/keys/by-alt-name/hr-det')).json().id as string;
+  const refused = await epx('keys', 'delete', keyId);
+  t.equal(refused.code, EXIT.refused, 'a key a schema names is not deleted');
+  t.match(refused.err, /409 KEY_IN_USE/);
+
+  const reader = (await h.call('POST', '/clients', { name: 'schema reader', grants: [{ scope: 'schemas:read' }] })).json().token as string;
+  recordSecret(reader);
+  t.equal((await as(reader)('schemas', 'get', ns)).code, EXIT.ok, 'schemas:read reads');
+  const denied = await as(reader)('schemas', 'delete', ns);
+  t.equal(denied.code, EXIT.refused, 'and changes nothing');
+  t.match(denied.err, /403/);
+
+  const deleted = await epx('schemas', 'delete', ns);
+  t.equal(deleted.code, EXIT.ok, deleted.err);
+  t.equal((await epx('schemas', 'get', ns)).code, EXIT.refused, 'gone');
 });
