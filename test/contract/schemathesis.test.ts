@@ -89,6 +89,9 @@ t.test('schemathesis finds no server error and no contract violation', async (t)
   const inserted = await h.call('POST', `/documents/${h.ns}`, { document: { name: 'Ada', ssn: '123-45-6789', tenantKey: 'tenant-a' } });
   t.equal(inserted.statusCode, 201, inserted.body);
   const documentId = (inserted.json().insertedId as { $oid: string }).$oid;
+  const fuzzKey = await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['fuzz-target'] });
+  t.equal(fuzzKey.statusCode, 201, fuzzKey.body);
+  const fuzzKeyId = fuzzKey.json().id as string;
 
   await h.app.listen({ host: '127.0.0.1', port: 0 });
   const { port } = h.app.server.address() as AddressInfo;
@@ -110,6 +113,19 @@ t.test('schemathesis finds no server error and no contract violation', async (t)
       '[[operations]]',
       'include-path-regex = "^/documents/\\\\{ns\\\\}/\\\\{id\\\\}$"',
       `parameters = { "path.id" = ${JSON.stringify(documentId)} }`,
+      '',
+      // Key ids in paths name a key of the fuzzer's own: deleting the keys the collection schema
+      // names leaves the collection waiting for them (every /documents operation 503
+      // SCHEMA_NOT_READY, by design), and nothing else of /documents would be fuzzed.
+      '[[operations]]',
+      'include-path-regex = "^/keys/\\\\{id\\\\}"',
+      `parameters = { "path.id" = ${JSON.stringify(fuzzKeyId)} }`,
+      '',
+      // Schemas are fuzzed on a namespace of their own: random schemas stored over the employees
+      // collection would leave the /documents operations fuzzing whatever schema came last.
+      '[[operations]]',
+      'include-path-regex = "^/schemas/"',
+      `parameters = { "path.ns" = ${JSON.stringify(`${h.ns.split('.')[0]}.fuzzed`)} }`,
       '',
       // A body over BODY_LIMIT_BYTES is refused with the documented 413 before it is validated.
       '[checks.negative_data_rejection]',
