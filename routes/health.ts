@@ -78,6 +78,11 @@ export default async function healthRoutes(app: FastifyInstance) {
         const prepared = await Promise.race([app.audit.prepare().then(() => true, () => false), sleep(AUDIT_READY_WAIT_MS, false, { ref: false })]);
         if (!prepared || !app.audit.status().ready) throw new AppError('AUDIT_UNAVAILABLE', 'The audit trail cannot be appended to yet.');
       }
+      if (!app.schemaRegistry.isLoaded()) {
+        // Ready means the first requests are served: /documents needs the collection schemas read once.
+        const loaded = await Promise.race([app.schemaRegistry.whenLoaded().then(() => true, () => false), sleep(AUDIT_READY_WAIT_MS, false, { ref: false })]);
+        if (!loaded) throw new AppError('DATABASE_UNAVAILABLE', 'The collection schemas cannot be read yet.');
+      }
       // Configured regions only (AWS_KMS_ALLOWED_KEYS, replica regions). Reported, not refused:
       // every instance shares KMS, and cached keys keep serving through an outage.
       const kms = app.kms.isHealthy() ? 'ok' : 'degraded';

@@ -351,6 +351,9 @@ export function createSchemaRegistry(options: SchemaRegistryOptions) {
     /** Resolves once the schemas were read (503 DATABASE_UNAVAILABLE when they cannot be yet). */
     whenLoaded: ensureLoaded,
 
+    /** Whether the schemas were read once (until then /documents waits for them). */
+    isLoaded: (): boolean => loaded,
+
     /** Load everything now (the first load, or again); throws what the store threw. */
     load: () => serial(loadAll),
   };

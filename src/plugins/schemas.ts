@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import fp from 'fastify-plugin';
 import { UUID } from 'mongodb';
 import type { KeysFound, NamespaceRules } from '../documents/collection-schema.js';
@@ -23,6 +24,9 @@ declare module 'fastify' {
  * its file name) and imported into the store; the store, beside the key vault, is what every
  * instance serves, following changes through the fleet's change feed.
  */
+/** How long the boot waits for the first load of the collection schemas. */
+const FIRST_LOAD_WAIT_MS = 15_000;
+
 export default fp(
   async (app) => {
     const { config, keyVault, fleet } = app;
@@ -88,9 +92,13 @@ export default fp(
     fleet.on('schema', (ns) => void registry.changed(ns).catch((err: unknown) => app.log.warn({ err, ns }, 'collection schema not read yet; retrying')));
     fleet.on('key', () => void registry.keysChanged());
     fleet.onReset(() => registry.reset());
-    // Not awaited: the service may start while the database is briefly away; /documents waits
-    // for the first load (503 DATABASE_UNAVAILABLE if it cannot be had).
-    app.addHook('onReady', async () => registry.start());
+    // The first requests find the schemas loaded: the boot waits for the first load, but only so
+    // long: the service may start while the database is briefly away, and then /documents and
+    // readiness wait for the load that goes on in the background (503 DATABASE_UNAVAILABLE meanwhile).
+    app.addHook('onReady', async () => {
+      registry.start();
+      await Promise.race([registry.whenLoaded().catch(() => undefined), sleep(FIRST_LOAD_WAIT_MS, undefined, { ref: false })]);
+    });
     app.addHook('onClose', async () => registry.stop());
 
     app.decorate('schemaRegistry', registry);

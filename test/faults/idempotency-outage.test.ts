@@ -33,7 +33,12 @@ t.test('an Idempotency-Key claimed just before MongoDB goes away does not block 
 
   // Catch the request between its claim and its insert: the proxy drops the insert into
   // employees and cuts every connection (MongoDB unreachable from then on).
-  const cutDone = proxy.cutBefore([Buffer.from('insert\0'), Buffer.from('employees\0')]);
+  // The command's first element, as BSON: insert: "employees" (the audit shipper's inserts name
+  // other collections, even when their records mention this one).
+  const name = Buffer.from('employees\0');
+  const length = Buffer.alloc(4);
+  length.writeInt32LE(name.length);
+  const cutDone = proxy.cutBefore([Buffer.concat([Buffer.from([0x02]), Buffer.from('insert\0'), length, name])]);
   const started = Date.now();
   const pending = h.call('POST', h.url, body, { 'idempotency-key': key });
   await cutDone;
