@@ -113,6 +113,10 @@ t.test('a key a collection schema names is not deleted unless forced; forced, th
     t.match(res.json().detail, ns, 'the answer names the collection');
     t.equal((await h.call('GET', `/keys/${keys[name]}`)).json().state, 'active', 'nothing was deleted');
   }
+  const renamed = await h.call('DELETE', `/keys/${keys['hr-det']}/alt-names/hr-det`);
+  t.same(codeOf(renamed), [409, 'KEY_IN_USE'], 'the alt name a schema resolves its key by cannot be removed either');
+  t.match(renamed.json().detail, ns);
+  t.same((await h.call('GET', `/keys/${keys['hr-det']}`)).json().keyAltNames, ['hr-det'], 'the name is still there');
   t.same(codeOf(await h.call('DELETE', `/keys/${keys['hr-rnd']}?force=maybe`)), [400, 'VALIDATION_FAILED']);
   t.equal((await h.call('DELETE', `/keys/${keys['hr-rnd']}?force=true`)).statusCode, 204, 'forced');
   const waiting = await findUntil((status) => status === 503);
