@@ -70,10 +70,10 @@ const clientErrorCodes = new Set([2, 9, 14, 16, 28, 40, 52, 53, 55, 56, 57, 66, 
 function mapServerError(err: unknown): never {
   if (err instanceof MongoServerError) {
     if (err.code === 11000) throw new AppError('DUPLICATE_DOCUMENT', undefined, { cause: err });
-    if (clientErrorCodes.has(err.code as number)) throw new AppError('INVALID_QUERY', 'The database refused the operation as malformed.', { cause: err });
     // NotImplemented, or an operator the proxy allows that the database does not know: FerretDB
     // implements a subset of MongoDB's operators and stages (its geo operators, most expressions).
     if (err.code === 238 || (err.code === 2 && /^unknown (top level )?operator/i.test(err.message))) throw new AppError('DATABASE_UNSUPPORTED_OPERATION', 'The database does not implement an operator or stage of this request.', { cause: err });
+    if (clientErrorCodes.has(err.code as number)) throw new AppError('INVALID_QUERY', 'The database refused the operation as malformed.', { cause: err });
   }
   throw err;
 }
