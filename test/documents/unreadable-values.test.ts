@@ -90,3 +90,25 @@ t.test('masking is not unreadability, and a failure says nothing of why to a cal
   t.notOk(masked.json().unreadable);
   t.same(masked.json().masked.map((m: { paths: string[] }) => m.paths), [['ssn', 'badge'], ['ssn', 'badge']]);
 });
+
+t.test('malformedCiphertext.json: empty data, a key no vault has, a bad HMAC: one answer, no oracle about why', async (t) => {
+  const { h, url } = await withBadValue(t);
+  const raw = h.mongo.db(h.keyVaultDb).collection('employees');
+  const good = (await raw.findOne({ _id: 1 as never }))!.ssn as Binary;
+  const unknownKey = Buffer.from(good.buffer);
+  unknownKey.fill(0xab, 1, 17); // the key id of the payload: no such data key
+  const details = new Set<string>();
+  for (const [what, value] of [
+    ['a bad HMAC (document 2 as seeded)', undefined],
+    ['empty data', new Binary(Buffer.alloc(0), 6)],
+    ['a key no vault has', new Binary(unknownKey, 6)],
+  ] as const) {
+    if (value !== undefined) await raw.updateOne({ _id: 2 as never }, { $set: { ssn: value } });
+    const res = await h.call('GET', `${url}/${encodeURIComponent('{"$numberInt":"2"}')}`);
+    t.same([res.statusCode, res.json().code], [422, 'UNREADABLE_VALUE'], `${what}: ${res.body}`);
+    details.add(res.json().detail);
+    const reported = await h.call('GET', `${url}/${encodeURIComponent('{"$numberInt":"2"}')}?onUnreadable=report`);
+    t.same([reported.json().document.ssn, reported.json().unreadable], [null, ['ssn']], `${what}: reported as null`);
+  }
+  t.equal(details.size, 1, 'the same detail whatever the cause');
+});
