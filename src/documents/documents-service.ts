@@ -17,6 +17,8 @@ import type { KeyRotations } from './key-rotations.js';
 import { checkProjection, checkSort, planFilter, planUpdate } from './query-rewriter.js';
 import { rotateDataKey, type RotationOptions } from './rotate-data-key.js';
 import type { CollectionSchema } from './collection-schema.js';
+import { createDocumentReads } from './document-reads.js';
+import { enforceUnreadablePolicy, type UnreadablePolicy } from './unreadable-values.js';
 
 /** The collection schemas as /documents sees them (schema-registry.ts). */
 export interface SchemaLookup {
@@ -47,6 +49,8 @@ export interface FindRequest {
   skip?: number;
   limit?: number;
   cursor?: string;
+  /** What a value that cannot be decrypted does: fail the read (the default), or be reported. */
+  onUnreadable?: UnreadablePolicy;
 }
 
 export interface ReadResult {
@@ -66,6 +70,9 @@ const clientErrorCodes = new Set([2, 9, 14, 16, 28, 40, 52, 53, 55, 56, 57, 66, 
 function mapServerError(err: unknown): never {
   if (err instanceof MongoServerError) {
     if (err.code === 11000) throw new AppError('DUPLICATE_DOCUMENT', undefined, { cause: err });
+    // NotImplemented, or an operator the proxy allows that the database does not know: FerretDB
+    // implements a subset of MongoDB's operators and stages (its geo operators, most expressions).
+    if (err.code === 238 || (err.code === 2 && /^unknown (top level )?operator/i.test(err.message))) throw new AppError('DATABASE_UNSUPPORTED_OPERATION', 'The database does not implement an operator or stage of this request.', { cause: err });
     if (clientErrorCodes.has(err.code as number)) throw new AppError('INVALID_QUERY', 'The database refused the operation as malformed.', { cause: err });
   }
   throw err;
@@ -183,9 +190,26 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     return document;
   }
 
-  async function read(documents: Record<string, unknown>[], caller: Caller): Promise<ReadResult> {
-    return { documents, ...(await fields.decryptDocuments(documents, caller)) };
+  /**
+   * Decrypt what a read found, with masking. A value that cannot be decrypted fails the read
+   * unless the caller asked for a report (unreadable-values.ts): every read path comes here.
+   */
+  async function read(documents: Record<string, unknown>[], caller: Caller, onUnreadable: UnreadablePolicy = 'fail'): Promise<ReadResult> {
+    const result = { documents, ...(await fields.decryptDocuments(documents, caller)) };
+    enforceUnreadablePolicy(documents, result.unreadable, onUnreadable);
+    return result;
   }
+
+  const reads = createDocumentReads({
+    schemaFor,
+    collectionOf,
+    prepareFilter,
+    encryptSlots: async (schema, slots, caller) => fields.encryptSlots(slots, caller, await variantsOf(schema)),
+    read,
+    mapServerError,
+    maxTimeMs,
+    maxFindLimit,
+  });
 
   /** Encrypt the $set values of an update for the documents a filter selects. */
   async function applyUpdate(schema: CollectionSchema, filter: Record<string, unknown>, updateJson: unknown, many: boolean, caller: Caller) {
@@ -247,6 +271,8 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
   }
 
   return {
+    ...reads,
+
     /**
      * Insert one document. With `seed` (an idempotent request), a document without _id gets one
      * derived from it, and finding that _id already taken means the first attempt landed.
@@ -315,11 +341,11 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
       return results;
     },
 
-    async findById(namespace: string, id: unknown, caller: Caller): Promise<ReadResult> {
+    async findById(namespace: string, id: unknown, caller: Caller, options: { onUnreadable?: UnreadablePolicy } = {}): Promise<ReadResult> {
       const schema = await schemaFor(namespace);
       const document = await collectionOf(schema).findOne(byId(id), timeLimit).catch(mapServerError);
       if (document === null) throw new AppError('DOCUMENT_NOT_FOUND');
-      return read([document], caller);
+      return read([document], caller, options.onUnreadable);
     },
 
     async find(namespace: string, request: FindRequest, caller: Caller): Promise<ReadResult> {
@@ -344,7 +370,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
         .toArray()
         .catch(mapServerError);
       const page = documents.slice(0, limit);
-      const result: ReadResult = await read(page, caller);
+      const result: ReadResult = await read(page, caller, request.onUnreadable);
       if (documents.length > limit) result.next = `${skip + limit}.${cursorHash(request)}`;
       return result;
     },

@@ -138,8 +138,11 @@ t.test('a key a collection schema names is not deleted unless forced; forced, th
   const purged = codeOf(await h.call('POST', `/documents/${ns}`, person('later-b', 'tenant-b')));
   t.equal(trashed[0], 422);
   t.same(trashed, purged, 'a trashed key is refused exactly as a purged (or never existing) one');
-  const read = await h.call('POST', `/documents/${ns}/find`, { filter: {} });
-  t.equal(read.statusCode, 200, 'never a 500');
+  const failed = await h.call('POST', `/documents/${ns}/find`, { filter: {} });
+  t.same(codeOf(failed), [422, 'UNREADABLE_VALUE'], 'never a 500, and by default never a null passed off as the value');
+  t.match(failed.json().detail, /tenantSecret/);
+  const read = await h.call('POST', `/documents/${ns}/find?onUnreadable=report`, { filter: {} });
+  t.equal(read.statusCode, 200, read.body);
   t.same(read.json().items.map((d: { salary: unknown }) => d.salary), [100], 'fields under live keys read');
   t.same(read.json().unreadable[0].paths, ['tenantSecret'], 'the field under the purged key is unreadable');
   t.equal((await h.call('POST', `/documents/${ns}`, { document: { name: 'x', ssn: 's', tenantKey: 'hr-det', salary: 1 } })).statusCode, 201, 'writes under the restored key work');
