@@ -22,7 +22,7 @@ t.test('custom key material: deterministic "test" equals the spec ciphertext byt
   t.equal(created.statusCode, 201, created.body);
 
   // Steps 5-6: the key document moves to the all-zero _id, with majority write concern.
-  const vault = h.mongo.db(h.keyVaultDb).collection<Record<string, any>>('__keyVault');
+  const vault = h.mongo.db(h.keyVaultDb).collection<{ _id: Binary } & Record<string, unknown>>('__keyVault');
   const doc = await vault.findOne({ _id: new Binary(Buffer.from(created.json().id.replaceAll('-', ''), 'hex'), 4) });
   t.ok(doc, 'the key document is in the vault');
   await vault.deleteOne({ _id: doc!._id }, { writeConcern: { w: 'majority' } });

@@ -4,15 +4,15 @@
  * starts from the vault as the service leaves it. Where a driver surfaces the server's error 11000,
  * the service answers 409 KEY_ALT_NAME_CONFLICT, and the key already holding the name is untouched.
  */
-import t from 'tap';
-type Tap = Parameters<Parameters<typeof t.test>[1]>[0];
+import t, { type Test } from 'tap';
+import type { Binary } from 'mongodb';
 import { createTestApp, keyVaultDocs, type TestApp } from '../helpers/app.js';
 import { proseSummary, SPEC_LOCAL_MASTER_KEY } from './prose.js';
 
 const summary = proseSummary(t, 13);
 const local = { provider: 'local' };
 
-async function setup(t: Tap) {
+async function setup(t: Test) {
   const h = await createTestApp(t, { env: { LOCAL_MASTER_KEY: SPEC_LOCAL_MASTER_KEY } });
   const def = await h.call('POST', '/keys', { masterKey: local, keyAltNames: ['def'] });
   t.equal(def.statusCode, 201, `setup: a local key with the alt name "def": ${def.body}`);
@@ -21,7 +21,7 @@ async function setup(t: Tap) {
 
 
 async function keyDoc(h: TestApp, id: string) {
-  return (await keyVaultDocs(h)).find((d) => Buffer.from(d._id.buffer).toString('hex') === id.replaceAll('-', ''));
+  return (await keyVaultDocs(h)).find((d) => Buffer.from((d._id as unknown as Binary).buffer).toString('hex') === id.replaceAll('-', ''));
 }
 
 t.test('case 1: creating a key with an alt name another key has fails with KEY_ALT_NAME_CONFLICT', async (t) => {

@@ -31,7 +31,7 @@ t.test('cases 3 and 4: a malformed ciphertext fails with the generic DECRYPTION_
   t.equal(enc.statusCode, 200, enc.body);
   const ciphertext = Buffer.from(enc.json().ciphertext, 'base64');
   const malformed = Buffer.from(ciphertext);
-  malformed[malformed.length - 1] ^= 0xff;
+  malformed[malformed.length - 1]! ^= 0xff;
 
   const bad = await h.call('POST', '/decrypt', { ciphertext: malformed.toString('base64') });
   t.equal(bad.statusCode, 400, 'case 3: the malformed ciphertext is refused');
@@ -73,7 +73,7 @@ t.test('case 3 through the documents API: the read succeeds, the tampered field 
   const stored = (await coll.findOne({ _id: 'bad' as any }))!.ssn as Binary;
   t.equal(stored.sub_type, 6, 'the stored ssn is a ciphertext');
   const tampered = Buffer.from(stored.buffer);
-  tampered[tampered.length - 1] ^= 0xff;
+  tampered[tampered.length - 1]! ^= 0xff;
   await coll.updateOne({ _id: 'bad' as any }, { $set: { ssn: new Binary(tampered, 6) } });
 
   const read = await h.call('GET', `/documents/${h.ns}/bad`);

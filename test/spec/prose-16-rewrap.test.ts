@@ -19,7 +19,7 @@ summary.notApplicable('azure, gcp, kmip: providers the service does not have');
 
 const env = { LOCAL_MASTER_KEY: SPEC_LOCAL_MASTER_KEY, KMS_MAX_ATTEMPTS: '3' };
 const masterKeys = {
-  local: () => ({ provider: 'local' }),
+  local: (): { provider: string; key?: string } => ({ provider: 'local' }),
   aws: (second = false) => ({ provider: 'aws', region: 'us-east-1', key: second ? stack.keyArn2 : stack.keyArn }),
 };
 

@@ -8,7 +8,7 @@
  * cleanly with 503 KMS_UNAVAILABLE after exactly KMS_MAX_ATTEMPTS requests, and write nothing
  * (case 3).
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createTestApp, keyVaultDocs } from '../helpers/app.js';
 import { startKmsEndpoint } from '../helpers/kms-endpoint.js';
 import { stack } from '../helpers/stack.js';
@@ -20,7 +20,7 @@ summary.notApplicable('azure and gcp master keys: providers the service does not
 const MAX_ATTEMPTS = 3;
 const awsKey = () => ({ provider: 'aws', region: 'us-east-1', key: stack.keyArn });
 
-async function apps(t: Parameters<Parameters<typeof t.test>[1]>[0]) {
+async function apps(t: Test) {
   const endpoint = await startKmsEndpoint(t);
   // The config's default attempts; the breaker reset is long enough not to matter here.
   const env = { AWS_KMS_ENDPOINT: endpoint.url, KMS_MAX_ATTEMPTS: String(MAX_ATTEMPTS) };
