@@ -20,6 +20,8 @@ export interface KmsEndpoint {
   requests(): number;
   /** Requests a fail point failed (and so did not reach moto). */
   failed(): number;
+  /** Connections accepted (with TLS, before any handshake: a refused certificate still counts). */
+  connections(): number;
   /** The next `count` requests fail: `network` resets the connection; `http` answers `status`. */
   setFailPoint(kind: 'network' | 'http', count: number, status?: number): void;
   /** Fail points still armed. */
@@ -38,6 +40,7 @@ export async function startKmsEndpoint(
   const sockets = new Set<Socket>();
   let requests = 0;
   let failed = 0;
+  let connections = 0;
   let failPoint: { kind: 'network' | 'http'; count: number; status: number } | undefined;
 
   function forward(req: IncomingMessage, res: ServerResponse) {
@@ -75,6 +78,7 @@ export async function startKmsEndpoint(
 
   const server = options.tls ? createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, handle) : createHttpServer(handle);
   server.on('connection', (socket: Socket) => {
+    connections++;
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
   });
@@ -94,6 +98,7 @@ export async function startKmsEndpoint(
     port,
     requests: () => requests,
     failed: () => failed,
+    connections: () => connections,
     setFailPoint(kind, count, status = 500) {
       failPoint = { kind, count, status };
     },
