@@ -23,6 +23,7 @@ export const errorCodes = {
   INVALID_SCOPE: { status: 400, title: 'A scope or grant is not valid.' },
   INVALID_SCHEMA: { status: 400, title: 'The collection schema is not valid.' },
   INVALID_NAMESPACE: { status: 400, title: 'That namespace cannot hold a document collection.' },
+  NAMESPACE_IS_VIEW: { status: 400, title: 'That namespace is a view: views cannot be encrypted or decrypted through, use the collection.' },
   UNAUTHORIZED: { status: 401, title: 'Missing or invalid credentials.' },
   FORBIDDEN: { status: 403, title: 'The credentials do not allow this operation.' },
   NOT_FOUND: { status: 404, title: 'No such route.' },

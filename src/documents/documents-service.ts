@@ -17,6 +17,7 @@ import type { KeyRotations } from './key-rotations.js';
 import { checkProjection, checkSort, planFilter, planUpdate } from './query-rewriter.js';
 import { rotateDataKey, type RotationOptions } from './rotate-data-key.js';
 import type { CollectionSchema } from './collection-schema.js';
+import type { ViewCheck } from './view-check.js';
 
 /** The collection schemas as /documents sees them (schema-registry.ts). */
 export interface SchemaLookup {
@@ -38,6 +39,8 @@ export interface DocumentsServiceOptions {
   maxFindLimit: number;
   /** Server-side time limit of every database operation a request runs (its request timeout). */
   maxTimeMs: number;
+  /** Refuses namespaces that are views (view-check.ts). */
+  views: ViewCheck;
 }
 
 export interface FindRequest {
@@ -66,6 +69,8 @@ const clientErrorCodes = new Set([2, 9, 14, 16, 28, 40, 52, 53, 55, 56, 57, 66, 
 function mapServerError(err: unknown): never {
   if (err instanceof MongoServerError) {
     if (err.code === 11000) throw new AppError('DUPLICATE_DOCUMENT', undefined, { cause: err });
+    // CommandNotSupportedOnView: the namespace became a view since the view check last looked.
+    if (err.code === 166) throw new AppError('NAMESPACE_IS_VIEW', undefined, { cause: err });
     if (clientErrorCodes.has(err.code as number)) throw new AppError('INVALID_QUERY', 'The database refused the operation as malformed.', { cause: err });
   }
   throw err;
@@ -118,14 +123,16 @@ function cursorHash(request: FindRequest): string {
     .slice(0, 16);
 }
 
-export function createDocumentsService({ client, schemas, engine, resolveAltNames, rotations, maxFindLimit, maxTimeMs }: DocumentsServiceOptions) {
+export function createDocumentsService({ client, schemas, engine, resolveAltNames, rotations, maxFindLimit, maxTimeMs, views }: DocumentsServiceOptions) {
   const fields = createFieldEncryption({ engine, resolveAltNames });
   // A query the database cannot finish within the request's own time is stopped there, not left
   // running after its client has been answered.
   const timeLimit = { maxTimeMS: maxTimeMs };
 
-  function schemaFor(namespace: string): Promise<CollectionSchema> {
-    return schemas.require(namespace);
+  async function schemaFor(namespace: string): Promise<CollectionSchema> {
+    const schema = await schemas.require(namespace);
+    await views.assertNotView(schema.db, schema.collection);
+    return schema;
   }
 
   function collectionOf(schema: CollectionSchema): Collection<Document> {
