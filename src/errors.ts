@@ -14,6 +14,7 @@ export const errorCodes = {
   INVALID_KEY_MATERIAL: { status: 400, title: 'Custom key material must be exactly 96 bytes.' },
   INVALID_JSON: { status: 400, title: 'The request body is not valid JSON.' },
   DOCUMENT_VALIDATION_FAILED: { status: 400, title: 'The document does not match the collection schema.' },
+  DOCUMENT_TOO_LARGE: { status: 400, title: "Once encrypted, the document exceeds MongoDB's 16 MiB document size limit." },
   INVALID_QUERY: { status: 400, title: 'The filter, projection, sort, update or cursor is malformed.' },
   QUERY_OPERATOR_NOT_ALLOWED: { status: 400, title: 'That query or update operator is not allowed.' },
   QUERY_ON_RANDOM_FIELD: { status: 400, title: 'A random-encrypted field cannot be queried, sorted or projected into.' },

@@ -4,7 +4,7 @@
  * and decrypts what it reads. Knows no HTTP.
  */
 import { createHash } from 'node:crypto';
-import { MongoBulkWriteError, MongoServerError, type Collection, type Document, type MongoClient, ObjectId, type UUID } from 'mongodb';
+import { BSON, MongoBulkWriteError, MongoServerError, type Collection, type Document, type MongoClient, ObjectId, type UUID } from 'mongodb';
 import type { Caller } from '../encryption/access.js';
 import type { EncryptionEngine } from '../encryption/encryption-engine.js';
 import { fromEjson } from '../ejson.js';
@@ -63,12 +63,27 @@ export interface ReadResult {
 
 export type InsertResult = { ok: true; insertedId: unknown } | { ok: false; error: AppError };
 
+/** MongoDB's maxBsonObjectSize: fixed by the server, the same on every deployment. */
+const MAX_DOCUMENT_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Encryption grows a document (each encrypted value gains a header, an IV, padding and a tag), so
+ * one that fit as plaintext may not once encrypted. Checked here rather than left to the database:
+ * the answer is the same clean 400 on every server (not all enforce the limit: FerretDB stores
+ * larger documents), and a batch fails only that item.
+ */
+function checkSize(document: Record<string, unknown>): void {
+  if (BSON.calculateObjectSize(document) > MAX_DOCUMENT_BYTES) throw new AppError('DOCUMENT_TOO_LARGE');
+}
+
 /** MongoDB's answers that mean the request was wrong, not the server. */
 const clientErrorCodes = new Set([2, 9, 14, 16, 28, 40, 52, 53, 55, 56, 57, 66, 121, 10334, 15998, 16837, 17419, 31395, 40352]);
 
 function mapServerError(err: unknown): never {
   if (err instanceof MongoServerError) {
     if (err.code === 11000) throw new AppError('DUPLICATE_DOCUMENT', undefined, { cause: err });
+    // BSONObjectTooLarge: an update made the document outgrow the limit.
+    if (err.code === 10334 || err.code === 17419) throw new AppError('DOCUMENT_TOO_LARGE', undefined, { cause: err });
     // CommandNotSupportedOnView: the namespace became a view since the view check last looked.
     if (err.code === 166) throw new AppError('NAMESPACE_IS_VIEW', undefined, { cause: err });
     if (clientErrorCodes.has(err.code as number)) throw new AppError('INVALID_QUERY', 'The database refused the operation as malformed.', { cause: err });
@@ -180,6 +195,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     const jobs = schema.plan === undefined ? [] : collectJobs(document, schema.plan, '', document);
     validate(schema, document);
     await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));
+    checkSize(document);
   }
 
   async function prepareDocument(schema: CollectionSchema, json: unknown, caller: Caller, id?: () => ObjectId): Promise<Record<string, unknown>> {
