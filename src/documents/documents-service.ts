@@ -4,7 +4,7 @@
  * and decrypts what it reads. Knows no HTTP.
  */
 import { createHash } from 'node:crypto';
-import { MongoBulkWriteError, MongoServerError, type Collection, type Document, type MongoClient, ObjectId, type UUID } from 'mongodb';
+import { BSON, MongoBulkWriteError, MongoServerError, type Collection, type Document, type MongoClient, ObjectId, type UUID } from 'mongodb';
 import type { Caller } from '../encryption/access.js';
 import type { EncryptionEngine } from '../encryption/encryption-engine.js';
 import { fromEjson } from '../ejson.js';
@@ -19,6 +19,7 @@ import { rotateDataKey, type RotationOptions } from './rotate-data-key.js';
 import type { CollectionSchema } from './collection-schema.js';
 import { createDocumentReads } from './document-reads.js';
 import { enforceUnreadablePolicy, type UnreadablePolicy } from './unreadable-values.js';
+import type { ViewCheck } from './view-check.js';
 
 /** The collection schemas as /documents sees them (schema-registry.ts). */
 export interface SchemaLookup {
@@ -40,6 +41,8 @@ export interface DocumentsServiceOptions {
   maxFindLimit: number;
   /** Server-side time limit of every database operation a request runs (its request timeout). */
   maxTimeMs: number;
+  /** Refuses namespaces that are views (view-check.ts). */
+  views: ViewCheck;
 }
 
 export interface FindRequest {
@@ -64,6 +67,19 @@ export interface ReadResult {
 
 export type InsertResult = { ok: true; insertedId: unknown } | { ok: false; error: AppError };
 
+/** MongoDB's maxBsonObjectSize: fixed by the server, the same on every deployment. */
+const MAX_DOCUMENT_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Encryption grows a document (each encrypted value gains a header, an IV, padding and a tag), so
+ * one that fit as plaintext may not once encrypted. Checked here rather than left to the database:
+ * the answer is the same clean 400 on every server (not all enforce the limit: FerretDB stores
+ * larger documents), and a batch fails only that item.
+ */
+function checkSize(document: Record<string, unknown>): void {
+  if (BSON.calculateObjectSize(document) > MAX_DOCUMENT_BYTES) throw new AppError('DOCUMENT_TOO_LARGE');
+}
+
 /** MongoDB's answers that mean the request was wrong, not the server. */
 const clientErrorCodes = new Set([2, 9, 14, 16, 28, 40, 52, 53, 55, 56, 57, 66, 121, 10334, 15998, 16837, 17419, 31395, 40352]);
 
@@ -73,6 +89,10 @@ function mapServerError(err: unknown): never {
     // NotImplemented, or an operator the proxy allows that the database does not know: FerretDB
     // implements a subset of MongoDB's operators and stages (its geo operators, most expressions).
     if (err.code === 238 || (err.code === 2 && /^unknown (top level )?operator/i.test(err.message))) throw new AppError('DATABASE_UNSUPPORTED_OPERATION', 'The database does not implement an operator or stage of this request.', { cause: err });
+    // BSONObjectTooLarge: an update made the document outgrow the limit.
+    if (err.code === 10334 || err.code === 17419) throw new AppError('DOCUMENT_TOO_LARGE', undefined, { cause: err });
+    // CommandNotSupportedOnView: the namespace became a view since the view check last looked.
+    if (err.code === 166) throw new AppError('NAMESPACE_IS_VIEW', undefined, { cause: err });
     if (clientErrorCodes.has(err.code as number)) throw new AppError('INVALID_QUERY', 'The database refused the operation as malformed.', { cause: err });
   }
   throw err;
@@ -125,14 +145,16 @@ function cursorHash(request: FindRequest): string {
     .slice(0, 16);
 }
 
-export function createDocumentsService({ client, schemas, engine, resolveAltNames, rotations, maxFindLimit, maxTimeMs }: DocumentsServiceOptions) {
+export function createDocumentsService({ client, schemas, engine, resolveAltNames, rotations, maxFindLimit, maxTimeMs, views }: DocumentsServiceOptions) {
   const fields = createFieldEncryption({ engine, resolveAltNames });
   // A query the database cannot finish within the request's own time is stopped there, not left
   // running after its client has been answered.
   const timeLimit = { maxTimeMS: maxTimeMs };
 
-  function schemaFor(namespace: string): Promise<CollectionSchema> {
-    return schemas.require(namespace);
+  async function schemaFor(namespace: string): Promise<CollectionSchema> {
+    const schema = await schemas.require(namespace);
+    await views.assertNotView(schema.db, schema.collection);
+    return schema;
   }
 
   function collectionOf(schema: CollectionSchema): Collection<Document> {
@@ -180,6 +202,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     const jobs = schema.plan === undefined ? [] : collectJobs(document, schema.plan, '', document);
     validate(schema, document);
     await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));
+    checkSize(document);
   }
 
   async function prepareDocument(schema: CollectionSchema, json: unknown, caller: Caller, id?: () => ObjectId): Promise<Record<string, unknown>> {
