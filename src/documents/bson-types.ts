@@ -1,4 +1,6 @@
 /** The BSON type of a deserialized value, by MongoDB's $jsonSchema alias. */
+import { containsDbPointer } from '../crypto/db-pointer.js';
+import { AppError } from '../errors.js';
 
 export function bsonTypeAlias(value: unknown): string {
   if (value === null) return 'null';
@@ -36,6 +38,8 @@ export function bsonTypeAlias(value: unknown): string {
       return 'symbol';
     case 'DBRef':
       return 'object';
+    case 'DBPointer':
+      return 'dbPointer';
     case 'MinKey':
       return 'minKey';
     case 'MaxKey':
@@ -60,4 +64,15 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
 /** Whether a value is CSFLE ciphertext (BSON Binary subtype 6). */
 export function isCiphertext(value: unknown): value is { _bsontype: 'Binary'; sub_type: number; buffer: Uint8Array } {
   return typeof value === 'object' && value !== null && (value as { _bsontype?: string })._bsontype === 'Binary' && (value as { sub_type: number }).sub_type === 6;
+}
+
+/**
+ * The driver cannot write a dbPointer (its bson has no such type): one left in plaintext after
+ * encryption is refused with a 400 rather than failing inside the driver. Encrypted, it is a
+ * Binary like any other value.
+ */
+export function refuseUnencryptedDbPointer(value: unknown): void {
+  if (containsDbPointer(value)) {
+    throw new AppError('UNSUPPORTED_BSON_TYPE', 'A dbPointer can be written or queried only in an encrypted field: the database driver cannot write that deprecated type.');
+  }
 }
