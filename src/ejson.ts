@@ -3,7 +3,7 @@
  * plain JSON numbers keep the type a driver would give them (int32, int64, else double).
  */
 import { BSON, Double, Int32, Long, ObjectId } from 'mongodb';
-import { containsDbPointer, DBPointer } from './crypto/db-pointer.js';
+import { BSONUndefined, containsLegacyValue, DBPointer } from './crypto/legacy-bson-types.js';
 import { AppError } from './errors.js';
 
 // The driver's copy of bson: one module instance, so instanceof and its buffers are shared.
@@ -79,6 +79,7 @@ function checkStrict(json: unknown, depth = 0): void {
     if (allowed !== undefined && keys.some((k) => !allowed.includes(k))) fail(`${key} (extra keys beside it)`);
   }
   if (('$minKey' in obj && obj.$minKey !== 1) || ('$maxKey' in obj && obj.$maxKey !== 1)) fail('$minKey/$maxKey');
+  if ('$undefined' in obj && obj.$undefined !== true) fail('$undefined');
   if ('$numberInt' in obj) {
     const text = obj.$numberInt;
     const n = typeof text === 'string' && INT32.test(text) ? Number(text) : NaN;
@@ -138,32 +139,34 @@ function scalarFromJson(json: unknown): { value: unknown } | undefined {
   return undefined;
 }
 
-function hasDbPointerJson(json: unknown, depth = 0): boolean {
+function hasLegacyJson(json: unknown, depth = 0): boolean {
   if (json === null || typeof json !== 'object' || depth > 100) return false;
-  if (!Array.isArray(json) && '$dbPointer' in json) return true;
-  return Object.values(json).some((v) => hasDbPointerJson(v, depth + 1));
+  if (!Array.isArray(json) && ('$dbPointer' in json || '$undefined' in json)) return true;
+  return Object.values(json).some((v) => hasLegacyJson(v, depth + 1));
 }
 
 /**
- * Extended JSON holding a dbPointer: bson's parser would turn {"$dbPointer": ...} into a DBRef (an
- * object, once written), so dbPointers are made here and everything around them by the parser.
+ * Extended JSON holding a dbPointer or undefined: bson's parser would turn {"$dbPointer": ...}
+ * into a DBRef (an object, once written) and {"$undefined": true} into null, so those are made
+ * here and everything around them by the parser.
  */
-function withDbPointers(json: unknown): unknown {
+function withLegacyValues(json: unknown): unknown {
   if (json === null || typeof json !== 'object') return parseEjson(json);
-  if (Array.isArray(json)) return json.map(withDbPointers);
+  if (Array.isArray(json)) return json.map(withLegacyValues);
   const obj = json as Record<string, unknown>;
   if ('$dbPointer' in obj) {
     const { $ref, $id } = obj.$dbPointer as { $ref: string; $id: { $oid: string } };
     return new DBPointer($ref, new ObjectId($id.$oid));
   }
-  // Another type's wrapper (or a DBRef): a dbPointer inside one (a $code's scope) has no faithful form.
+  if ('$undefined' in obj) return new BSONUndefined();
+  // Another type's wrapper (or a DBRef): one of these inside it (a $code's scope) has no faithful form.
   if (Object.keys(obj).some((k) => Object.hasOwn(wrapperKeys, k) || k === '$ref')) {
-    if (hasDbPointerJson(obj)) fail('$dbPointer (only as a value, or inside documents and arrays)');
+    if (hasLegacyJson(obj)) fail('$dbPointer or $undefined (only as a value, or inside documents and arrays)');
     return parseEjson(obj);
   }
   const out: Record<string, unknown> = {};
   // defineProperty: a field named __proto__ is a field, not the object's prototype.
-  for (const [k, v] of Object.entries(obj)) Object.defineProperty(out, k, { value: withDbPointers(v), enumerable: true, writable: true, configurable: true });
+  for (const [k, v] of Object.entries(obj)) Object.defineProperty(out, k, { value: withLegacyValues(v), enumerable: true, writable: true, configurable: true });
   return out;
 }
 
@@ -172,7 +175,7 @@ export function fromEjson(json: unknown): unknown {
   const scalar = scalarFromJson(json);
   if (scalar !== undefined) return scalar.value;
   checkStrict(json);
-  return hasDbPointerJson(json) ? withDbPointers(json) : parseEjson(json);
+  return hasLegacyJson(json) ? withLegacyValues(json) : parseEjson(json);
 }
 
 function parseEjson(json: unknown): unknown {
@@ -211,13 +214,17 @@ function keepLargeLongs(value: unknown): unknown {
   return value;
 }
 
-/** A dbPointer's canonical (and only) Extended JSON, written before bson's serializer, which knows no dbPointer. */
-function dbPointersAsEjson(value: unknown): unknown {
+/**
+ * The Extended JSON of a dbPointer and of undefined (the same in both formats), written before
+ * bson's serializer, which knows no dbPointer and writes undefined as null.
+ */
+function legacyAsEjson(value: unknown): unknown {
   if (value instanceof DBPointer) return { $dbPointer: { $ref: value.namespace, $id: value.oid } };
-  if (!containsDbPointer(value)) return value;
-  if (Array.isArray(value)) return value.map(dbPointersAsEjson);
+  if (value instanceof BSONUndefined) return { $undefined: true };
+  if (!containsLegacyValue(value)) return value;
+  if (Array.isArray(value)) return value.map(legacyAsEjson);
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value as object)) Object.defineProperty(out, k, { value: dbPointersAsEjson(v), enumerable: true, writable: true, configurable: true });
+  for (const [k, v] of Object.entries(value as object)) Object.defineProperty(out, k, { value: legacyAsEjson(v), enumerable: true, writable: true, configurable: true });
   return out;
 }
 
@@ -226,6 +233,6 @@ export function toEjson(value: unknown, format: EjsonFormat = 'relaxed'): unknow
   // The common scalars directly, as EJSON.serialize writes them, without its JSON round trip.
   if (typeof value === 'string' || typeof value === 'boolean' || value === null) return value;
   if (value instanceof Int32) return format === 'relaxed' ? value.value : { $numberInt: String(value.value) };
-  const input = dbPointersAsEjson(format === 'relaxed' ? keepLargeLongs(value) : value);
+  const input = legacyAsEjson(format === 'relaxed' ? keepLargeLongs(value) : value);
   return (EJSON.serialize({ v: input }, { relaxed: format === 'relaxed' }) as { v: unknown }).v;
 }

@@ -4,7 +4,7 @@
  * (and the driver's own serializer) in charge of the encoding.
  */
 import { BSON, ObjectId } from 'mongodb';
-import { containsDbPointer, DBPointer } from './db-pointer.js';
+import { BSONUndefined, containsLegacyValue, DBPointer } from './legacy-bson-types.js';
 
 export const BsonType = {
   double: 0x01,
@@ -63,7 +63,8 @@ export function encodeValue(value: unknown): EncodedValue {
     return { type: BsonType.string, bytes };
   }
   if (value instanceof DBPointer) return { type: BsonType.dbPointer, bytes: encodeDbPointer(value) };
-  if (containsDbPointer(value)) return encodeContainer(value as object);
+  if (value instanceof BSONUndefined) return { type: BsonType.undefined, bytes: Buffer.alloc(0) };
+  if (containsLegacyValue(value)) return encodeContainer(value as object);
   return encodeWithBson(value);
 }
 
@@ -87,8 +88,8 @@ function encodeDbPointer(pointer: DBPointer): Buffer {
 const MAX_DEPTH = 100;
 
 /**
- * A document or array holding a dbPointer, element by element: bson cannot write the dbPointer,
- * so each other element is still written by bson and only the framing is done here.
+ * A document or array holding a dbPointer or undefined, element by element: bson cannot write
+ * those, so each other element is still written by bson and only the framing is done here.
  */
 function encodeContainer(value: object): EncodedValue {
   const parts: Buffer[] = [Buffer.alloc(4)];
@@ -119,7 +120,11 @@ export function decodeValue(type: number, bytes: Uint8Array): unknown {
     return strictUtf8.decode(new Uint8Array(bytes.buffer, bytes.byteOffset + 4, bytes.length - 5));
   }
   if (type === BsonType.dbPointer) return decodeDbPointer(bytes);
-  if ((type === BsonType.document || type === BsonType.array) && hasDbPointer(bytes, 0)) return decodeContainer(type, bytes);
+  if (type === BsonType.undefined) {
+    if (bytes.length !== 0) throw new Error('not BSON undefined');
+    return new BSONUndefined();
+  }
+  if ((type === BsonType.document || type === BsonType.array) && hasLegacyValue(bytes, 0)) return decodeContainer(type, bytes);
   return decodeWithBson(type, bytes);
 }
 
@@ -210,17 +215,17 @@ function* elementsOf(bytes: Uint8Array): Generator<{ type: number; name: string;
   }
 }
 
-/** Whether a document's bytes hold a dbPointer, in it or in a nested document or array. */
-function hasDbPointer(bytes: Uint8Array, depth: number): boolean {
+/** Whether a document's bytes hold a dbPointer or undefined, in it or in a nested document or array. */
+function hasLegacyValue(bytes: Uint8Array, depth: number): boolean {
   if (depth > MAX_DEPTH) throw new Error('BSON nested too deeply');
   for (const { type, value } of elementsOf(bytes)) {
-    if (type === BsonType.dbPointer) return true;
-    if ((type === BsonType.document || type === BsonType.array) && hasDbPointer(value, depth + 1)) return true;
+    if (type === BsonType.dbPointer || type === BsonType.undefined) return true;
+    if ((type === BsonType.document || type === BsonType.array) && hasLegacyValue(value, depth + 1)) return true;
   }
   return false;
 }
 
-/** A document or array holding a dbPointer, element by element; every other element is read by bson. */
+/** A document or array holding a dbPointer or undefined, element by element; every other element is read by bson. */
 function decodeContainer(type: number, bytes: Uint8Array): unknown {
   const out: Record<string, unknown> = {};
   const items: unknown[] = [];

@@ -1,5 +1,5 @@
 /** The BSON type of a deserialized value, by MongoDB's $jsonSchema alias. */
-import { containsDbPointer } from '../crypto/db-pointer.js';
+import { containsLegacyValue } from '../crypto/legacy-bson-types.js';
 import { AppError } from '../errors.js';
 
 export function bsonTypeAlias(value: unknown): string {
@@ -40,6 +40,8 @@ export function bsonTypeAlias(value: unknown): string {
       return 'object';
     case 'DBPointer':
       return 'dbPointer';
+    case 'BSONUndefined':
+      return 'undefined';
     case 'MinKey':
       return 'minKey';
     case 'MaxKey':
@@ -67,12 +69,12 @@ export function isCiphertext(value: unknown): value is { _bsontype: 'Binary'; su
 }
 
 /**
- * The driver cannot write a dbPointer (its bson has no such type): one left in plaintext after
- * encryption is refused with a 400 rather than failing inside the driver. Encrypted, it is a
- * Binary like any other value.
+ * The driver cannot write a dbPointer or undefined faithfully (its bson has no dbPointer, and
+ * writes undefined as null): one left in plaintext after encryption is refused with a 400 rather
+ * than failing inside the driver or changing type. Encrypted, it is a Binary like any other value.
  */
-export function refuseUnencryptedDbPointer(value: unknown): void {
-  if (containsDbPointer(value)) {
-    throw new AppError('UNSUPPORTED_BSON_TYPE', 'A dbPointer can be written or queried only in an encrypted field: the database driver cannot write that deprecated type.');
+export function refuseUnwritableTypes(value: unknown): void {
+  if (containsLegacyValue(value)) {
+    throw new AppError('UNSUPPORTED_BSON_TYPE', 'A dbPointer can be written or queried only as an encrypted value, and undefined only inside an encrypted document or array: the database driver cannot write these deprecated types.');
   }
 }

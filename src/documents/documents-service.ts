@@ -9,7 +9,7 @@ import type { Caller } from '../encryption/access.js';
 import type { EncryptionEngine } from '../encryption/encryption-engine.js';
 import { fromEjson } from '../ejson.js';
 import { AppError } from '../errors.js';
-import { bsonTypeAlias, isPlainObject, refuseUnencryptedDbPointer } from './bson-types.js';
+import { bsonTypeAlias, isPlainObject, refuseUnwritableTypes } from './bson-types.js';
 import { collectJobs, type FieldJob } from './document-crypto.js';
 import { listEncryptedPaths, type EncryptNode } from './encryption-plan.js';
 import { createFieldEncryption } from './field-encryption.js';
@@ -155,7 +155,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
   async function prepareFilter(schema: CollectionSchema, filterJson: unknown, caller: Caller): Promise<Record<string, unknown>> {
     const filter = asDocument(fromEjson(filterJson ?? {}), 'A filter');
     await fields.encryptSlots(planFilter(filter, schema.plan), caller, await variantsOf(schema));
-    refuseUnencryptedDbPointer(filter);
+    refuseUnwritableTypes(filter);
     return filter;
   }
 
@@ -174,7 +174,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     const jobs = schema.plan === undefined ? [] : collectJobs(document, schema.plan, '', document);
     validate(schema, document);
     await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));
-    refuseUnencryptedDbPointer(document);
+    refuseUnwritableTypes(document);
   }
 
   async function prepareDocument(schema: CollectionSchema, json: unknown, caller: Caller, id?: () => ObjectId): Promise<Record<string, unknown>> {
@@ -209,7 +209,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
 
     if (pointerJobs.length === 0) {
       await fields.encryptJobs(jobsFor(set, {}), caller, schema.namespace, await successorOf(schema));
-      refuseUnencryptedDbPointer(update);
+      refuseUnwritableTypes(update);
       const result = await (many ? collection.updateMany(filter, update, timeLimit) : collection.updateOne(filter, update, timeLimit)).catch(mapServerError);
       return { matched: result.matchedCount, modified: result.modifiedCount };
     }
@@ -242,7 +242,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
       // A fresh copy per group: encryption replaces values in place.
       const copy = asDocument(fromEjson(updateJson), 'An update');
       await fields.encryptJobs(jobsFor(copy.$set as Record<string, unknown>, root), caller, schema.namespace, await successorOf(schema));
-      refuseUnencryptedDbPointer(copy);
+      refuseUnwritableTypes(copy);
       const result = await collection.updateMany({ _id: { $in: ids as never[] }, ...guard }, copy, timeLimit).catch(mapServerError);
       matched += result.matchedCount;
       modified += result.modifiedCount;
