@@ -111,6 +111,13 @@ function asDocument(value: unknown, what: string): Record<string, unknown> {
   return value;
 }
 
+/**
+ * Documents read for a client keep their BSON types: an int64 7 or a double 2.0 is not a JavaScript
+ * number, and a regex's flags are not a RegExp's. Only on the reads: the driver would apply these to
+ * the server's error replies too (an error code as an Int32).
+ */
+const exactTypes = { promoteValues: false, bsonRegExp: true } as const;
+
 function cursorHash(request: FindRequest): string {
   return createHash('sha256')
     .update(JSON.stringify([request.filter ?? {}, request.sort ?? {}, request.projection ?? {}]))
@@ -321,7 +328,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
 
     async findById(namespace: string, id: unknown, caller: Caller): Promise<ReadResult> {
       const schema = await schemaFor(namespace);
-      const document = await collectionOf(schema).findOne(byId(id), timeLimit).catch(mapServerError);
+      const document = await collectionOf(schema).findOne(byId(id), { ...timeLimit, ...exactTypes }).catch(mapServerError);
       if (document === null) throw new AppError('DOCUMENT_NOT_FOUND');
       return read([document], caller);
     },
@@ -344,7 +351,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
         skip = Number(offset);
       }
       const documents = await collectionOf(schema)
-        .find(filter, { projection, sort: sort as never, skip, limit: limit + 1, ...timeLimit })
+        .find(filter, { projection, sort: sort as never, skip, limit: limit + 1, ...timeLimit, ...exactTypes })
         .toArray()
         .catch(mapServerError);
       const page = documents.slice(0, limit);

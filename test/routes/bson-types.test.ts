@@ -168,3 +168,34 @@ t.test('/documents: each type is stored encrypted with its type byte, read back 
   const docs = await h.mongo.db(h.keyVaultDb).collection('types').countDocuments();
   t.equal(docs, 1, 'nothing else was written');
 });
+
+t.test('/documents: unencrypted fields keep their types on the way back too', async (t) => {
+  const h = await createTestApp(t);
+  const ns = `${h.keyVaultDb}.plain`;
+  const put = await h.call('PUT', `/schemas/${ns}`, { schema: { bsonType: 'object' } });
+  t.equal(put.statusCode, 201, put.body);
+  // The types FerretDB (the test database) stores unencrypted; see docs/bson-types.md. (It also
+  // stores a double -0.0 as 0.0: encrypted, -0.0 keeps its sign, as the first test shows.)
+  const document = {
+    _id: 'plain',
+    double: { $numberDouble: '2.0' },
+    int: { $numberInt: '7' },
+    long: { $numberLong: '7' },
+    bigLong: { $numberLong: '9223372036854775807' },
+    regex: { $regularExpression: { pattern: 'a', options: 'imsux' } },
+    nested: { list: [{ $numberDouble: '1.0' }, { $numberLong: '1' }, { $numberInt: '1' }] },
+    timestamp: { $timestamp: { t: 1, i: 2 } },
+    date: { $date: { $numberLong: '1577836800123' } },
+    binary: binary('04', 'AAECAwQFBgcICQoLDA0ODw=='),
+  };
+  let inserted = await h.call('POST', `/documents/${ns}`, { document });
+  for (let attempt = 0; inserted.json().code === 'SCHEMA_NOT_READY' && attempt < 50; attempt++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    inserted = await h.call('POST', `/documents/${ns}`, { document });
+  }
+  t.equal(inserted.statusCode, 201, inserted.body);
+  const one = await h.call('GET', `/documents/${ns}/plain?format=canonical`);
+  t.same(one.json().document, document, 'by id');
+  const found = await h.call('POST', `/documents/${ns}/find?format=canonical`, { filter: { _id: 'plain' } });
+  t.same(found.json().items?.[0], document, 'by find');
+});
