@@ -79,10 +79,13 @@ function byId(id: unknown): Record<string, unknown> {
   return { _id: { $eq: id } };
 }
 
-/** MongoDB refuses arrays, regexes and undefined as _id; so do we, with a 400 rather than a 500. */
+/**
+ * MongoDB refuses arrays, regexes and undefined as _id; so do we, with a 400 rather than a 500. A
+ * dbPointer too: the driver cannot write one (and an _id is never encrypted).
+ */
 function checkId(id: unknown): void {
   const type = bsonTypeAlias(id);
-  if (type === 'array' || type === 'regex' || type === 'undefined') throw new AppError('DOCUMENT_VALIDATION_FAILED', `_id cannot be of type ${type}.`);
+  if (type === 'array' || type === 'regex' || type === 'undefined' || type === 'dbPointer') throw new AppError('DOCUMENT_VALIDATION_FAILED', `_id cannot be of type ${type}.`);
 }
 
 /**

@@ -165,6 +165,12 @@ t.test('/documents: each type is stored encrypted with its type byte, read back 
   t.same([undef.statusCode, undef.json().code], [400, 'UNSUPPORTED_BSON_TYPE'], 'an unencrypted undefined is refused, not written as null');
   const query = await h.call('POST', `/documents/${ns}/count`, { filter: { plain: pointer } });
   t.same([query.statusCode, query.json().code], [400, 'UNSUPPORTED_BSON_TYPE'], 'a dbPointer in a filter on an unencrypted field is refused');
+  for (const id of [pointer, { $undefined: true }]) {
+    const byId = await h.call('GET', `/documents/${ns}/${encodeURIComponent(JSON.stringify(id))}`);
+    t.same([byId.statusCode, byId.json().code], [400, 'DOCUMENT_VALIDATION_FAILED'], `${JSON.stringify(id)} as an _id in a path is refused`);
+    const asId = await h.call('POST', `/documents/${ns}`, { document: { _id: id } });
+    t.equal(asId.statusCode, 400, `${JSON.stringify(id)} as an _id is refused`);
+  }
   const docs = await h.mongo.db(h.keyVaultDb).collection('types').countDocuments();
   t.equal(docs, 1, 'nothing else was written');
 });
