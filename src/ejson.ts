@@ -151,7 +151,8 @@ function hasLegacyJson(json: unknown, depth = 0): boolean {
  * here and everything around them by the parser.
  */
 function withLegacyValues(json: unknown): unknown {
-  if (json === null || typeof json !== 'object') return parseEjson(json);
+  // A part without them is the parser's alone, in one piece.
+  if (!hasLegacyJson(json)) return parseEjson(json);
   if (Array.isArray(json)) return json.map(withLegacyValues);
   const obj = json as Record<string, unknown>;
   if ('$dbPointer' in obj) {
@@ -159,10 +160,9 @@ function withLegacyValues(json: unknown): unknown {
     return new DBPointer($ref, new ObjectId($id.$oid));
   }
   if ('$undefined' in obj) return new BSONUndefined();
-  // Another type's wrapper (or a DBRef): one of these inside it (a $code's scope) has no faithful form.
+  // Another type's wrapper (or a DBRef) holding one (a $code's scope): it has no faithful form there.
   if (Object.keys(obj).some((k) => Object.hasOwn(wrapperKeys, k) || k === '$ref')) {
-    if (hasLegacyJson(obj)) fail('$dbPointer or $undefined (only as a value, or inside documents and arrays)');
-    return parseEjson(obj);
+    fail('$dbPointer or $undefined (only as a value, or inside documents and arrays)');
   }
   const out: Record<string, unknown> = {};
   // defineProperty: a field named __proto__ is a field, not the object's prototype.
