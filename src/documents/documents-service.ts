@@ -9,7 +9,7 @@ import type { Caller } from '../encryption/access.js';
 import type { EncryptionEngine } from '../encryption/encryption-engine.js';
 import { fromEjson } from '../ejson.js';
 import { AppError } from '../errors.js';
-import { bsonTypeAlias, isPlainObject } from './bson-types.js';
+import { bsonTypeAlias, exactTypes, isPlainObject, refuseUnwritableTypes } from './bson-types.js';
 import { collectJobs, type FieldJob } from './document-crypto.js';
 import { listEncryptedPaths, type EncryptNode } from './encryption-plan.js';
 import { createFieldEncryption } from './field-encryption.js';
@@ -106,10 +106,13 @@ function byId(id: unknown): Record<string, unknown> {
   return { _id: { $eq: id } };
 }
 
-/** MongoDB refuses arrays, regexes and undefined as _id; so do we, with a 400 rather than a 500. */
+/**
+ * MongoDB refuses arrays, regexes and undefined as _id; so do we, with a 400 rather than a 500. A
+ * dbPointer too: the driver cannot write one (and an _id is never encrypted).
+ */
 function checkId(id: unknown): void {
   const type = bsonTypeAlias(id);
-  if (type === 'array' || type === 'regex' || type === 'undefined') throw new AppError('DOCUMENT_VALIDATION_FAILED', `_id cannot be of type ${type}.`);
+  if (type === 'array' || type === 'regex' || type === 'undefined' || type === 'dbPointer') throw new AppError('DOCUMENT_VALIDATION_FAILED', `_id cannot be of type ${type}.`);
 }
 
 /**
@@ -137,6 +140,7 @@ function asDocument(value: unknown, what: string): Record<string, unknown> {
   if (!isPlainObject(value)) throw new AppError('INVALID_QUERY', `${what} must be an object.`);
   return value;
 }
+
 
 function cursorHash(request: FindRequest): string {
   return createHash('sha256')
@@ -184,6 +188,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
   async function prepareFilter(schema: CollectionSchema, filterJson: unknown, caller: Caller): Promise<Record<string, unknown>> {
     const filter = asDocument(fromEjson(filterJson ?? {}), 'A filter');
     await fields.encryptSlots(planFilter(filter, schema.plan), caller, await variantsOf(schema));
+    refuseUnwritableTypes(filter);
     return filter;
   }
 
@@ -202,6 +207,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     const jobs = schema.plan === undefined ? [] : collectJobs(document, schema.plan, '', document);
     validate(schema, document);
     await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));
+    refuseUnwritableTypes(document);
     checkSize(document);
   }
 
@@ -254,6 +260,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
 
     if (pointerJobs.length === 0) {
       await fields.encryptJobs(jobsFor(set, {}), caller, schema.namespace, await successorOf(schema));
+      refuseUnwritableTypes(update);
       const result = await (many ? collection.updateMany(filter, update, timeLimit) : collection.updateOne(filter, update, timeLimit)).catch(mapServerError);
       return { matched: result.matchedCount, modified: result.modifiedCount };
     }
@@ -286,6 +293,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
       // A fresh copy per group: encryption replaces values in place.
       const copy = asDocument(fromEjson(updateJson), 'An update');
       await fields.encryptJobs(jobsFor(copy.$set as Record<string, unknown>, root), caller, schema.namespace, await successorOf(schema));
+      refuseUnwritableTypes(copy);
       const result = await collection.updateMany({ _id: { $in: ids as never[] }, ...guard }, copy, timeLimit).catch(mapServerError);
       matched += result.matchedCount;
       modified += result.modifiedCount;
@@ -366,7 +374,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
 
     async findById(namespace: string, id: unknown, caller: Caller, options: { onUnreadable?: UnreadablePolicy } = {}): Promise<ReadResult> {
       const schema = await schemaFor(namespace);
-      const document = await collectionOf(schema).findOne(byId(id), timeLimit).catch(mapServerError);
+      const document = await collectionOf(schema).findOne(byId(id), { ...timeLimit, ...exactTypes }).catch(mapServerError);
       if (document === null) throw new AppError('DOCUMENT_NOT_FOUND');
       return read([document], caller, options.onUnreadable);
     },
@@ -389,7 +397,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
         skip = Number(offset);
       }
       const documents = await collectionOf(schema)
-        .find(filter, { projection, sort: sort as never, skip, limit: limit + 1, ...timeLimit })
+        .find(filter, { projection, sort: sort as never, skip, limit: limit + 1, ...timeLimit, ...exactTypes })
         .toArray()
         .catch(mapServerError);
       const page = documents.slice(0, limit);
