@@ -119,7 +119,7 @@ export function createDocumentReads({ schemaFor, collectionOf, prepareFilter, en
         .catch((err: unknown) => {
           // FerretDB's distinct knows no maxTimeMS (FailedToParse naming it): the same command
           // without the server-side limit; the request's own timeout still bounds the answer.
-          if (err instanceof MongoServerError && err.code === 9 && /maxTimeMS/.test(err.message)) return collection.distinct(key, filter, exactTypes);
+          if (err instanceof MongoServerError && Number(err.code) === 9 && /maxTimeMS/.test(err.message)) return collection.distinct(key, filter, exactTypes);
           throw err;
         })
         .catch(mapServerError);

@@ -85,15 +85,17 @@ const clientErrorCodes = new Set([2, 9, 14, 16, 28, 40, 52, 53, 55, 56, 57, 66, 
 
 function mapServerError(err: unknown): never {
   if (err instanceof MongoServerError) {
-    if (err.code === 11000) throw new AppError('DUPLICATE_DOCUMENT', undefined, { cause: err });
+    // A read with exact types (bson-types.ts) gets the server's reply with them, its code an Int32.
+    const code = Number(err.code);
+    if (code === 11000) throw new AppError('DUPLICATE_DOCUMENT', undefined, { cause: err });
     // NotImplemented, or an operator the proxy allows that the database does not know: FerretDB
     // implements a subset of MongoDB's operators and stages (its geo operators, most expressions).
-    if (err.code === 238 || (err.code === 2 && /^unknown (top level )?operator/i.test(err.message))) throw new AppError('DATABASE_UNSUPPORTED_OPERATION', 'The database does not implement an operator or stage of this request.', { cause: err });
+    if (code === 238 || (code === 2 && /^unknown (top level )?operator/i.test(err.message))) throw new AppError('DATABASE_UNSUPPORTED_OPERATION', 'The database does not implement an operator or stage of this request.', { cause: err });
     // BSONObjectTooLarge: an update made the document outgrow the limit.
-    if (err.code === 10334 || err.code === 17419) throw new AppError('DOCUMENT_TOO_LARGE', undefined, { cause: err });
+    if (code === 10334 || code === 17419) throw new AppError('DOCUMENT_TOO_LARGE', undefined, { cause: err });
     // CommandNotSupportedOnView: the namespace became a view since the view check last looked.
-    if (err.code === 166) throw new AppError('NAMESPACE_IS_VIEW', undefined, { cause: err });
-    if (clientErrorCodes.has(err.code as number)) throw new AppError('INVALID_QUERY', 'The database refused the operation as malformed.', { cause: err });
+    if (code === 166) throw new AppError('NAMESPACE_IS_VIEW', undefined, { cause: err });
+    if (clientErrorCodes.has(code)) throw new AppError('INVALID_QUERY', 'The database refused the operation as malformed.', { cause: err });
   }
   throw err;
 }
