@@ -51,7 +51,11 @@ export function createSpecApp(t: { teardown(fn: () => unknown): void }): Promise
   // Public, but still keys: the log scan checks no log line carries them.
   recordSecret(SPEC_LOCAL_MASTER_KEY);
   recordSecret(SPEC_AWS_DATA_KEY);
-  return createTestApp(t, { aws: stack.allowed, env: { LOCAL_MASTER_KEY: SPEC_LOCAL_MASTER_KEY } });
+  // The allow-list also holds the spec's ARNs in other regions (mapped: moto has no such key), so
+  // that a test about a KMS failure reaches the KMS rather than stopping at the allow-list.
+  const arns = [stack.keyArn, stack.keyArn2];
+  const elsewhere = arns.map((arn) => arn.replace(/^arn:aws:kms:[a-z0-9-]+:/, 'arn:aws:kms:us-east-2:'));
+  return createTestApp(t, { aws: stack.allowed, env: { LOCAL_MASTER_KEY: SPEC_LOCAL_MASTER_KEY, AWS_KMS_ALLOWED_KEYS: [...arns, ...elsewhere].join(',') } });
 }
 
 /** 96 bytes of data key wrapped by moto's first CMK (through POST /keys), to store in a spec key document. */
