@@ -73,8 +73,16 @@ export type BulkItemResult =
   | { index: number; op: string; status: 'failed'; error: AppError }
   | { index: number; op: string; status: 'skipped' };
 
-/** Database answers that mean this database does not implement the operation (FerretDB lacks some). */
-const unsupportedCodes = new Set([115, 238, 2, 9]);
+/**
+ * Database answers that mean this database does not implement the operation, not that the request
+ * is wrong: FerretDB answers NotImplemented (238) for arrayFilters and findAndModify projections,
+ * PathNotViable (28) for positional paths, and TypeMismatch (14) for a pipeline update.
+ */
+function isUnsupported(err: MongoServerError): boolean {
+  if (err.code === 238 || err.code === 115) return true;
+  if (err.code === 28 && /Cannot create field '\$/.test(err.message)) return true;
+  return err.code === 14 && /is the wrong type 'array', expected type 'object'/.test(err.message);
+}
 
 function asDocument(value: unknown, what: string): Record<string, unknown> {
   if (!isPlainObject(value)) throw new AppError('INVALID_QUERY', `${what} must be an object.`);
@@ -143,7 +151,7 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
   const timeLimit = { maxTimeMS: deps.maxTimeMs };
 
   function mapError(err: unknown): never {
-    if (err instanceof MongoServerError && unsupportedCodes.has(err.code as number) && /not (implemented|supported)|unsupported|unknown/i.test(err.message)) {
+    if (err instanceof MongoServerError && isUnsupported(err)) {
       throw new AppError('OPERATION_NOT_SUPPORTED_BY_DATABASE', undefined, { cause: err });
     }
     return deps.mapServerError(err);
