@@ -171,14 +171,21 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
     const update = parseUpdate(updateJson);
     const filters = arrayFilters === undefined ? undefined : (fromEjson(arrayFilters) as unknown[]);
     const plan = planUpdateWrite(update, schema.plan, filters);
-    for (const { op, path, value } of plan.plainWrites) {
-      if (!['$set', '$setOnInsert', '$addFields'].includes(op)) continue;
-      const problem = schema.validator.validateAt(path, value);
+    const refuse = (problem: { path: string; message: string } | undefined) => {
       if (problem !== undefined) throw new AppError('DOCUMENT_VALIDATION_FAILED', `${problem.path} ${problem.message}.`);
+    };
+    for (const path of plan.written) if (!schema.validator.isAllowed(path)) refuse({ path, message: 'is not allowed by the schema' });
+    for (const { op, path, value } of plan.plainWrites) {
+      if (path.includes('$')) continue;
+      // What the operator leaves at the path, where the proxy can know it: a computed number is only known to the database.
+      if (['$set', '$setOnInsert', '$addFields'].includes(op)) refuse(schema.validator.validateAt(path, value));
+      else if (op === '$currentDate') refuse(schema.validator.validateAt(path, isPlainObject(value) && value.$type === 'timestamp' ? new Timestamp({ t: 1, i: 1 }) : new Date()));
+      else if (op === '$push' || op === '$addToSet') refuse(schema.validator.validateAt(path, isPlainObject(value) && Array.isArray(value.$each) ? value.$each : [value]));
     }
-    for (const path of plan.unset) {
-      if (schema.validator.isRequired(path)) throw new AppError('DOCUMENT_VALIDATION_FAILED', `${path} is required and cannot be unset.`);
+    for (const path of [...plan.unset, ...plan.renames.map((r) => r.from)]) {
+      if (schema.validator.isRequired(path)) throw new AppError('DOCUMENT_VALIDATION_FAILED', `${path} is required and cannot be unset or renamed.`);
     }
+    for (const { to } of plan.renames) if (!schema.validator.isAllowed(to)) refuse({ path: to, message: 'is not allowed by the schema' });
     const jobs: FieldJob[] = [];
     if (plan.kind === 'operators') {
       for (const { op, path, node } of plan.encrypted) {

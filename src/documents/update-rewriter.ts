@@ -25,8 +25,11 @@ export type UpdateWritePlan =
       /** Literal values written to plaintext paths, for the collection's validator. */
       plainWrites: { op: string; path: string; value: unknown }[];
       unset: string[];
+      /** Every path written, cut before its first positional segment: each must be one the schema allows. */
+      written: string[];
+      renames: { from: string; to: string }[];
     }
-  | { kind: 'pipeline'; plainWrites: { op: string; path: string; value: unknown }[]; unset: string[] };
+  | { kind: 'pipeline'; plainWrites: { op: string; path: string; value: unknown }[]; unset: string[]; written: string[]; renames: [] };
 
 /** Operators that compute on the stored value: never on an encrypted field (mongocryptd refuses them too). */
 const computingOperators = new Set(['$inc', '$mul', '$min', '$max', '$currentDate', '$push', '$addToSet', '$pull', '$pullAll', '$pop']);
@@ -82,6 +85,13 @@ function checkUpdatePath(path: string, op: string, plan: ObjectNode | undefined,
     notWritable(`${path}: positional and array updates are not allowed on encrypted values (${prefix} is or holds an encrypted field).`);
   }
   return { target, positional: true };
+}
+
+/** The part of a path the schema can name: up to its first positional segment (array elements have no rules). */
+function beforePositional(path: string): string {
+  const segments = path.split('.');
+  const first = segments.findIndex((s) => s.startsWith('$'));
+  return (first === -1 ? segments : segments.slice(0, first)).join('.');
 }
 
 function checkOperatorValue(op: string, path: string, value: unknown): void {
@@ -184,6 +194,8 @@ function planOperators(update: Record<string, unknown>, plan: ObjectNode | undef
   const unset: string[] = [];
   const touched = new Set<string>();
   const identifiers = new Set<string>();
+  const written: string[] = [];
+  const renames: { from: string; to: string }[] = [];
   for (const [op, fields] of Object.entries(update)) {
     if (!allOperators.has(op)) {
       if (!op.startsWith('$')) throw new AppError('INVALID_QUERY', 'An update is an object of update operators, or a pipeline (an array of stages); use replace to write a whole document.');
@@ -201,9 +213,11 @@ function planOperators(update: Record<string, unknown>, plan: ObjectNode | undef
         if (touched.has(value as string)) throw new AppError('INVALID_QUERY', `${String(value)} is updated twice.`);
         checkRename(path, value, plan);
         touched.add(value as string);
+        renames.push({ from: path, to: value as string });
         continue;
       }
       const { target, positional } = checkUpdatePath(path, op, plan, identifiers);
+      if (op !== '$unset') written.push(beforePositional(path));
       if (target.kind === 'inside') notWritable(`${path} is inside the encrypted field ${target.encryptedPath}: set the whole field.`);
       checkNoArrayIndexUnderEncrypted(plan, path);
       if (computingOperators.has(op)) {
@@ -221,7 +235,7 @@ function planOperators(update: Record<string, unknown>, plan: ObjectNode | undef
     }
   }
   checkArrayFilters(arrayFilters, identifiers);
-  return { kind: 'operators', encrypted, plainWrites, unset };
+  return { kind: 'operators', encrypted, plainWrites, unset, written, renames };
 }
 
 /** A numeric segment below a field with encrypted fields could address an array element; such fields hold documents only. */
@@ -287,6 +301,7 @@ function planPipeline(stages: unknown[], plan: ObjectNode | undefined, arrayFilt
   if (arrayFilters !== undefined) throw new AppError('INVALID_QUERY', 'arrayFilters cannot be used with a pipeline update.');
   const plainWrites: { op: string; path: string; value: unknown }[] = [];
   const unset: string[] = [];
+  const written: string[] = [];
   const unsetPath = (path: unknown, stage: string) => {
     if (typeof path !== 'string') throw new AppError('INVALID_QUERY', `${stage} takes field paths.`);
     checkPath(path, stage);
@@ -307,6 +322,7 @@ function planPipeline(stages: unknown[], plan: ObjectNode | undefined, arrayFilt
           if (path === '_id' || path.startsWith('_id.')) throw new AppError('INVALID_QUERY', '_id cannot be updated.');
           if (resolvePath(plan, path).kind !== 'plain') pipelineRefused(`${name} of ${path}: a pipeline cannot write an encrypted field or one holding encrypted fields (use $set as an update operator).`);
           checkExpression(expression, plan, `${name}.${path}`);
+          written.push(path);
           if (isLiteral(expression)) plainWrites.push({ op: name, path, value: expression });
         }
         break;
@@ -325,7 +341,7 @@ function planPipeline(stages: unknown[], plan: ObjectNode | undefined, arrayFilt
         pipelineRefused(`${name.slice(0, 50)} is not allowed in a pipeline update (use $set, $addFields, $unset or an excluding $project).`);
     }
   }
-  return { kind: 'pipeline', plainWrites, unset };
+  return { kind: 'pipeline', plainWrites, unset, written, renames: [] };
 }
 
 /** Check an update (operators or a pipeline) against the plan; say which values get encrypted. */

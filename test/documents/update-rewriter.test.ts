@@ -33,7 +33,7 @@ t.test('$set and $setOnInsert of encrypted fields are marked for encryption; pla
     [['$set', 'ssn', 'encrypt'], ['$set', 'medical.diagnosis', 'encrypt'], ['$setOnInsert', 'salary', 'encrypt'], ['$setOnInsert', 'medical', 'object']],
   );
   t.same(result.plainWrites.map((w) => w.path), ['name']);
-  t.same(planUpdateWrite({ $unset: { ssn: '', medical: '' } }, plan), { kind: 'operators', encrypted: [], plainWrites: [], unset: ['ssn', 'medical'] }, '$unset of an encrypted field needs no key (the spec allows it)');
+  t.same(planUpdateWrite({ $unset: { ssn: '', medical: '' } }, plan), { kind: 'operators', encrypted: [], plainWrites: [], unset: ['ssn', 'medical'], written: [], renames: [] }, '$unset of an encrypted field needs no key (the spec allows it)');
 });
 
 t.test('operators that compute on a stored value: fine on plaintext, refused on encrypted fields', async (t) => {
@@ -84,7 +84,8 @@ t.test('pointer-keyed fields cannot be written by an update', async (t) => {
 t.test('positional paths and arrayFilters reach plaintext arrays only', async (t) => {
   t.doesNotThrow(() => planUpdateWrite({ $set: { 'tags.$': 'x' } }, plan));
   t.doesNotThrow(() => planUpdateWrite({ $set: { 'tags.$[].a': 1 } }, plan));
-  t.doesNotThrow(() => planUpdateWrite({ $inc: { 'tags.$[i].n': 1 } }, plan, [{ 'i.n': { $gt: 1 } }]));
+  const positional = planUpdateWrite({ $inc: { 'tags.$[i].n': 1 } }, plan, [{ 'i.n': { $gt: 1 } }]);
+  t.same(positional.written, ['tags'], 'the schema is asked about the array, not its elements');
   for (const path of ['ssn.$', 'medical.allergies.$[]', 'medical.$[i].diagnosis', 'profile.$[]']) {
     const error = errorOf(() => planUpdateWrite({ $set: { [path]: 'x' } }, plan, path.includes('[i]') ? [{ i: 1 }] : undefined));
     t.equal(error.code, 'ENCRYPTED_FIELD_NOT_WRITABLE', path);
@@ -98,7 +99,7 @@ t.test('positional paths and arrayFilters reach plaintext arrays only', async (t
 
 t.test('pipeline updates: plaintext in, plaintext out', async (t) => {
   const ok = planUpdateWrite([{ $set: { total: { $add: ['$level', 1] }, label: 'x' } }, { $unset: ['tags'] }, { $project: { old: 0 } }], plan);
-  t.same(ok, { kind: 'pipeline', plainWrites: [{ op: '$set', path: 'label', value: 'x' }], unset: ['tags', 'old'] });
+  t.same(ok, { kind: 'pipeline', plainWrites: [{ op: '$set', path: 'label', value: 'x' }], unset: ['tags', 'old'], written: ['total', 'label'], renames: [] });
   t.doesNotThrow(() => planUpdateWrite([{ $addFields: { at: '$$NOW', copy: '$$CURRENT.name' } }], plan));
   const refused: [unknown[], string][] = [
     [[{ $set: { ssn: 'x' } }], 'PIPELINE_UPDATE_NOT_SUPPORTED'],
