@@ -76,10 +76,12 @@ export type BulkItemResult =
 /**
  * Database answers that mean this database does not implement the operation, not that the request
  * is wrong: FerretDB answers NotImplemented (238) for arrayFilters and findAndModify projections,
- * PathNotViable (28) for positional paths, and TypeMismatch (14) for a pipeline update.
+ * PathNotViable (28) for positional paths, TypeMismatch (14) for a pipeline update, and BadValue
+ * (2) for a dotted path in $currentDate.
  */
 function isUnsupported(err: MongoServerError): boolean {
   if (err.code === 238 || err.code === 115) return true;
+  if (err.code === 2 && /key must not contain '\.' sign/.test(err.message)) return true;
   if (err.code === 28 && /Cannot create field '\$/.test(err.message)) return true;
   return err.code === 14 && /is the wrong type 'array', expected type 'object'/.test(err.message);
 }

@@ -38,6 +38,17 @@ const allOperators = new Set([...computingOperators, ...writingOperators, '$unse
 
 const identifierPattern = /^[a-z][a-zA-Z0-9]*$/;
 
+/** A number of the update, as relaxed Extended JSON parses it (Int32, Double, Long) or as a JavaScript number. */
+function numberOf(value: unknown): number | undefined {
+  if (typeof value === 'number') return value;
+  const type = (value as { _bsontype?: string } | null)?._bsontype;
+  if (type === 'Int32' || type === 'Double') return (value as { value: number }).value;
+  if (type === 'Long') return Number(value);
+  return undefined;
+}
+
+const isInteger = (value: unknown) => Number.isInteger(numberOf(value));
+
 function isNumber(value: unknown): boolean {
   return typeof value === 'number' || ['Int32', 'Long', 'Double', 'Decimal128'].includes((value as { _bsontype?: string } | null)?._bsontype ?? '');
 }
@@ -106,7 +117,7 @@ function checkOperatorValue(op: string, path: string, value: unknown): void {
       }
       break;
     case '$pop':
-      if (value !== 1 && value !== -1) throw new AppError('INVALID_QUERY', `$pop of ${path} takes 1 or -1.`);
+      if (numberOf(value) !== 1 && numberOf(value) !== -1) throw new AppError('INVALID_QUERY', `$pop of ${path} takes 1 or -1.`);
       break;
     case '$pullAll':
       if (!Array.isArray(value)) throw new AppError('INVALID_QUERY', `$pullAll of ${path} takes an array.`);
@@ -122,9 +133,9 @@ function checkOperatorValue(op: string, path: string, value: unknown): void {
         const extra = Object.keys(value).find((k) => !allowed.includes(k));
         if (extra !== undefined) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${extra} is not allowed in ${op} (use ${allowed.join(', ')}).`);
         if (!Array.isArray(value.$each)) throw new AppError('INVALID_QUERY', `${op} of ${path}: $each takes an array.`);
-        if (value.$position !== undefined && !Number.isInteger(value.$position)) throw new AppError('INVALID_QUERY', `$position of ${path} takes an integer.`);
-        if (value.$slice !== undefined && !Number.isInteger(value.$slice)) throw new AppError('INVALID_QUERY', `$slice of ${path} takes an integer.`);
-        if (value.$sort !== undefined && value.$sort !== 1 && value.$sort !== -1 && !isPlainObject(value.$sort)) {
+        if (value.$position !== undefined && !isInteger(value.$position)) throw new AppError('INVALID_QUERY', `$position of ${path} takes an integer.`);
+        if (value.$slice !== undefined && !isInteger(value.$slice)) throw new AppError('INVALID_QUERY', `$slice of ${path} takes an integer.`);
+        if (value.$sort !== undefined && numberOf(value.$sort) !== 1 && numberOf(value.$sort) !== -1 && !isPlainObject(value.$sort)) {
           throw new AppError('INVALID_QUERY', `$sort of ${path} takes 1, -1 or an object of field directions.`);
         }
       }
