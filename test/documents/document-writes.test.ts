@@ -286,7 +286,7 @@ t.test('positional paths, arrayFilters and pipelines: the right command is sent;
   const sent: { update: unknown; options: Record<string, unknown> | undefined }[] = [];
   const original = Collection.prototype.updateOne;
   Collection.prototype.updateOne = function (this: Collection, filter: never, update: never, options?: never) {
-    sent.push({ update, options });
+    if (this.collectionName === 'employees') sent.push({ update: EJSON.serialize({ u: update }, { relaxed: true }).u, options });
     return original.call(this, filter, update, options);
   } as typeof original;
   t.teardown(() => {
@@ -303,7 +303,7 @@ t.test('positional paths, arrayFilters and pipelines: the right command is sent;
     const res = await h.call('POST', `${url}/update`, body);
     const last = sent.at(-1)!;
     t.same(last.update, body.update, `${what}: the update is sent as given`);
-    if (body.arrayFilters) t.same(last.options?.arrayFilters, body.arrayFilters, `${what}: with its arrayFilters`);
+    if (body.arrayFilters) t.same(EJSON.serialize({ a: last.options?.arrayFilters }, { relaxed: true }).a, body.arrayFilters, `${what}: with its arrayFilters`);
     if (res.statusCode === 200) t.equal(res.json().matched, 1, what);
     else t.same([res.statusCode, res.json().code], [422, 'OPERATION_NOT_SUPPORTED_BY_DATABASE'], `${what}: ${res.body}`);
   }
