@@ -6,28 +6,8 @@
  */
 import t, { type Test } from 'tap';
 import { BSON, Binary, Collection } from 'mongodb';
-import { createDocumentsApp, DET, RND, type DocumentsTestApp } from '../helpers/documents.js';
-
-export const writesSchema = () => ({
-  bsonType: 'object',
-  required: ['name'],
-  properties: {
-    _id: {},
-    name: { bsonType: 'string' },
-    level: { bsonType: 'int' },
-    tags: { bsonType: 'array' },
-    items: { bsonType: 'array' },
-    tenantKey: { bsonType: 'string' },
-    ssn: { encrypt: { bsonType: 'string', algorithm: DET, keyAltName: 'hr-det' } },
-    ssnCopy: { encrypt: { bsonType: 'string', algorithm: DET, keyAltName: 'hr-det' } },
-    salary: { encrypt: { bsonType: 'int', algorithm: RND, keyAltName: 'hr-rnd' } },
-    medical: {
-      bsonType: 'object',
-      properties: { diagnosis: { encrypt: { bsonType: 'string', algorithm: RND, keyAltName: 'hr-rnd' } }, ward: { bsonType: 'string' } },
-    },
-    tenantSecret: { encrypt: { bsonType: 'string', algorithm: RND, keyId: '/tenantKey' } },
-  },
-});
+import { createDocumentsApp, type DocumentsTestApp } from '../helpers/documents.js';
+import { writesSchema } from '../helpers/writes-schema.js';
 
 const { EJSON } = BSON;
 const int = (n: number) => ({ $numberInt: String(n) });
