@@ -104,4 +104,14 @@ t.test('idempotent retries of the write operations are answered, not applied twi
     t.equal(b.headers['idempotent-replayed'], 'true');
   }
   t.equal((await raw.findOne({ name: 'I' }))!.level, 4, 'each $inc applied once');
+
+  // Audited under their own actions (the trail is shipped from a spool: wait for it, bounded).
+  const audit = h.mongo.db(h.keyVaultDb).collection('__audit');
+  const wanted = ['documents.bulkWrite', 'documents.findOneAndUpdate', 'documents.update'];
+  let seen: unknown[] = [];
+  for (let i = 0; i < 100 && seen.length < wanted.length; i++) {
+    seen = await audit.distinct('action', { action: { $in: wanted }, outcome: 'succeeded' });
+    if (seen.length < wanted.length) await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  t.same([...seen].sort(), [...wanted].sort(), 'each write operation is audited under its action');
 });
