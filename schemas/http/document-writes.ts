@@ -98,6 +98,18 @@ const updateArgs = {
 
 const one = (name: string, args: unknown) => ({ type: 'object', title: name, additionalProperties: false, required: [name], properties: { [name]: args } });
 
+/** One operation of a bulk write, in the drivers' shape. */
+export const bulkOperationSchema = {
+  oneOf: [
+    one('insertOne', { type: 'object', additionalProperties: false, required: ['document'], properties: { document: ejsonObject } }),
+    one('updateOne', updateArgs),
+    one('updateMany', updateArgs),
+    one('replaceOne', { type: 'object', additionalProperties: false, required: ['filter', 'replacement'], properties: { filter: ejsonObject, replacement: ejsonObject, upsert: { type: 'boolean' } } }),
+    one('deleteOne', filterOnly),
+    one('deleteMany', filterOnly),
+  ],
+};
+
 export function bulkBodySchema(maxItems: number) {
   return {
     type: 'object',
@@ -109,16 +121,7 @@ export function bulkBodySchema(maxItems: number) {
         type: 'array',
         minItems: 1,
         maxItems,
-        items: {
-          oneOf: [
-            one('insertOne', { type: 'object', additionalProperties: false, required: ['document'], properties: { document: ejsonObject } }),
-            one('updateOne', updateArgs),
-            one('updateMany', updateArgs),
-            one('replaceOne', { type: 'object', additionalProperties: false, required: ['filter', 'replacement'], properties: { filter: ejsonObject, replacement: ejsonObject, upsert: { type: 'boolean' } } }),
-            one('deleteOne', filterOnly),
-            one('deleteMany', filterOnly),
-          ],
-        },
+        items: bulkOperationSchema,
       },
     },
     examples: [

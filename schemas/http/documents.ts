@@ -1,5 +1,5 @@
 /** Request and response schemas of the /documents routes. Documents and filters are Extended JSON. */
-import { updateSpecSchema } from './document-writes.js';
+import { bulkOperationSchema, updateSpecSchema } from './document-writes.js';
 
 const ejsonObject = { type: 'object', additionalProperties: true, description: 'An Extended JSON v2 document (relaxed or canonical).' } as const;
 const ejsonValue = { description: 'An Extended JSON v2 value.' } as const;
@@ -194,6 +194,14 @@ export const explainBodySchema = {
       required: ['replacement'],
       properties: { filter: ejsonObject, replacement: ejsonObject },
     },
+    {
+      type: 'object',
+      title: 'ExplainBulk',
+      description: 'Dry run of a bulk write, operation by operation.',
+      additionalProperties: false,
+      required: ['operations'],
+      properties: { operations: { type: 'array', minItems: 1, maxItems: 1000, items: bulkOperationSchema } },
+    },
   ],
   examples: [{ filter: { ssn: '123-45-6789' }, update: { $set: { salary: 5000 }, $inc: { level: 1 } } }],
 } as const;
@@ -209,6 +217,22 @@ export const explainResponseSchema = {
       required: ['code'],
       description: 'For an update or replacement: the error the write would be refused with.',
       properties: { code: { type: 'string' }, detail: { type: 'string' } },
+    },
+    operations: {
+      type: 'array',
+      description: 'For a bulk write: each operation\'s dry run.',
+      items: {
+        type: 'object',
+        required: ['index', 'op', 'valid', 'fields'],
+        properties: {
+          index: { type: 'integer' },
+          op: { type: 'string' },
+          valid: { type: 'boolean' },
+          validation: { type: 'string' },
+          refused: { type: 'object', properties: { code: { type: 'string' }, detail: { type: 'string' } } },
+          fields: { type: 'array', items: { type: 'object', additionalProperties: true } },
+        },
+      },
     },
     fields: {
       type: 'array',

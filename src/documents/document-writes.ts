@@ -5,14 +5,14 @@
  * sent to the database; reads back go through the same decryption (and masking) as find.
  */
 import { createHash } from 'node:crypto';
-import { MongoServerError, ObjectId, Timestamp, type Collection, type Document } from 'mongodb';
+import { MongoError, MongoServerError, ObjectId, Timestamp, type Collection, type Document } from 'mongodb';
 import type { Caller } from '../encryption/access.js';
 import { fromEjson } from '../ejson.js';
 import { AppError } from '../errors.js';
 import { isPlainObject } from './bson-types.js';
 import type { CollectionSchema } from './collection-schema.js';
 import { collectJobs, type FieldJob } from './document-crypto.js';
-import type { EncryptNode, PlanNode } from './encryption-plan.js';
+import type { EncryptNode } from './encryption-plan.js';
 import type { FieldEncryption, Successor } from './field-encryption.js';
 import { checkProjection, checkSort, planFilter } from './query-rewriter.js';
 import { planUpdateWrite, type UpdateWritePlan } from './update-rewriter.js';
@@ -52,6 +52,14 @@ export interface FindAndModifyRequest {
   upsert?: boolean;
   arrayFilters?: unknown[];
   returnDocument?: 'before' | 'after';
+}
+
+export interface ExplainWriteRequest {
+  filter?: unknown;
+  update?: unknown;
+  replacement?: unknown;
+  arrayFilters?: unknown;
+  upsert?: boolean;
 }
 
 export interface WriteCounts {
@@ -169,9 +177,12 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
    * into encrypted fields ($set, $setOnInsert), in place. With `upsertFilter` (the plaintext
    * filter), the document an upsert would insert is validated too.
    */
-  async function prepareUpdate(schema: CollectionSchema, updateJson: unknown, arrayFilters: unknown, caller: Caller, upsertFilter?: Record<string, unknown>) {
-    const update = parseUpdate(updateJson);
-    const filters = arrayFilters === undefined ? undefined : (fromEjson(arrayFilters) as unknown[]);
+  /**
+   * Check an update against the schema and validate what it writes, with nothing encrypted yet:
+   * the jobs say which values (in place in `update`) to encrypt. With `upsertFilter` (the
+   * plaintext filter), the document an upsert would insert is validated too.
+   */
+  function checkUpdate(schema: CollectionSchema, update: unknown, filters: unknown, upsertFilter?: Record<string, unknown>) {
     const plan = planUpdateWrite(update, schema.plan, filters);
     const refuse = (problem: { path: string; message: string } | undefined) => {
       if (problem !== undefined) throw new AppError('DOCUMENT_VALIDATION_FAILED', `${problem.path} ${problem.message}.`);
@@ -194,11 +205,18 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
         const container = (update as Record<string, Record<string, unknown>>)[op]!;
         // The walk first: a shape that would carry an encrypted field in plaintext is refused as such.
         collectJobs(container[path], node, path, {}, jobs, { object: container, name: path });
-        const problem = schema.validator.validateAt(path, container[path]);
-        if (problem !== undefined) throw new AppError('DOCUMENT_VALIDATION_FAILED', `${problem.path} ${problem.message}.`);
+        refuse(schema.validator.validateAt(path, container[path]));
       }
     }
     if (upsertFilter !== undefined) validate(schema, upsertCandidate(upsertFilter, update, plan));
+    return { plan, jobs };
+  }
+
+  /** Check an update, then encrypt the values it writes into encrypted fields ($set, $setOnInsert), in place. */
+  async function prepareUpdate(schema: CollectionSchema, updateJson: unknown, arrayFilters: unknown, caller: Caller, upsertFilter?: Record<string, unknown>) {
+    const update = parseUpdate(updateJson);
+    const filters = arrayFilters === undefined ? undefined : (fromEjson(arrayFilters) as unknown[]);
+    const { plan, jobs } = checkUpdate(schema, update, filters, upsertFilter);
     await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));
     return { update: update as Document | Document[], arrayFilters: filters as Document[] | undefined, plan };
   }
@@ -300,10 +318,6 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
     };
   }
 
-  function encryptedIn(value: unknown, node: PlanNode, path: string): FieldJob[] {
-    const holder = { [path]: value };
-    return collectJobs(value, node, path, {}, [], { object: holder, name: path });
-  }
 
   return {
     async update(namespace: string, request: UpdateRequest, caller: Caller): Promise<WriteCounts> {
@@ -374,7 +388,8 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
      * Every operation is checked and encrypted before any is sent. Ordered: one refused operation
      * means none is sent; the first that the database refuses stops the rest. Unordered: refused
      * operations are answered as such and the others are sent; a database failure of one does not
-     * stop the others. Operations are sent one by one, so each answer is exact.
+     * stop the others. Operations are sent one by one, so each answer is exact. A database that
+     * fails (not refuses) an operation stops the rest either way: its outcome is unknown.
      */
     async bulkWrite(namespace: string, operations: BulkOperation[], ordered: boolean, caller: Caller, seed?: string): Promise<BulkItemResult[]> {
       const schema = await schemaFor(namespace);
@@ -409,50 +424,57 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
           try {
             mapError(err);
           } catch (mapped) {
-            if (!(mapped instanceof AppError) || mapped.status >= 500) throw mapped;
-            error = mapped;
+            if (mapped instanceof AppError && mapped.status < 500) error = mapped;
+            // The database failed, not the operation: whether it landed is unknown, so nothing
+            // more is sent, and the operations already done are still answered as done.
+            else if (mapped instanceof MongoError) error = new AppError('DATABASE_UNAVAILABLE', undefined, { cause: mapped });
+            else throw mapped;
           }
           results.push({ index, op, status: 'failed', error: error! });
-          if (ordered) stopped = true;
+          if (ordered || error!.status >= 500) stopped = true;
         }
       }
       return results;
     },
 
-    /** Dry run of an update or a replacement: what would be encrypted or rewritten, or why it would be refused; writes nothing. */
-    async explain(namespace: string, request: { filter?: unknown; update?: unknown; replacement?: unknown; arrayFilters?: unknown; upsert?: boolean }) {
+    /** Dry run of an update, a replacement or a bulk write: what would be encrypted or rewritten, or why it would be refused; writes nothing. */
+    async explain(namespace: string, request: ExplainWriteRequest & { operations?: BulkOperation[] }) {
       const schema = await schemaFor(namespace);
-      const out: ReturnType<typeof describe>[] = [];
-      try {
-        const filter = asDocument(fromEjson(request.filter ?? {}), 'A filter');
-        const seen = new Set<string>();
-        for (const slot of planFilter(filter, schema.plan)) {
-          if (!seen.has(slot.path) && seen.add(slot.path)) out.push(describe(slot.path, slot.node, 'equality on a deterministic field: the value is encrypted before the query'));
-        }
-        if (request.update !== undefined) {
-          const update = parseUpdate(request.update);
-          const filters = request.arrayFilters === undefined ? undefined : fromEjson(request.arrayFilters);
-          const plan = planUpdateWrite(update, schema.plan, filters);
-          if (plan.kind === 'operators') {
-            for (const { op, path, node } of plan.encrypted) {
-              const value = (update as Record<string, Record<string, unknown>>)[op]![path];
-              for (const job of encryptedIn(value, node, path)) out.push(describe(job.path, job.node, `${op} writes an encrypted field: the value is encrypted`));
-            }
-          }
-          if (request.upsert) validate(schema, upsertCandidate(filter, update, plan));
-        } else if (request.replacement !== undefined) {
-          const document = asDocument(fromEjson(request.replacement), 'A replacement');
-          const jobs = schema.plan === undefined ? [] : collectJobs(document, schema.plan, '', document);
-          validate(schema, document);
-          for (const job of jobs) out.push(describe(job.path, job.node, `matches ${job.node.schemaPath}: the replacement's value is encrypted`));
-        }
-      } catch (err) {
-        if (!(err instanceof AppError) || err.status >= 500) throw err;
-        return { valid: false, validation: err.detail ?? err.message, refused: { code: err.code, ...(err.detail ? { detail: err.detail } : {}) }, fields: out };
-      }
-      return { valid: true, fields: out };
+      if (request.operations === undefined) return explainOne(schema, request);
+      const operations = request.operations.map((operation, index) => {
+        const [[op, args]] = Object.entries(operation) as [[string, Record<string, unknown>]];
+        const asRequest: ExplainWriteRequest =
+          op === 'insertOne' ? { replacement: args.document } : { filter: args.filter, update: args.update, replacement: args.replacement, arrayFilters: args.arrayFilters, upsert: args.upsert === true };
+        return { index, op, ...explainOne(schema, asRequest) };
+      });
+      return { valid: operations.every((o) => o.valid), fields: [], operations };
     },
   };
+
+  function explainOne(schema: CollectionSchema, request: ExplainWriteRequest) {
+    const out: ReturnType<typeof describe>[] = [];
+    try {
+      const filter = asDocument(fromEjson(request.filter ?? {}), 'A filter');
+      const seen = new Set<string>();
+      for (const slot of planFilter(filter, schema.plan)) {
+        if (!seen.has(slot.path) && seen.add(slot.path)) out.push(describe(slot.path, slot.node, 'equality on a deterministic field: the value is encrypted before the query'));
+      }
+      if (request.update !== undefined) {
+        const filters = request.arrayFilters === undefined ? undefined : fromEjson(request.arrayFilters);
+        const { jobs } = checkUpdate(schema, parseUpdate(request.update), filters, request.upsert ? filter : undefined);
+        for (const job of jobs) out.push(describe(job.path, job.node, 'the update writes an encrypted field: the value is encrypted'));
+      } else if (request.replacement !== undefined) {
+        const document = asDocument(fromEjson(request.replacement), 'A replacement');
+        const jobs = schema.plan === undefined ? [] : collectJobs(document, schema.plan, '', document);
+        validate(schema, document);
+        for (const job of jobs) out.push(describe(job.path, job.node, `matches ${job.node.schemaPath}: the value is encrypted`));
+      }
+    } catch (err) {
+      if (!(err instanceof AppError) || err.status >= 500) throw err;
+      return { valid: false, validation: err.detail ?? err.message, refused: { code: err.code, ...(err.detail ? { detail: err.detail } : {}) }, fields: out };
+    }
+    return { valid: true, fields: out };
+  }
 }
 
 /** The _id of an inserted document of an idempotent bulk write: the same for every attempt. */

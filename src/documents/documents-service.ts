@@ -337,8 +337,8 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     },
 
     /** What would be encrypted, with which key and algorithm, and why; writes nothing. */
-    async explain(namespace: string, request: { document?: unknown; filter?: unknown; update?: unknown; replacement?: unknown; arrayFilters?: unknown; upsert?: boolean }) {
-      if (request.update !== undefined || request.replacement !== undefined) return writes.explain(namespace, request);
+    async explain(namespace: string, request: Parameters<typeof writes.explain>[1] & { document?: unknown }) {
+      if (request.update !== undefined || request.replacement !== undefined || request.operations !== undefined) return writes.explain(namespace, request);
       const schema = await schemaFor(namespace);
       const describe = (path: string, node: EncryptNode, reason: string) => ({
         path,

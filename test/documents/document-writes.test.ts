@@ -289,3 +289,30 @@ t.test('positional paths, arrayFilters and pipelines: the right command is sent;
   }
   t.notMatch(EJSON.stringify(await raw.find().toArray()), /CANARY/);
 });
+
+t.test('dry run of a bulk write: operation by operation', async (t) => {
+  const { h, url, raw } = await setup(t);
+  const res = await h.call('POST', `${url}/explain`, {
+    operations: [
+      { insertOne: { document: { name: 'a', ssn: 'CANARY-b1' } } },
+      { updateOne: { filter: { ssn: 'CANARY-b2' }, update: { $set: { salary: int(1) } } } },
+      { updateMany: { filter: { name: 'a' }, update: { $push: { hobbies: 'x' }, $inc: { salary: 1 } } } },
+      { replaceOne: { filter: { name: 'a' }, replacement: { ssn: 'CANARY-b3' } } },
+      { deleteOne: { filter: { random: 1, ssn: 'CANARY-b4' } } },
+    ],
+  });
+  t.equal(res.statusCode, 200, res.body);
+  const ops = res.json().operations as { op: string; valid: boolean; fields: { path: string }[]; refused?: { code: string } }[];
+  t.equal(res.json().valid, false);
+  t.same(ops.map((o) => [o.op, o.valid, o.refused?.code ?? o.fields.map((f) => f.path).join(',')]), [
+    ['insertOne', true, 'ssn'],
+    ['updateOne', true, 'ssn,salary'],
+    ['updateMany', false, 'ENCRYPTED_FIELD_NOT_WRITABLE'],
+    ['replaceOne', false, 'DOCUMENT_VALIDATION_FAILED'],
+    ['deleteOne', true, 'ssn'],
+  ]);
+  t.notMatch(res.body, /CANARY/);
+  t.equal(await raw.countDocuments({}), 0, 'nothing written');
+  const unknown = await h.call('POST', `${url}/explain`, { operations: [{ dropDatabase: {} }] });
+  t.equal(unknown.statusCode, 400);
+});
