@@ -14,7 +14,7 @@ import type { CollectionSchema } from './collection-schema.js';
 import { collectJobs, type FieldJob } from './document-crypto.js';
 import type { EncryptNode } from './encryption-plan.js';
 import type { FieldEncryption, Successor } from './field-encryption.js';
-import { checkProjection, checkSort, planFilter } from './query-rewriter.js';
+import { checkProjection, checkSort, planFilter, resolvePath } from './query-rewriter.js';
 import { planUpdateWrite, type UpdateWritePlan } from './update-rewriter.js';
 
 /** What the documents service lends the write operations: its schema, collection, filter and read paths. */
@@ -135,6 +135,37 @@ function addEqualities(filter: Record<string, unknown>, into: Record<string, unk
  * database computes it: the filter's equalities and the update's written values. It is validated
  * like an insert, so an upsert cannot create a document an insert would have refused.
  */
+/** The equality conditions of a filter as (path, value) pairs, as addEqualities reads them. */
+function equalityPairs(filter: Record<string, unknown>, out: [string, unknown][] = []): [string, unknown][] {
+  for (const [key, condition] of Object.entries(filter)) {
+    if (key === '$and' && Array.isArray(condition)) {
+      for (const sub of condition) if (isPlainObject(sub)) equalityPairs(sub, out);
+    } else if (!key.startsWith('$')) {
+      if (!(isPlainObject(condition) && Object.keys(condition).some((k) => k.startsWith('$')))) out.push([key, condition]);
+      else if (Object.keys(condition).length === 1 && '$eq' in condition) out.push([key, condition.$eq]);
+    }
+  }
+  return out;
+}
+
+/**
+ * An upsert inserts the filter's equalities. On an encrypted field MongoDB copies the rewritten
+ * value, but while the field's key is rotated that value is an $in of two ciphertexts, which it
+ * does not copy: the new document would silently lack the field. So the equality is also written
+ * by $setOnInsert, encrypted like any write (under the new key).
+ */
+function insertFilterEqualities(schema: CollectionSchema, update: unknown, filter: Record<string, unknown>): void {
+  if (!isPlainObject(update)) return;
+  const written = new Set([...Object.keys((update.$set ?? {}) as object), ...Object.keys((update.$setOnInsert ?? {}) as object)]);
+  for (const [path, value] of equalityPairs(filter)) {
+    const overlaps = [...written].some((w) => w === path || w.startsWith(`${path}.`) || path.startsWith(`${w}.`));
+    if (overlaps || resolvePath(schema.plan, path).kind !== 'encrypted') continue;
+    const setOnInsert = (update.$setOnInsert ?? {}) as Record<string, unknown>;
+    setOnInsert[path] = value;
+    update.$setOnInsert = setOnInsert;
+  }
+}
+
 function upsertCandidate(filter: Record<string, unknown>, update: unknown, plan: UpdateWritePlan): Record<string, unknown> {
   const document: Record<string, unknown> = {};
   addEqualities(filter, document);
@@ -173,11 +204,6 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
   }
 
   /**
-   * Check an update against the schema, validate what it writes, and encrypt the values it writes
-   * into encrypted fields ($set, $setOnInsert), in place. With `upsertFilter` (the plaintext
-   * filter), the document an upsert would insert is validated too.
-   */
-  /**
    * Check an update against the schema and validate what it writes, with nothing encrypted yet:
    * the jobs say which values (in place in `update`) to encrypt. With `upsertFilter` (the
    * plaintext filter), the document an upsert would insert is validated too.
@@ -215,6 +241,7 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
   /** Check an update, then encrypt the values it writes into encrypted fields ($set, $setOnInsert), in place. */
   async function prepareUpdate(schema: CollectionSchema, updateJson: unknown, arrayFilters: unknown, caller: Caller, upsertFilter?: Record<string, unknown>) {
     const update = parseUpdate(updateJson);
+    if (upsertFilter !== undefined) insertFilterEqualities(schema, update, upsertFilter);
     const filters = arrayFilters === undefined ? undefined : (fromEjson(arrayFilters) as unknown[]);
     const { plan, jobs } = checkUpdate(schema, update, filters, upsertFilter);
     await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));

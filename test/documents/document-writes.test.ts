@@ -316,3 +316,26 @@ t.test('dry run of a bulk write: operation by operation', async (t) => {
   const unknown = await h.call('POST', `${url}/explain`, { operations: [{ dropDatabase: {} }] });
   t.equal(unknown.statusCode, 400);
 });
+
+t.test('an upsert during a key rotation still writes the filter\'s encrypted equality, under the new key', async (t) => {
+  const h = await createDocumentsApp(t);
+  const url = `/documents/${h.ns}`;
+  const raw = h.mongo.db(h.keyVaultDb).collection('employees');
+  for (let i = 0; i < 20; i++) await h.call('POST', url, { document: { name: `e${i}`, tenantKey: 'tenant-a', ssn: `SSN-${i}` } });
+  const newKey = (await h.call('POST', '/keys', { masterKey: { provider: 'local' }, keyAltNames: ['hr-det-2'] })).json().id as string;
+  const started = await h.call('POST', `${url}/rotations`, { from: { keyAltName: 'hr-det' }, to: { keyId: newKey }, batchSize: 1, maxDocsPerSecond: 1 });
+  t.equal(started.statusCode, 202, started.body);
+  const jobUrl = started.headers.location as string;
+  t.teardown(() => h.call('POST', `${jobUrl}/cancel`));
+  t.equal((await h.call('GET', jobUrl)).json().state, 'running');
+
+  // The filter's equality is an $in of the value under both keys now, which an upsert does not copy.
+  const res = await h.call('POST', `${url}/update`, { filter: { ssn: 'CANARY-rotating', name: 'R', tenantKey: 'tenant-a' }, update: { $set: { level: int(1) } }, upsert: true });
+  t.equal(res.statusCode, 200, res.body);
+  t.ok(res.json().upsertedId);
+  const stored = (await raw.findOne({ name: 'R' }))!;
+  t.ok(stored.ssn instanceof Binary, 'the new document has its ssn');
+  t.equal(Buffer.from(stored.ssn.buffer.subarray(1, 17)).toString('hex'), newKey.replaceAll('-', ''), 'under the new key');
+  t.equal((await h.call('POST', `${url}/count`, { filter: { ssn: 'CANARY-rotating' } })).json().count, 1);
+  t.equal((await h.call('GET', jobUrl)).json().state, 'running', 'the rotation was running throughout');
+});
