@@ -328,6 +328,14 @@ t.test('an upsert during a key rotation still writes the filter\'s encrypted equ
   const jobUrl = started.headers.location as string;
   t.teardown(() => h.call('POST', `${jobUrl}/cancel`));
   t.equal((await h.call('GET', jobUrl)).json().state, 'running');
+  // Wait (bounded) until this instance writes under the new key: the rotation is then in force here.
+  const newHex = newKey.replaceAll('-', '');
+  const keyHexOf = (value: Binary) => Buffer.from(value.buffer.subarray(1, 17)).toString('hex');
+  for (let i = 0; i < 50; i++) {
+    await h.call('POST', url, { document: { _id: `probe-${i}`, name: 'probe', tenantKey: 'tenant-a', ssn: 'probe' } });
+    if (keyHexOf((await raw.findOne({ _id: `probe-${i}` as never }))!.ssn) === newHex) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 
   // The filter's equality is an $in of the value under both keys now, which an upsert does not copy.
   const res = await h.call('POST', `${url}/update`, { filter: { ssn: 'CANARY-rotating', name: 'R', tenantKey: 'tenant-a' }, update: { $set: { level: int(1) } }, upsert: true });
@@ -335,7 +343,7 @@ t.test('an upsert during a key rotation still writes the filter\'s encrypted equ
   t.ok(res.json().upsertedId);
   const stored = (await raw.findOne({ name: 'R' }))!;
   t.ok(stored.ssn instanceof Binary, 'the new document has its ssn');
-  t.equal(Buffer.from(stored.ssn.buffer.subarray(1, 17)).toString('hex'), newKey.replaceAll('-', ''), 'under the new key');
+  t.equal(keyHexOf(stored.ssn), newHex, 'under the new key');
   t.equal((await h.call('POST', `${url}/count`, { filter: { ssn: 'CANARY-rotating' } })).json().count, 1);
   t.equal((await h.call('GET', jobUrl)).json().state, 'running', 'the rotation was running throughout');
 });
