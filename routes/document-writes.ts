@@ -11,6 +11,8 @@ import {
   writeCountsSchema,
 } from '../schemas/http/document-writes.js';
 import { formatQuerySchema, namespaceParamsSchema } from '../schemas/http/documents.js';
+import { readQuerySchema } from '../schemas/http/document-reads.js';
+import type { UnreadablePolicy } from '../src/documents/unreadable-values.js';
 import { allows } from '../src/clients/scopes.js';
 import type { BulkOperation, FindAndModifyRequest, ReplaceRequest } from '../src/documents/document-writes.js';
 import { toEjson, type EjsonFormat } from '../src/ejson.js';
@@ -65,9 +67,10 @@ export default async function documentWriteRoutes(app: FastifyInstance) {
           tags,
           security,
           summary,
-          description: 'Needs the documents:{ns}:write and documents:{ns}:read scopes. The document returned is decrypted and masked exactly as find returns it to the caller.',
+          description:
+            'Needs the documents:{ns}:write and documents:{ns}:read scopes. The document returned is decrypted and masked exactly as find returns it to the caller; a value that cannot be decrypted answers 422 UNREADABLE_VALUE (the write was applied) unless onUnreadable=report.',
           params: namespaceParamsSchema,
-          querystring: formatQuerySchema,
+          querystring: readQuerySchema,
           body,
           response: { 200: findAndModifyResponseSchema, ...writeErrors },
         },
@@ -75,8 +78,8 @@ export default async function documentWriteRoutes(app: FastifyInstance) {
       async (request) => {
         requireRead(request);
         const { ns } = request.params as NsParams;
-        const format = (request.query as Format).format;
-        const result = await documents.findOneAndModify(ns, request.body as FindAndModifyRequest, request.caller!);
+        const { format, onUnreadable } = request.query as Format & { onUnreadable: UnreadablePolicy };
+        const result = await documents.findOneAndModify(ns, { ...(request.body as FindAndModifyRequest), onUnreadable }, request.caller!);
         return {
           document: result.document === null ? null : toEjson(result.document, format),
           matched: result.matched,

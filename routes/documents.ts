@@ -23,6 +23,8 @@ import {
   updateWhereBodySchema,
   writeResultSchema,
 } from '../schemas/http/documents.js';
+import { readQuerySchema } from '../schemas/http/document-reads.js';
+import type { UnreadablePolicy } from '../src/documents/unreadable-values.js';
 import { parseDocumentId, type FindRequest, type ReadResult } from '../src/documents/documents-service.js';
 import { toEjson, type EjsonFormat } from '../src/ejson.js';
 import { AppError } from '../src/errors.js';
@@ -38,7 +40,7 @@ type NsParams = { ns: string };
 type DocParams = { ns: string; id: string };
 type Format = { format: EjsonFormat };
 
-function presentRead(result: ReadResult, format: EjsonFormat) {
+export function presentRead(result: Omit<ReadResult, 'next'> & { next?: string }, format: EjsonFormat) {
   const items = result.documents.map((doc) => toEjson(doc, format));
   const out: { items: unknown[]; unreadable?: unknown[]; masked?: unknown[]; next?: string } = { items };
   const list = (byIndex: Map<number, string[]>) =>
@@ -115,6 +117,7 @@ export default async function documentRoutes(app: FastifyInstance) {
         skip: q.skip as number | undefined,
         limit: q.limit as number | undefined,
         cursor: q.cursor as string | undefined,
+        onUnreadable: q.onUnreadable as UnreadablePolicy,
       };
       return presentRead(await documents.find(ns, find, request.caller!), q.format);
     },
@@ -129,14 +132,15 @@ export default async function documentRoutes(app: FastifyInstance) {
         security,
         summary: 'Find documents, decrypted; equality on deterministic fields is rewritten to ciphertext',
         params: namespaceParamsSchema,
-        querystring: formatQuerySchema,
+        querystring: readQuerySchema,
         body: findBodySchema,
         response: { 200: findResponseSchema, ...readErrors },
       },
     },
     async (request) => {
       const { ns } = request.params as NsParams;
-      return presentRead(await documents.find(ns, request.body as FindRequest, request.caller!), (request.query as Format).format);
+      const { format, onUnreadable } = request.query as Format & { onUnreadable: UnreadablePolicy };
+      return presentRead(await documents.find(ns, { ...(request.body as FindRequest), onUnreadable }, request.caller!), format);
     },
   );
 
@@ -258,13 +262,14 @@ export default async function documentRoutes(app: FastifyInstance) {
         security,
         summary: 'Get one document by _id, decrypted',
         params: documentParamsSchema,
-        querystring: formatQuerySchema,
+        querystring: readQuerySchema,
         response: { 200: getResponseSchema, ...readErrors },
       },
     },
     async (request) => {
       const { ns, id } = request.params as DocParams;
-      const result = await documents.findById(ns, parseDocumentId(id), request.caller!);
+      const { onUnreadable } = request.query as { onUnreadable: UnreadablePolicy };
+      const result = await documents.findById(ns, parseDocumentId(id), request.caller!, { onUnreadable });
       const unreadable = result.unreadable.get(0);
       const masked = result.masked.get(0);
       return {

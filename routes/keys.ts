@@ -8,6 +8,7 @@ import {
   altNameParamsSchema,
   createKeyBodySchema,
   deleteKeyQuerySchema,
+  removeAltNameQuerySchema,
   keyAndAltNameParamsSchema,
   keyIdParamsSchema,
   keyListSchema,
@@ -272,9 +273,10 @@ export default async function keyRoutes(app: FastifyInstance) {
         tags,
         security,
         summary: 'Remove a key alt name from a data key',
-        description: `The key must be covered by the caller's grants, and the name removed too. ${namesCovered}`,
+        description: `The key must be covered by the caller's grants, and the name removed too. ${namesCovered} Refused with 409 KEY_IN_USE (naming the collections) while a collection schema names the key by this alt name, unless ?force=true: the collection would stop resolving its key.`,
         params: keyAndAltNameParamsSchema,
-        response: { 200: key, ...errorResponses(...commonErrors, 403, 429, 404) },
+        querystring: removeAltNameQuerySchema,
+        response: { 200: key, ...errorResponses(...commonErrors, 403, 429, 404, 409) },
       },
     },
     async (request) => {
@@ -282,7 +284,8 @@ export default async function keyRoutes(app: FastifyInstance) {
       await visible(request, await keyVault.requireById(parseKeyId(id)));
       // Removing another team's name from a shared key would break what it resolves by that name.
       assertNamesCovered(request, [name]);
-      return toKeyView(await keyVault.removeAltName(parseKeyId(id), name));
+      const { force } = request.query as { force: boolean };
+      return toKeyView(await app.keyDeletion.removeAltName(parseKeyId(id), name, { force }));
     },
   );
 

@@ -3,7 +3,7 @@
  * mistake stops the process with a message naming the variable instead of failing a request later.
  * This module never reads `process.env` itself; the config plugin hands it the environment.
  */
-import { hkdfSync } from 'node:crypto';
+import { hkdfSync, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { envSchema } from 'env-schema';
 import { KEY_LENGTH } from './crypto/aead.js';
@@ -28,6 +28,7 @@ const schema = {
     AWS_KMS_ALLOWED_KEYS: { type: 'string', default: '' },
     AWS_KMS_REPLICA_REGIONS: { type: 'string', pattern: '^([a-z0-9-]+(,[a-z0-9-]+)*)?$', default: '' },
     AWS_KMS_REGION_ENDPOINTS: { type: 'string', pattern: '^([a-z0-9-]+=https?://[^,]+(,[a-z0-9-]+=https?://[^,]+)*)?$', default: '' },
+    KMS_CA_FILE: { type: 'string', minLength: 1 },
     AWS_ACCESS_KEY_ID: { type: 'string' },
     AWS_SECRET_ACCESS_KEY: { type: 'string' },
     AWS_SESSION_TOKEN: { type: 'string' },
@@ -92,6 +93,7 @@ interface RawEnv {
   AWS_KMS_ALLOWED_KEYS: string;
   AWS_KMS_REPLICA_REGIONS: string;
   AWS_KMS_REGION_ENDPOINTS: string;
+  KMS_CA_FILE?: string;
   AWS_ACCESS_KEY_ID?: string;
   AWS_SECRET_ACCESS_KEY?: string;
   AWS_SESSION_TOKEN?: string;
@@ -159,6 +161,11 @@ export interface Config {
       allowedKeys: string[];
       replicaRegions: string[];
       regionEndpoints: Record<string, string>;
+      /**
+       * PEM certificates of the CAs a KMS endpoint's certificate may also chain to (a private CA in
+       * front of a VPC endpoint or an emulator), trusted besides Node's bundled public roots.
+       */
+      caCerts?: string[];
     };
     timeoutMs: number;
     maxAttempts: number;
@@ -296,6 +303,31 @@ function allowedAwsKeys(text: string): string[] {
   return entries;
 }
 
+/**
+ * The CA certificates of KMS_CA_FILE, each checked to be a CA certificate: a file that holds none
+ * (a key, a leaf, a typo'd path) stops the boot instead of failing every KMS call at TLS time.
+ */
+function readCaFile(path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`KMS_CA_FILE cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const pems = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  if (pems.length === 0) throw new ConfigError('KMS_CA_FILE holds no PEM certificate');
+  pems.forEach((pem, i) => {
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(pem);
+    } catch {
+      throw new ConfigError(`KMS_CA_FILE certificate ${i + 1} cannot be parsed`);
+    }
+    if (!cert.ca) throw new ConfigError(`KMS_CA_FILE certificate ${i + 1} (${cert.subject.replaceAll('\n', ', ')}) is not a CA certificate`);
+  });
+  return pems;
+}
+
 function jwtSettings(raw: RawEnv): Config['jwt'] {
   if (raw.JWT_JWKS_FILE === undefined && raw.JWT_JWKS_URL === undefined) {
     if (raw.JWT_ISSUER !== undefined || raw.JWT_AUDIENCE !== undefined) throw new ConfigError('JWT_ISSUER and JWT_AUDIENCE need JWT_JWKS_FILE or JWT_JWKS_URL');
@@ -338,6 +370,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       regionEndpoints: Object.fromEntries(raw.AWS_KMS_REGION_ENDPOINTS.split(',').filter(Boolean).map((pair) => pair.split('=') as [string, string])),
     };
     if (raw.AWS_KMS_ENDPOINT !== undefined) aws.endpoint = raw.AWS_KMS_ENDPOINT;
+    if (raw.KMS_CA_FILE !== undefined) aws.caCerts = readCaFile(raw.KMS_CA_FILE);
     if ((raw.AWS_ACCESS_KEY_ID === undefined) !== (raw.AWS_SECRET_ACCESS_KEY === undefined)) {
       throw new ConfigError('set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither (to use the default credential chain)');
     }

@@ -106,3 +106,27 @@ t.test('the process environment is never read', async (t) => {
   t.teardown(() => delete process.env.PORT);
   t.equal(loadConfig(base).port, 8080);
 });
+
+t.test('KMS_CA_FILE: CA certificates trusted for KMS endpoints, checked at boot', async (t) => {
+  const { makeTestCerts } = await import('./helpers/test-certs.js');
+  const certs = makeTestCerts(t);
+  const aws = { ...base, KMS_PROVIDERS: 'local,aws', AWS_KMS_ALLOWED_KEYS: '*' };
+  t.equal(loadConfig(aws).kms.aws?.caCerts, undefined, 'off by default');
+  const { readFileSync } = await import('node:fs');
+  const ca = readFileSync(certs.caFile, 'utf8').trim();
+  t.same(loadConfig({ ...aws, KMS_CA_FILE: certs.caFile }).kms.aws?.caCerts, [ca], 'the CA is read');
+
+  const dir = mkdtempSync(join(tmpdir(), 'kms-ca-'));
+  const file = (name: string, text: string) => {
+    writeFileSync(join(dir, name), text);
+    return join(dir, name);
+  };
+  t.same(loadConfig({ ...aws, KMS_CA_FILE: file('two.pem', `${ca}\n${ca}\n`) }).kms.aws?.caCerts, [ca, ca], 'a bundle of several');
+  t.throws(() => loadConfig({ ...aws, KMS_CA_FILE: join(dir, 'missing.pem') }), /KMS_CA_FILE cannot be read: ENOENT/, 'a missing file stops the boot');
+  t.throws(() => loadConfig({ ...aws, KMS_CA_FILE: file('key.pem', certs.valid.key) }), /KMS_CA_FILE holds no PEM certificate/, 'a key is not a certificate');
+  t.throws(
+    () => loadConfig({ ...aws, KMS_CA_FILE: file('broken.pem', '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n') }),
+    /KMS_CA_FILE certificate 1 cannot be parsed/,
+  );
+  t.throws(() => loadConfig({ ...aws, KMS_CA_FILE: file('leaf.pem', `${ca}\n${certs.valid.cert}`) }), /KMS_CA_FILE certificate 2 \(CN=valid\) is not a CA certificate/, 'a leaf is not a CA');
+});

@@ -90,10 +90,15 @@ async function addAltName({ ctx, args }: Invocation) {
   return EXIT.ok;
 }
 
-async function removeAltName({ ctx, args }: Invocation) {
-  const usage = 'keys alt-names remove ID NAME';
+async function removeAltName({ ctx, args, values }: Invocation) {
+  const usage = 'keys alt-names remove ID NAME [--force]';
   const path = keyPath(args, usage);
-  const key = (await api(ctx, 'DELETE', `${path}/alt-names/${segment(required(args, 1, 'the alt name', usage))}`)) as Key;
+  const force = flag(values, 'force');
+  const url = `${path}/alt-names/${segment(required(args, 1, 'the alt name', usage))}${query({ force: force ? 'true' : undefined })}`;
+  const key = (await api(ctx, 'DELETE', url).catch((err: unknown) => {
+    if (err instanceof CliError && err.code === 'KEY_IN_USE') throw new CliError(`${err.message} (a collection schema names the key by it; --force removes it anyway)`, err.exitCode, err.code);
+    throw err;
+  })) as Key;
   print(ctx, key, () => columns([keyRow(key)]));
   return EXIT.ok;
 }
@@ -160,7 +165,7 @@ export const keys: CommandGroup = {
   keys restore ID                                   take a deleted data key back out of the trash
   keys purge ID                                     destroy a deleted data key: its ciphertexts are lost for good
   keys alt-names add ID NAME                        give a data key another alt name
-  keys alt-names remove ID NAME                     take an alt name away from a data key
+  keys alt-names remove ID NAME [--force]           take an alt name away from a data key (--force: even if a schema uses it)
   keys report [--older-than-days N]                 master keys and wrappings due for rotation
   keys migrate (--from-provider P | --from-key ARN | --id UUID ...) --to-provider P [--to-key ARN]
                [--dry-run] [--no-wait] [--allow-downgrade]

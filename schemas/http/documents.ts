@@ -65,7 +65,7 @@ export const insertResponseSchema = {
 
 const unreadableSchema = {
   type: 'array',
-  description: 'Fields that could not be decrypted (their data key was deleted or is unusable); their value is null.',
+  description: 'With onUnreadable=report only: fields that could not be decrypted (malformed ciphertext, a deleted or unusable data key); their value is null.',
   items: {
     type: 'object',
     required: ['index', 'paths'],
@@ -97,6 +97,12 @@ export const findQuerySchema = {
     limit: { type: 'integer', minimum: 1, maximum: 10000 },
     cursor: { type: 'string', maxLength: 100 },
     format: formatQuerySchema.properties.format,
+    onUnreadable: {
+      type: 'string',
+      enum: ['fail', 'report'],
+      default: 'fail',
+      description: '`fail`: a value that cannot be decrypted fails the read (422 UNREADABLE_VALUE); `report`: it is null and listed under `unreadable`.',
+    },
   },
 } as const;
 
@@ -116,7 +122,7 @@ export const getResponseSchema = {
   required: ['document'],
   properties: {
     document: ejsonObject,
-    unreadable: { type: 'array', items: { type: 'string' }, description: 'Paths that could not be decrypted (set to null).' },
+    unreadable: { type: 'array', items: { type: 'string' }, description: 'With onUnreadable=report only: paths that could not be decrypted (set to null).' },
     masked: { type: 'array', items: { type: 'string' }, description: 'Paths the caller may not decrypt (set to null).' },
   },
 } as const;

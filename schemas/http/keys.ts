@@ -105,6 +105,18 @@ export const listKeysQuerySchema = {
   },
 } as const;
 
+export const removeAltNameQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    force: {
+      type: 'boolean',
+      default: false,
+      description: 'Remove the name even while a collection schema names the key by it (otherwise 409 KEY_IN_USE); that collection then answers 503 SCHEMA_NOT_READY until the name is back.',
+    },
+  },
+} as const;
+
 export const deleteKeyQuerySchema = {
   type: 'object',
   additionalProperties: false,

@@ -16,6 +16,8 @@ import type { EncryptNode } from './encryption-plan.js';
 import type { FieldEncryption, Successor } from './field-encryption.js';
 import { checkProjection, checkSort, planFilter, resolvePath } from './query-rewriter.js';
 import { planUpdateWrite, type UpdateWritePlan } from './update-rewriter.js';
+import type { UnreadablePolicy } from './unreadable-values.js';
+import type { ReadResult } from './documents-service.js';
 
 /** What the documents service lends the write operations: its schema, collection, filter and read paths. */
 export interface DocumentWritesDeps {
@@ -25,6 +27,8 @@ export interface DocumentWritesDeps {
   encryptDocument(schema: CollectionSchema, document: Record<string, unknown>, caller: Caller): Promise<void>;
   successorOf(schema: CollectionSchema): Promise<Successor>;
   fields: FieldEncryption;
+  /** The read path of find: decryption with masking, and the unreadable-value policy. */
+  read(documents: Record<string, unknown>[], caller: Caller, onUnreadable?: UnreadablePolicy): Promise<ReadResult>;
   mapServerError(err: unknown): never;
   maxTimeMs: number;
 }
@@ -52,6 +56,7 @@ export interface FindAndModifyRequest {
   upsert?: boolean;
   arrayFilters?: unknown[];
   returnDocument?: 'before' | 'after';
+  onUnreadable?: UnreadablePolicy;
 }
 
 export interface ExplainWriteRequest {
@@ -193,7 +198,7 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
 
   function mapError(err: unknown): never {
     if (err instanceof MongoServerError && isUnsupported(err)) {
-      throw new AppError('OPERATION_NOT_SUPPORTED_BY_DATABASE', undefined, { cause: err });
+      throw new AppError('DATABASE_UNSUPPORTED_OPERATION', undefined, { cause: err });
     }
     return deps.mapServerError(err);
   }
@@ -399,16 +404,18 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
       }
       const document = (result.value ?? null) as Record<string, unknown> | null;
       const upserted = (result.lastErrorObject as { upserted?: unknown } | undefined)?.upserted;
-      const matched = (result.lastErrorObject as { n?: number } | undefined)?.n ?? (document === null ? 0 : 1);
-      if (document === null) return { document: null, matched: upserted === undefined ? matched : 0, ...(upserted !== undefined ? { upsertedId: upserted } : {}), masked: [], unreadable: [] };
-      const { masked, unreadable } = await fields.decryptDocuments([document], caller);
-      return {
-        document,
-        matched: upserted === undefined ? matched : 0,
-        ...(upserted !== undefined ? { upsertedId: upserted } : {}),
-        masked: masked.get(0) ?? [],
-        unreadable: unreadable.get(0) ?? [],
-      };
+      const matched = upserted !== undefined ? 0 : ((result.lastErrorObject as { n?: number } | undefined)?.n ?? (document === null ? 0 : 1));
+      const counts = { matched, ...(upserted !== undefined ? { upsertedId: upserted } : {}) };
+      if (document === null) return { document: null, ...counts, masked: [], unreadable: [] };
+      let read: ReadResult;
+      try {
+        read = await deps.read([document], caller, request.onUnreadable ?? 'fail');
+      } catch (err) {
+        // The write is done: a failed answer must not read as a write that did not happen.
+        if (err instanceof AppError && err.code === 'UNREADABLE_VALUE') throw new AppError('UNREADABLE_VALUE', `The write was applied. ${err.detail ?? ''}`.trim(), { cause: err });
+        throw err;
+      }
+      return { document, ...counts, masked: read.masked.get(0) ?? [], unreadable: read.unreadable.get(0) ?? [] };
     },
 
     /**

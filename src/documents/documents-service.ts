@@ -4,7 +4,7 @@
  * and decrypts what it reads. Knows no HTTP.
  */
 import { createHash } from 'node:crypto';
-import { MongoBulkWriteError, MongoServerError, type Collection, type Document, type MongoClient, ObjectId, type UUID } from 'mongodb';
+import { BSON, MongoBulkWriteError, MongoServerError, type Collection, type Document, type MongoClient, ObjectId, type UUID } from 'mongodb';
 import type { Caller } from '../encryption/access.js';
 import type { EncryptionEngine } from '../encryption/encryption-engine.js';
 import { fromEjson } from '../ejson.js';
@@ -18,6 +18,9 @@ import { checkProjection, checkSort, planFilter } from './query-rewriter.js';
 import { createDocumentWrites } from './document-writes.js';
 import { rotateDataKey, type RotationOptions } from './rotate-data-key.js';
 import type { CollectionSchema } from './collection-schema.js';
+import { createDocumentReads } from './document-reads.js';
+import { enforceUnreadablePolicy, type UnreadablePolicy } from './unreadable-values.js';
+import type { ViewCheck } from './view-check.js';
 
 /** The collection schemas as /documents sees them (schema-registry.ts). */
 export interface SchemaLookup {
@@ -39,6 +42,8 @@ export interface DocumentsServiceOptions {
   maxFindLimit: number;
   /** Server-side time limit of every database operation a request runs (its request timeout). */
   maxTimeMs: number;
+  /** Refuses namespaces that are views (view-check.ts). */
+  views: ViewCheck;
 }
 
 export interface FindRequest {
@@ -48,6 +53,8 @@ export interface FindRequest {
   skip?: number;
   limit?: number;
   cursor?: string;
+  /** What a value that cannot be decrypted does: fail the read (the default), or be reported. */
+  onUnreadable?: UnreadablePolicy;
 }
 
 export interface ReadResult {
@@ -61,12 +68,32 @@ export interface ReadResult {
 
 export type InsertResult = { ok: true; insertedId: unknown } | { ok: false; error: AppError };
 
+/** MongoDB's maxBsonObjectSize: fixed by the server, the same on every deployment. */
+const MAX_DOCUMENT_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Encryption grows a document (each encrypted value gains a header, an IV, padding and a tag), so
+ * one that fit as plaintext may not once encrypted. Checked here rather than left to the database:
+ * the answer is the same clean 400 on every server (not all enforce the limit: FerretDB stores
+ * larger documents), and a batch fails only that item.
+ */
+function checkSize(document: Record<string, unknown>): void {
+  if (BSON.calculateObjectSize(document) > MAX_DOCUMENT_BYTES) throw new AppError('DOCUMENT_TOO_LARGE');
+}
+
 /** MongoDB's answers that mean the request was wrong, not the server. */
 const clientErrorCodes = new Set([2, 9, 14, 16, 28, 40, 52, 53, 55, 56, 57, 66, 121, 10334, 15998, 16837, 17419, 31395, 40352]);
 
 export function mapServerError(err: unknown): never {
   if (err instanceof MongoServerError) {
     if (err.code === 11000) throw new AppError('DUPLICATE_DOCUMENT', undefined, { cause: err });
+    // NotImplemented, or an operator the proxy allows that the database does not know: FerretDB
+    // implements a subset of MongoDB's operators and stages (its geo operators, most expressions).
+    if (err.code === 238 || (err.code === 2 && /^unknown (top level )?operator/i.test(err.message))) throw new AppError('DATABASE_UNSUPPORTED_OPERATION', 'The database does not implement an operator or stage of this request.', { cause: err });
+    // BSONObjectTooLarge: an update made the document outgrow the limit.
+    if (err.code === 10334 || err.code === 17419) throw new AppError('DOCUMENT_TOO_LARGE', undefined, { cause: err });
+    // CommandNotSupportedOnView: the namespace became a view since the view check last looked.
+    if (err.code === 166) throw new AppError('NAMESPACE_IS_VIEW', undefined, { cause: err });
     if (clientErrorCodes.has(err.code as number)) throw new AppError('INVALID_QUERY', 'The database refused the operation as malformed.', { cause: err });
   }
   throw err;
@@ -119,14 +146,16 @@ function cursorHash(request: FindRequest): string {
     .slice(0, 16);
 }
 
-export function createDocumentsService({ client, schemas, engine, resolveAltNames, rotations, maxFindLimit, maxTimeMs }: DocumentsServiceOptions) {
+export function createDocumentsService({ client, schemas, engine, resolveAltNames, rotations, maxFindLimit, maxTimeMs, views }: DocumentsServiceOptions) {
   const fields = createFieldEncryption({ engine, resolveAltNames });
   // A query the database cannot finish within the request's own time is stopped there, not left
   // running after its client has been answered.
   const timeLimit = { maxTimeMS: maxTimeMs };
 
-  function schemaFor(namespace: string): Promise<CollectionSchema> {
-    return schemas.require(namespace);
+  async function schemaFor(namespace: string): Promise<CollectionSchema> {
+    const schema = await schemas.require(namespace);
+    await views.assertNotView(schema.db, schema.collection);
+    return schema;
   }
 
   function collectionOf(schema: CollectionSchema): Collection<Document> {
@@ -174,6 +203,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     const jobs = schema.plan === undefined ? [] : collectJobs(document, schema.plan, '', document);
     validate(schema, document);
     await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));
+    checkSize(document);
   }
 
   async function prepareDocument(schema: CollectionSchema, json: unknown, caller: Caller, id?: () => ObjectId): Promise<Record<string, unknown>> {
@@ -184,13 +214,32 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     return document;
   }
 
-  async function read(documents: Record<string, unknown>[], caller: Caller): Promise<ReadResult> {
-    return { documents, ...(await fields.decryptDocuments(documents, caller)) };
+  /**
+   * Decrypt what a read found, with masking. A value that cannot be decrypted fails the read
+   * unless the caller asked for a report (unreadable-values.ts): every read path comes here.
+   */
+  async function read(documents: Record<string, unknown>[], caller: Caller, onUnreadable: UnreadablePolicy = 'fail'): Promise<ReadResult> {
+    const result = { documents, ...(await fields.decryptDocuments(documents, caller)) };
+    enforceUnreadablePolicy(documents, result.unreadable, onUnreadable);
+    return result;
   }
 
-  const writes = createDocumentWrites({ schemaFor, collectionOf, prepareFilter, encryptDocument, successorOf, fields, mapServerError, maxTimeMs });
+  const reads = createDocumentReads({
+    schemaFor,
+    collectionOf,
+    prepareFilter,
+    encryptSlots: async (schema, slots, caller) => fields.encryptSlots(slots, caller, await variantsOf(schema)),
+    read,
+    mapServerError,
+    maxTimeMs,
+    maxFindLimit,
+  });
+
+  const writes = createDocumentWrites({ schemaFor, collectionOf, prepareFilter, encryptDocument, successorOf, fields, read, mapServerError, maxTimeMs });
 
   return {
+    ...reads,
+
     /**
      * Insert one document. With `seed` (an idempotent request), a document without _id gets one
      * derived from it, and finding that _id already taken means the first attempt landed.
@@ -259,11 +308,11 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
       return results;
     },
 
-    async findById(namespace: string, id: unknown, caller: Caller): Promise<ReadResult> {
+    async findById(namespace: string, id: unknown, caller: Caller, options: { onUnreadable?: UnreadablePolicy } = {}): Promise<ReadResult> {
       const schema = await schemaFor(namespace);
       const document = await collectionOf(schema).findOne(byId(id), timeLimit).catch(mapServerError);
       if (document === null) throw new AppError('DOCUMENT_NOT_FOUND');
-      return read([document], caller);
+      return read([document], caller, options.onUnreadable);
     },
 
     async find(namespace: string, request: FindRequest, caller: Caller): Promise<ReadResult> {
@@ -288,7 +337,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
         .toArray()
         .catch(mapServerError);
       const page = documents.slice(0, limit);
-      const result: ReadResult = await read(page, caller);
+      const result: ReadResult = await read(page, caller, request.onUnreadable);
       if (documents.length > limit) result.next = `${skip + limit}.${cursorHash(request)}`;
       return result;
     },

@@ -7,6 +7,7 @@
 import { AppError } from '../errors.js';
 import { bsonTypeAlias, isPlainObject, matchesBsonType } from './bson-types.js';
 import { ruleFor, type EncryptNode, type ObjectNode, type PlanNode } from './encryption-plan.js';
+import { refuseServerSideJavaScript, walkExpression } from './expression-walker.js';
 
 /** A value inside a filter or update that must be replaced by its deterministic ciphertext. */
 export interface EqualitySlot {
@@ -47,9 +48,14 @@ export function resolvePath(plan: ObjectNode | undefined, path: string): PathTar
   return node.kind === 'encrypt' ? { kind: 'encrypted', node } : { kind: 'subtree', node };
 }
 
+// What MongoDB's query analysis lets through on an unencrypted field: the allow-list governs
+// encrypted fields, not plaintext ones (libmongocrypt's badQueries tests).
 const plainOperators = new Set([
   '$eq', '$ne', '$gt', '$gte', '$lt', '$lte', '$in', '$nin', '$exists', '$type', '$regex', '$options',
   '$size', '$all', '$elemMatch', '$not', '$mod',
+  '$bitsAllClear', '$bitsAllSet', '$bitsAnyClear', '$bitsAnySet',
+  '$geoWithin', '$geoIntersects', '$near', '$nearSphere', '$geometry', '$maxDistance', '$minDistance',
+  '$box', '$polygon', '$center', '$centerSphere', '$uniqueDocs',
 ]);
 const equalityOperators = new Set(['$eq', '$ne', '$in', '$nin', '$not']);
 const logicalOperators = new Set(['$and', '$or', '$nor']);
@@ -57,6 +63,25 @@ const logicalOperators = new Set(['$and', '$or', '$nor']);
 function refuseOnEncrypted(path: string, node: EncryptNode, what: string): never {
   if (node.algorithm === 'random') throw new AppError('QUERY_ON_RANDOM_FIELD', `${path} is random-encrypted: ${what} is not possible.`);
   throw new AppError('UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', `${path} is encrypted: ${what} is not possible.`);
+}
+
+/**
+ * Check an aggregation expression ($expr, a pipeline stage's expression): it may read plaintext
+ * fields only. A computation on a ciphertext (a comparison, a grouping, a length) would answer
+ * about the encrypted value without the key, so it is refused as query analysis refuses it.
+ */
+export function checkExpression(expression: unknown, plan: ObjectNode | undefined, what: string): void {
+  walkExpression(expression, {
+    field(path) {
+      const target = resolvePath(plan, path);
+      if (target.kind === 'encrypted') refuseOnEncrypted(path, target.node, what);
+      if (target.kind === 'inside') refuseOnEncrypted(target.encryptedPath, target.node, what);
+      if (target.kind === 'subtree') throw new AppError('UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', `${path} contains encrypted fields: ${what} is not possible.`);
+    },
+    root() {
+      if (plan !== undefined) throw new AppError('UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', `The whole document has encrypted fields: ${what} on it is not possible.`);
+    },
+  });
 }
 
 function isOperatorObject(value: unknown): value is Record<string, unknown> {
@@ -131,10 +156,20 @@ export function planFilter(filter: unknown, plan: ObjectNode | undefined, slots:
   // then be rewritten on its own, e.g. to $in of its ciphertexts under two keys, without changing
   // what the filter means.
   const split: Record<string, unknown>[] = [];
+  // Server-side JavaScript is refused wherever it hides, before anything else is looked at.
+  refuseServerSideJavaScript(filter);
   for (const [key, condition] of Object.entries(filter)) {
     if (logicalOperators.has(key)) {
       if (!Array.isArray(condition) || condition.length === 0) throw new AppError('INVALID_QUERY', `${key} takes a non-empty array of filters.`);
       for (const sub of condition) planFilter(sub, plan, slots);
+      continue;
+    }
+    if (key === '$expr') {
+      checkExpression(condition, plan, 'an $expr');
+      continue;
+    }
+    if (key === '$comment') {
+      if (typeof condition !== 'string') throw new AppError('INVALID_QUERY', '$comment takes a string.');
       continue;
     }
     if (key.startsWith('$')) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${key} is not allowed.`);
@@ -195,9 +230,19 @@ export function checkProjection(projection: unknown, plan: ObjectNode | undefine
       throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `Projection of ${path} must be 0, 1, true or false.`);
     }
     if (path.startsWith('$')) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${path} is not allowed in a projection.`);
+    // The positional projection (`tags.$`): the first array element the filter matched, for a
+    // plaintext array; encrypted fields hold no arrays to pick from.
+    if (path.endsWith('.$')) {
+      const base = path.slice(0, -2);
+      checkPath(base, 'projection');
+      const target = resolvePath(plan, base);
+      if (target.kind === 'encrypted') refuseOnEncrypted(base, target.node, 'a positional projection');
+      if (target.kind === 'inside') refuseOnEncrypted(target.encryptedPath, target.node, `projecting ${path} inside it`);
+      if (target.kind === 'subtree') throw new AppError('UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', `${base} contains encrypted fields and holds no array: a positional projection is not possible.`);
+      modes.add(true);
+      continue;
+    }
     checkPath(path, 'projection');
-    // A trailing $ is the positional projection operator.
-    if (path.endsWith('$')) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `Positional projection is not allowed (${path}).`);
     if (path !== '_id') modes.add(include === 1 || include === true);
     const target = resolvePath(plan, path);
     if (target.kind === 'inside') refuseOnEncrypted(target.encryptedPath, target.node, `projecting ${path} inside it`);

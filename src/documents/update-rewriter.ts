@@ -9,6 +9,7 @@
 import { AppError } from '../errors.js';
 import { isPlainObject } from './bson-types.js';
 import { listEncryptedPaths, type EncryptNode, type ObjectNode, type PlanNode } from './encryption-plan.js';
+import { walkExpression } from './expression-walker.js';
 import { checkPath, checkPlainOperators, resolvePath, type PathTarget } from './query-rewriter.js';
 
 /** A value of an update to replace by its ciphertext (a whole sub-document when it has encrypted fields). */
@@ -261,43 +262,24 @@ function checkNoArrayIndexUnderEncrypted(plan: ObjectNode | undefined, path: str
   }
 }
 
-/** Aggregation operators a pipeline update may not use: server-side code, and field access by computed name. */
-const refusedExpressionOperators = new Set(['$function', '$accumulator', '$where', '$getField', '$setField', '$unsetField']);
-
 function pipelineRefused(detail: string): never {
   throw new AppError('PIPELINE_UPDATE_NOT_SUPPORTED', detail);
 }
 
-/** An expression may read plaintext fields only: never an encrypted path, a path holding one, or the whole document. */
+/**
+ * An expression of a pipeline update may read plaintext fields only: never an encrypted path, a
+ * path holding one, or the whole document ($$ROOT, or a field named at run time by $getField)
+ * where the collection has encrypted fields. Server-side JavaScript is refused by the walker.
+ */
 function checkExpression(expression: unknown, plan: ObjectNode | undefined, at: string): void {
-  if (typeof expression === 'string') {
-    if (!expression.startsWith('$')) return;
-    if (expression.startsWith('$$')) {
-      const [variable, ...rest] = expression.slice(2).split('.');
-      if (variable === 'ROOT' || variable === 'CURRENT') {
-        if (rest.length === 0) {
-          if (plan !== undefined && listEncryptedPaths(plan).length > 0) pipelineRefused(`${at}: $$${variable} would read the encrypted fields.`);
-          return;
-        }
-        checkExpression(`$${rest.join('.')}`, plan, at);
-      }
-      return;
-    }
-    const path = expression.slice(1);
-    checkPath(path, 'pipeline');
-    if (resolvePath(plan, path).kind !== 'plain') pipelineRefused(`${at} reads ${path}, which is or holds an encrypted field.`);
-    return;
-  }
-  if (Array.isArray(expression)) {
-    for (const item of expression) checkExpression(item, plan, at);
-    return;
-  }
-  if (!isPlainObject(expression)) return;
-  for (const [key, value] of Object.entries(expression)) {
-    if (refusedExpressionOperators.has(key)) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${key} is not allowed (at ${at}).`);
-    if (key === '$literal') continue;
-    checkExpression(value, plan, at);
-  }
+  walkExpression(expression, {
+    field(path) {
+      if (resolvePath(plan, path).kind !== 'plain') pipelineRefused(`${at} reads ${path}, which is or holds an encrypted field.`);
+    },
+    root() {
+      if (plan !== undefined && listEncryptedPaths(plan).length > 0) pipelineRefused(`${at} reads the whole document, which has encrypted fields.`);
+    },
+  });
 }
 
 function isLiteral(value: unknown): boolean {

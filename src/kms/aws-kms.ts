@@ -1,3 +1,4 @@
+import { rootCertificates } from 'node:tls';
 import { DecryptCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { LRUCache } from 'lru-cache';
 import CircuitBreaker from 'opossum';
@@ -8,6 +9,8 @@ import type { AwsMasterKey } from './master-key.js';
 export interface AwsKmsOptions {
   /** Server-side endpoint override (an emulator, a VPC endpoint). Never taken from a client. */
   endpoint?: string;
+  /** More CAs (PEM) a KMS endpoint's certificate may chain to, besides Node's public roots. */
+  caCerts?: string[];
   /** Explicit credentials; when absent the SDK's default chain (the service's IAM role) is used. */
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
   /** Upper bound for one wrap or unwrap, retries included. */
@@ -96,13 +99,21 @@ export function createAwsKms(options: AwsKmsOptions): KmsProvider<AwsMasterKey> 
     dispose: (entry) => entry.retire(),
   });
 
+  // Node's `ca` replaces its bundled roots: they are kept, so a private CA for one endpoint (a VPC
+  // endpoint, an emulator) does not cut the service off from AWS's public ones in other regions.
+  const httpsAgent = options.caCerts?.length ? { ca: [...rootCertificates, ...options.caCerts] } : undefined;
+
   function regionClient(region: string): RegionClient {
     const client = new KMSClient({
       region,
       endpoint: options.regionEndpoints?.[region] ?? options.endpoint,
       credentials: options.credentials,
       maxAttempts: options.maxAttempts,
-      requestHandler: { connectionTimeout: Math.min(options.timeoutMs, 3000), requestTimeout: options.timeoutMs },
+      requestHandler: {
+        connectionTimeout: Math.min(options.timeoutMs, 3000),
+        requestTimeout: options.timeoutMs,
+        ...(httpsAgent === undefined ? {} : { httpsAgent }),
+      },
     });
     /**
      * A circuit breaker per region stops hammering a KMS that keeps failing: once half of the recent

@@ -15,6 +15,7 @@ export default fp(
       localMasterKey: settings.localMasterKey,
       aws: settings.aws && {
         endpoint: settings.aws.endpoint,
+        caCerts: settings.aws.caCerts,
         credentials: settings.aws.credentials,
         timeoutMs: settings.timeoutMs,
         maxAttempts: settings.maxAttempts,

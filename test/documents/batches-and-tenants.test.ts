@@ -66,8 +66,12 @@ t.test("deleting a tenant's key makes exactly that tenant's fields unreadable", 
   }
   t.equal((await h.call('DELETE', `/keys/${h.keys['tenant-a']}`)).statusCode, 204);
 
-  const res = await h.call('POST', `/documents/${h.ns}/find`, { filter: {}, sort: { name: 1 } });
-  t.equal(res.statusCode, 200, 'never a 500');
+  const refused = await h.call('POST', `/documents/${h.ns}/find`, { filter: {}, sort: { name: 1 } });
+  t.equal(refused.statusCode, 422, 'by default the read fails, naming the document and field: never a 500');
+  t.equal(refused.json().code, 'UNREADABLE_VALUE');
+  t.match(refused.json().detail, /_id \{"\$oid":"[0-9a-f]{24}"\}: tenantSecret could not be decrypted/);
+  const res = await h.call('POST', `/documents/${h.ns}/find?onUnreadable=report`, { filter: {}, sort: { name: 1 } });
+  t.equal(res.statusCode, 200, 'reported on request');
   const docs = res.json().items as { name: string; ssn: string; tenantSecret: string | null }[];
   t.same(docs.map((d) => d.name), ['a1', 'a2', 'b1', 'b2']);
   t.same(docs.map((d) => d.tenantSecret), [null, null, 'SECRET-b1', 'SECRET-b2'], 'tenant-a secrets are gone, tenant-b intact');
@@ -76,7 +80,9 @@ t.test("deleting a tenant's key makes exactly that tenant's fields unreadable", 
     { index: 0, _id: (docs[0] as unknown as { _id: unknown })._id, paths: ['tenantSecret'] },
     { index: 1, _id: (docs[1] as unknown as { _id: unknown })._id, paths: ['tenantSecret'] },
   ]);
-  const one = await h.call('GET', `/documents/${h.ns}/${(docs[0] as unknown as { _id: { $oid: string } })._id.$oid}`);
+  const oneUrl = `/documents/${h.ns}/${(docs[0] as unknown as { _id: { $oid: string } })._id.$oid}`;
+  t.equal((await h.call('GET', oneUrl)).json().code, 'UNREADABLE_VALUE');
+  const one = await h.call('GET', `${oneUrl}?onUnreadable=report`);
   t.same(one.json().unreadable, ['tenantSecret']);
   t.equal(one.json().document.tenantSecret, null);
   const write = await h.call('POST', `/documents/${h.ns}`, { document: person('a3', 'tenant-a') });

@@ -24,12 +24,17 @@ t.test('a key a collection schema names (by id or by any alt name) is in use, un
     ],
   };
   const deletedIds: string[] = [];
+  const removed: string[] = [];
   const deletion = createKeyDeletion({
     registry,
     keyVault: {
       async deleteKey(id: UUID) {
         deletedIds.push(id.toHexString());
         return true;
+      },
+      async removeAltName(id: UUID, name: string) {
+        removed.push(name);
+        return keyDoc(id.toHexString(), []);
       },
     },
   });
@@ -42,4 +47,11 @@ t.test('a key a collection schema names (by id or by any alt name) is in use, un
   t.same(deletedIds, [], 'nothing deleted');
   await deletion.deleteKey(keyDoc(byId), { force: true, deletedBy: 'cl_x' });
   t.same(deletedIds, [byId], 'forced');
+
+  // An alt name a schema resolves its key by cannot silently go away either.
+  await t.rejects(deletion.removeAltName(new UUID(byId), 'cards', { force: false }), { code: 'KEY_IN_USE', message: /shop\.orders/ });
+  t.same(removed, [], 'nothing removed');
+  await deletion.removeAltName(new UUID(byId), 'spare', { force: false });
+  await deletion.removeAltName(new UUID(byId), 'cards', { force: true });
+  t.same(removed, ['spare', 'cards'], 'a name no schema uses, and a forced one');
 });

@@ -109,13 +109,29 @@ t.test('planFilter refuses what would compute on an encrypted field, naming the 
     ['a path inside a random value', { 'medical.allergies.0': 'nuts' }, 'QUERY_ON_RANDOM_FIELD', /medical\.allergies/],
     ['an unknown operator on an encrypted field', { ssn: { $foo: 1 } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$foo/],
     ['$where', { $where: 'this.ssn == "1"' }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$where/],
-    ['$expr', { $expr: { $eq: ['$ssn', 'x'] } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$expr/],
+    ['$expr on a deterministic field', { $expr: { $eq: ['$ssn', 'x'] } }, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /ssn/],
+    ['$expr on a random field', { $expr: { $gt: ['$salary', 1] } }, 'QUERY_ON_RANDOM_FIELD', /salary/],
+    ['$expr on a subtree', { $expr: { $eq: ['$medical', {}] } }, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /medical/],
+    ['$expr inside a random value', { $expr: { $eq: ['$medical.diagnosis.x', 1] } }, 'QUERY_ON_RANDOM_FIELD', /medical\.diagnosis/],
+    ['$expr on $$ROOT', { $expr: { $eq: [{ $size: { $objectToArray: '$$ROOT' } }, 3] } }, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /whole document/],
+    ['$expr on $$CURRENT.ssn', { $expr: { $eq: ['$$CURRENT.ssn', 'x'] } }, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /ssn/],
+    ['$expr with $getField (a field named at run time)', { $expr: { $eq: [{ $getField: 'ssn' }, 'x'] } }, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /whole document/],
+    ['$expr with $function', { $expr: { $function: { body: 'return true', args: [], lang: 'js' } } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$function/],
+    ['$function deep in $expr', { $expr: { $and: [{ $eq: ['$level', 1] }, { $or: [{ $function: {} }] }] } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$function/],
+    ['$where deep in $and/$or/$nor', { $and: [{ $or: [{ $nor: [{ $where: 'x' }] }] }] }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$where/],
+    ['$where under $not', { name: { $not: { $where: 'x' } } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$where/],
+    ['$where under $elemMatch on an encrypted field', { ssn: { $elemMatch: { $where: 'x' } } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$where/],
+    ['$bitsAllSet on an encrypted field', { badge: { $bitsAllSet: 3 } }, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /badge/],
+    ['$near on an encrypted field', { ssn: { $near: [0, 0] } }, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /ssn/],
+    ['$geoWithin on a random field', { salary: { $geoWithin: { $box: [[0, 0], [1, 1]] } } }, 'QUERY_ON_RANDOM_FIELD', /salary/],
+    ['$mod on an encrypted field', { badge: { $mod: [3, 1] } }, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /badge/],
+    ['$size on an encrypted field', { ssn: { $size: 2 } }, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /ssn/],
     ['$function in a plain $elemMatch', { tags: { $elemMatch: { $function: { body: 'x' } } } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$function/],
     ['$where under a plain field', { name: { $where: 'x' } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$where/],
     ['$jsonSchema', { $jsonSchema: {} }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$jsonSchema/],
     ['$text', { $text: { $search: 'x' } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$text/],
-    ['$comment', { $comment: 'x' }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$comment/],
-    ['$expr deep in $and/$or/$nor', { $and: [{ $or: [{ $nor: [{ $expr: 1 }] }] }] }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$expr/],
+    ['$comment that is no string', { $comment: { x: 1 } }, 'INVALID_QUERY', /\$comment/],
+    ['$expr on an encrypted field deep in $and/$or/$nor', { $and: [{ $or: [{ $nor: [{ $expr: { $eq: ['$badge', 1] } }] }] }] }, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /badge/],
     ['a wrong value type', { ssn: 5 }, 'INVALID_QUERY', /ssn/],
     ['a wrong value type under $in', { badge: { $in: [1, 'x'] } }, 'INVALID_QUERY', /badge/],
     ['null', { ssn: null }, 'INVALID_QUERY', /ssn/],
@@ -339,12 +355,52 @@ t.test('checkProjection', async (t) => {
     const err = errorOf(() => checkProjection(projection, plan));
     t.equal(err.code, code, JSON.stringify(projection));
   }
-  // The positional projection ("tags.$") is refused; which code says so is secondary.
-  t.match(errorOf(() => checkProjection({ 'tags.$': 1 }, plan)).code, /^(QUERY_OPERATOR_NOT_ALLOWED|INVALID_QUERY)$/);
+  // The positional projection works on a plaintext array, and nowhere an encrypted value is.
+  t.doesNotThrow(() => checkProjection({ 'tags.$': 1, name: 1 }, plan));
+  t.equal(errorOf(() => checkProjection({ 'ssn.$': 1 }, plan)).code, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD');
+  t.equal(errorOf(() => checkProjection({ 'medical.allergies.$': 1 }, plan)).code, 'QUERY_ON_RANDOM_FIELD');
+  t.equal(errorOf(() => checkProjection({ 'medical.$': 1 }, plan)).code, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD');
+  t.equal(errorOf(() => checkProjection({ 'tags.$': 1, name: 0 }, plan)).code, 'INVALID_QUERY', 'positional is an inclusion');
 });
 
 t.test('a plan built from the same rules with other keys gives the same slots (the key is the node\'s)', async (t) => {
   const other = compilePlan({ properties: { ssn: { encrypt: { bsonType: 'string', algorithm: DET, keyId: keyIdOf(KEY_IDS.other) } } } });
   const [slot] = planFilter({ ssn: 'x' }, other);
   t.same(slot!.node.key, { kind: 'id', id: KEY_IDS.other });
+});
+
+t.test('no over-refusal: what query analysis allows on unencrypted fields passes unchanged', async (t) => {
+  const allowed: [string, Record<string, unknown>][] = [
+    ['$bitsAllClear', { level: { $bitsAllClear: 35 } }],
+    ['$bitsAllSet', { level: { $bitsAllSet: 35 } }],
+    ['$bitsAnyClear', { level: { $bitsAnyClear: [1, 5] } }],
+    ['$bitsAnySet', { level: { $bitsAnySet: 35 } }],
+    ['$geoWithin $geometry', { place: { $geoWithin: { $geometry: { type: 'Polygon', coordinates: [[[0, 0], [1, 0], [1, 1], [0, 0]]] } } } }],
+    ['$geoWithin $box', { place: { $geoWithin: { $box: [[0, 0], [1, 1]] } } }],
+    ['$geoWithin $centerSphere', { place: { $geoWithin: { $centerSphere: [[0, 0], 0.1] } } }],
+    ['$geoIntersects', { place: { $geoIntersects: { $geometry: { type: 'Point', coordinates: [0, 0] } } } }],
+    ['$near', { place: { $near: { $geometry: { type: 'Point', coordinates: [0, 0] }, $maxDistance: 10, $minDistance: 1 } } }],
+    ['$nearSphere', { place: { $nearSphere: [0, 0] } }],
+    ['$regex with $options', { name: { $regex: '^A', $options: 'i' } }],
+    ['$exists on an encrypted field', { ssn: { $exists: false } }],
+    ['$type', { name: { $type: 'string' } }],
+    ['$elemMatch', { tags: { $elemMatch: { $gte: 1, $lt: 9 } } }],
+    ['$size', { tags: { $size: 2 } }],
+    ['$all', { tags: { $all: ['a', 'b'] } }],
+    ['$mod', { level: { $mod: [3, 1] } }],
+    ['$not with $regex', { name: { $not: { $regex: 'x' } } }],
+    ['$expr on plaintext fields', { $expr: { $gt: ['$level', { $size: '$tags' }] } }],
+    ['$expr on a plaintext field beside encrypted ones', { $expr: { $eq: ['$medical.ward', 'A'] } }],
+    ['$expr with a $literal that looks like a field', { $expr: { $eq: ['$name', { $literal: '$ssn' }] } }],
+    ['$expr with variables', { $expr: { $let: { vars: { l: '$level' }, in: { $gt: ['$$l', 1] } } } }],
+    ['$comment', { $comment: 'why this query' }],
+  ];
+  for (const [what, filter] of allowed) {
+    const before = JSON.stringify(filter);
+    t.same(planFilter(filter, plan), [], what);
+    t.equal(JSON.stringify(filter), before, `${what}: sent unchanged`);
+  }
+  // The same operators beside an equality on a deterministic field: the equality is still rewritten.
+  const slots = planFilter({ level: { $bitsAnySet: 1 }, ssn: 'x', $expr: { $eq: ['$name', 'A'] } }, plan);
+  t.same(slots.map((s) => s.path), ['ssn']);
 });

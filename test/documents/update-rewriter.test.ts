@@ -109,7 +109,7 @@ t.test('pipeline updates: plaintext in, plaintext out', async (t) => {
     [[{ $set: { copy: '$medical' } }], 'PIPELINE_UPDATE_NOT_SUPPORTED'],
     [[{ $set: { copy: '$$ROOT' } }], 'PIPELINE_UPDATE_NOT_SUPPORTED'],
     [[{ $set: { copy: '$$CURRENT.ssn' } }], 'PIPELINE_UPDATE_NOT_SUPPORTED'],
-    [[{ $set: { copy: { $getField: 'ssn' } } }], 'QUERY_OPERATOR_NOT_ALLOWED'],
+    [[{ $set: { copy: { $getField: 'ssn' } } }], 'PIPELINE_UPDATE_NOT_SUPPORTED'],
     [[{ $set: { copy: { $function: { body: 'x', args: [], lang: 'js' } } } }], 'QUERY_OPERATOR_NOT_ALLOWED'],
     [[{ $replaceWith: { a: 1 } }], 'PIPELINE_UPDATE_NOT_SUPPORTED'],
     [[{ $project: { name: 1 } }], 'PIPELINE_UPDATE_NOT_SUPPORTED'],

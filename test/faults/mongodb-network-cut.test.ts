@@ -26,7 +26,7 @@ t.test('a network cut between the service and MongoDB: clean 503s, no lost write
   const h = await createFaultDocumentsApp(t, `mongodb://127.0.0.1:${proxy.port}/`, { MONGODB_SERVER_SELECTION_TIMEOUT_MS: '500' });
   const run = randomBytes(4).toString('hex');
   // The cuts are in the middle of steady work: the app has served through the proxy first (a cut
-  // during the driver's very first connect is another fault).
+  // during the driver's very first connect is another fault: mongodb-first-connect.test.ts).
   const warm = await h.call('POST', h.url, { document: canaryEmployee(run, -1) });
   t.equal(warm.statusCode, 201, `the app serves through the proxy before the cuts: ${warm.body}`);
 

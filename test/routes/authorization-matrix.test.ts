@@ -239,6 +239,20 @@ const matrix: Record<string, Row> = {
     allowed: [...all, 'reader + decrypt[hr-*]'],
     other: { 'documents:ns:read': [403, /ssn/] },
   },
+  'POST /documents/{ns}/aggregate': {
+    // A $match equality on ssn is a read of ssn, as find's: without decrypt on hr-det, 403 naming the path.
+    request: (fx) => ({ url: `/documents/${fx.ns}/aggregate`, body: { pipeline: [{ $match: { ssn: person(1).ssn } }, { $count: 'n' }] } }),
+    ok: 200,
+    allowed: [...all, 'reader + decrypt[hr-*]'],
+    other: { 'documents:ns:read': [403, /ssn/] },
+  },
+  'POST /documents/{ns}/distinct': {
+    // The distinct values of ssn are its plaintexts: decrypt on hr-det is needed before anything is read.
+    request: (fx) => ({ url: `/documents/${fx.ns}/distinct`, body: { key: 'ssn' } }),
+    ok: 200,
+    allowed: [...all, 'reader + decrypt[hr-*]'],
+    other: { 'documents:ns:read': [403, /ssn/] },
+  },
   'POST /documents/{ns}/explain': {
     request: (fx) => ({ url: `/documents/${fx.ns}/explain`, body: { filter: { ssn: 'x' } } }),
     ok: 200,

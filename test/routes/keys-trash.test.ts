@@ -113,6 +113,10 @@ t.test('a key a collection schema names is not deleted unless forced; forced, th
     t.match(res.json().detail, ns, 'the answer names the collection');
     t.equal((await h.call('GET', `/keys/${keys[name]}`)).json().state, 'active', 'nothing was deleted');
   }
+  const renamed = await h.call('DELETE', `/keys/${keys['hr-det']}/alt-names/hr-det`);
+  t.same(codeOf(renamed), [409, 'KEY_IN_USE'], 'the alt name a schema resolves its key by cannot be removed either');
+  t.match(renamed.json().detail, ns);
+  t.same((await h.call('GET', `/keys/${keys['hr-det']}`)).json().keyAltNames, ['hr-det'], 'the name is still there');
   t.same(codeOf(await h.call('DELETE', `/keys/${keys['hr-rnd']}?force=maybe`)), [400, 'VALIDATION_FAILED']);
   t.equal((await h.call('DELETE', `/keys/${keys['hr-rnd']}?force=true`)).statusCode, 204, 'forced');
   const waiting = await findUntil((status) => status === 503);
@@ -134,8 +138,11 @@ t.test('a key a collection schema names is not deleted unless forced; forced, th
   const purged = codeOf(await h.call('POST', `/documents/${ns}`, person('later-b', 'tenant-b')));
   t.equal(trashed[0], 422);
   t.same(trashed, purged, 'a trashed key is refused exactly as a purged (or never existing) one');
-  const read = await h.call('POST', `/documents/${ns}/find`, { filter: {} });
-  t.equal(read.statusCode, 200, 'never a 500');
+  const failed = await h.call('POST', `/documents/${ns}/find`, { filter: {} });
+  t.same(codeOf(failed), [422, 'UNREADABLE_VALUE'], 'never a 500, and by default never a null passed off as the value');
+  t.match(failed.json().detail, /tenantSecret/);
+  const read = await h.call('POST', `/documents/${ns}/find?onUnreadable=report`, { filter: {} });
+  t.equal(read.statusCode, 200, read.body);
   t.same(read.json().items.map((d: { salary: unknown }) => d.salary), [100], 'fields under live keys read');
   t.same(read.json().unreadable[0].paths, ['tenantSecret'], 'the field under the purged key is unreadable');
   t.equal((await h.call('POST', `/documents/${ns}`, { document: { name: 'x', ssn: 's', tenantKey: 'hr-det', salary: 1 } })).statusCode, 201, 'writes under the restored key work');
