@@ -166,11 +166,12 @@ export default async function documentRoutes(app: FastifyInstance) {
   app.post(
     '/documents/:ns/update',
     {
-      config: { scope: 'documents:{ns}:write', audit: 'documents.update' },
+      config: { scope: 'documents:{ns}:write', audit: 'documents.update', idempotent: true },
       schema: {
+        headers: idempotencyHeaders,
         tags,
         security,
-        summary: 'Update the first (or, with many, every) document a filter matches',
+        summary: 'Update the first (or, with many, every) document a filter matches; with upsert, insert one when none does',
         params: namespaceParamsSchema,
         body: updateWhereBodySchema,
         response: { 200: writeResultSchema, ...writeErrors },
@@ -178,8 +179,9 @@ export default async function documentRoutes(app: FastifyInstance) {
     },
     async (request) => {
       const { ns } = request.params as NsParams;
-      const { filter, update, many } = request.body as { filter: unknown; update: unknown; many: boolean };
-      return documents.updateWhere(ns, filter, update, many, request.caller!);
+      const { filter, update, many, upsert, arrayFilters } = request.body as { filter: unknown; update: unknown; many: boolean; upsert: boolean; arrayFilters?: unknown[] };
+      const result = await documents.updateWhere(ns, filter, update, many, request.caller!, { upsert, arrayFilters });
+      return { ...result, ...(result.upsertedId !== undefined ? { upsertedId: toEjson(result.upsertedId) } : {}) };
     },
   );
 
@@ -218,7 +220,7 @@ export default async function documentRoutes(app: FastifyInstance) {
     },
     async (request) => {
       const { ns } = request.params as NsParams;
-      return documents.explain(ns, request.body as { document?: unknown; filter?: unknown });
+      return documents.explain(ns, request.body as Parameters<typeof documents.explain>[1]);
     },
   );
 

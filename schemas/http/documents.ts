@@ -1,4 +1,6 @@
 /** Request and response schemas of the /documents routes. Documents and filters are Extended JSON. */
+import { bulkOperationSchema, updateSpecSchema } from './document-writes.js';
+
 const ejsonObject = { type: 'object', additionalProperties: true, description: 'An Extended JSON v2 document (relaxed or canonical).' } as const;
 const ejsonValue = { description: 'An Extended JSON v2 value.' } as const;
 
@@ -133,13 +135,7 @@ export const countBodySchema = {
 
 export const countResponseSchema = { type: 'object', required: ['count'], properties: { count: { type: 'integer' } } } as const;
 
-const updateDocumentSchema = {
-  type: 'object',
-  description: 'Update operators: $set (re-encrypts encrypted fields), $unset, $inc (plaintext fields only).',
-  additionalProperties: false,
-  minProperties: 1,
-  properties: { $set: { type: 'object' }, $unset: { type: 'object' }, $inc: { type: 'object' } },
-} as const;
+const updateDocumentSchema = updateSpecSchema;
 
 export const updateByIdBodySchema = {
   type: 'object',
@@ -152,13 +148,20 @@ export const updateWhereBodySchema = {
   type: 'object',
   additionalProperties: false,
   required: ['filter', 'update'],
-  properties: { filter: ejsonObject, update: updateDocumentSchema, many: { type: 'boolean', default: false } },
+  properties: {
+    filter: ejsonObject,
+    update: updateDocumentSchema,
+    many: { type: 'boolean', default: false },
+    upsert: { type: 'boolean', default: false, description: 'Insert a document when none matches: the filter\'s equalities, $set and $setOnInsert, encrypted and validated like an insert.' },
+    arrayFilters: { type: 'array', maxItems: 50, items: ejsonObject },
+  },
+  examples: [{ filter: { ssn: '123-45-6789' }, update: { $set: { salary: 5000 }, $setOnInsert: { name: 'Ada', tenantKey: 'tenant-a' } }, upsert: true }],
 } as const;
 
 export const writeResultSchema = {
   type: 'object',
   required: ['matched', 'modified'],
-  properties: { matched: { type: 'integer' }, modified: { type: 'integer' } },
+  properties: { matched: { type: 'integer' }, modified: { type: 'integer' }, upsertedId: { ...ejsonValue, description: 'The _id of the document an upsert inserted.' } },
 } as const;
 
 export const replaceBodySchema = {
@@ -181,7 +184,32 @@ export const explainBodySchema = {
   oneOf: [
     { type: 'object', title: 'ExplainDocument', additionalProperties: false, required: ['document'], properties: { document: ejsonObject } },
     { type: 'object', title: 'ExplainFilter', additionalProperties: false, required: ['filter'], properties: { filter: ejsonObject } },
+    {
+      type: 'object',
+      title: 'ExplainUpdate',
+      description: 'Dry run of an update (also of findOneAndUpdate and bulk updateOne/updateMany): which values would be encrypted, which filter values rewritten, or why it would be refused.',
+      additionalProperties: false,
+      required: ['update'],
+      properties: { filter: ejsonObject, update: updateSpecSchema, arrayFilters: { type: 'array', maxItems: 50, items: ejsonObject }, upsert: { type: 'boolean' } },
+    },
+    {
+      type: 'object',
+      title: 'ExplainReplacement',
+      description: 'Dry run of a replacement (replace, findOneAndReplace, bulk replaceOne).',
+      additionalProperties: false,
+      required: ['replacement'],
+      properties: { filter: ejsonObject, replacement: ejsonObject },
+    },
+    {
+      type: 'object',
+      title: 'ExplainBulk',
+      description: 'Dry run of a bulk write, operation by operation.',
+      additionalProperties: false,
+      required: ['operations'],
+      properties: { operations: { type: 'array', minItems: 1, maxItems: 1000, items: bulkOperationSchema } },
+    },
   ],
+  examples: [{ filter: { ssn: '123-45-6789' }, update: { $set: { salary: 5000 }, $inc: { level: 1 } } }],
 } as const;
 
 export const explainResponseSchema = {
@@ -190,6 +218,28 @@ export const explainResponseSchema = {
   properties: {
     valid: { type: 'boolean' },
     validation: { type: 'string', description: 'Why the document would be refused.' },
+    refused: {
+      type: 'object',
+      required: ['code'],
+      description: 'For an update or replacement: the error the write would be refused with.',
+      properties: { code: { type: 'string' }, detail: { type: 'string' } },
+    },
+    operations: {
+      type: 'array',
+      description: 'For a bulk write: each operation\'s dry run.',
+      items: {
+        type: 'object',
+        required: ['index', 'op', 'valid', 'fields'],
+        properties: {
+          index: { type: 'integer' },
+          op: { type: 'string' },
+          valid: { type: 'boolean' },
+          validation: { type: 'string' },
+          refused: { type: 'object', properties: { code: { type: 'string' }, detail: { type: 'string' } } },
+          fields: { type: 'array', items: { type: 'object', additionalProperties: true } },
+        },
+      },
+    },
     fields: {
       type: 'array',
       items: {

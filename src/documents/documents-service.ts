@@ -14,7 +14,8 @@ import { collectJobs, type FieldJob } from './document-crypto.js';
 import { listEncryptedPaths, type EncryptNode } from './encryption-plan.js';
 import { createFieldEncryption } from './field-encryption.js';
 import type { KeyRotations } from './key-rotations.js';
-import { checkProjection, checkSort, planFilter, planUpdate } from './query-rewriter.js';
+import { checkProjection, checkSort, planFilter } from './query-rewriter.js';
+import { createDocumentWrites } from './document-writes.js';
 import { rotateDataKey, type RotationOptions } from './rotate-data-key.js';
 import type { CollectionSchema } from './collection-schema.js';
 import { createDocumentReads } from './document-reads.js';
@@ -83,7 +84,7 @@ function checkSize(document: Record<string, unknown>): void {
 /** MongoDB's answers that mean the request was wrong, not the server. */
 const clientErrorCodes = new Set([2, 9, 14, 16, 28, 40, 52, 53, 55, 56, 57, 66, 121, 10334, 15998, 16837, 17419, 31395, 40352]);
 
-function mapServerError(err: unknown): never {
+export function mapServerError(err: unknown): never {
   if (err instanceof MongoServerError) {
     // A read with exact types (bson-types.ts) gets the server's reply with them, its code an Int32.
     const code = Number(err.code);
@@ -242,66 +243,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     maxFindLimit,
   });
 
-  /** Encrypt the $set values of an update for the documents a filter selects. */
-  async function applyUpdate(schema: CollectionSchema, filter: Record<string, unknown>, updateJson: unknown, many: boolean, caller: Caller) {
-    const update = asDocument(fromEjson(updateJson), 'An update');
-    const { encryptedSets } = planUpdate(update, schema.plan);
-    const set = (update.$set ?? {}) as Record<string, unknown>;
-    const jobsFor = (target: Record<string, unknown>, root: Record<string, unknown>): FieldJob[] =>
-      encryptedSets.flatMap(({ path, node }) => collectJobs(target[path], node, path, root, [], { object: target, name: path }));
-    // The walk first: a shape that would carry an encrypted field in plaintext is refused as such.
-    const pointerJobs = jobsFor(set, {}).filter((job) => job.node.key.kind === 'pointer');
-    for (const path of Object.keys(set)) {
-      const problem = schema.validator.validateAt(path, set[path]);
-      if (problem !== undefined) throw new AppError('DOCUMENT_VALIDATION_FAILED', `${problem.path} ${problem.message}.`);
-    }
-    for (const path of Object.keys((update.$unset ?? {}) as object)) {
-      if (schema.validator.isRequired(path)) throw new AppError('DOCUMENT_VALIDATION_FAILED', `${path} is required and cannot be unset.`);
-    }
-    const collection = collectionOf(schema);
-
-    if (pointerJobs.length === 0) {
-      await fields.encryptJobs(jobsFor(set, {}), caller, schema.namespace, await successorOf(schema));
-      refuseUnwritableTypes(update);
-      const result = await (many ? collection.updateMany(filter, update, timeLimit) : collection.updateOne(filter, update, timeLimit)).catch(mapServerError);
-      return { matched: result.matchedCount, modified: result.modifiedCount };
-    }
-
-    // Per-document keys: read each target's key-naming fields, and update the documents that
-    // share a key together, re-checking those fields so a concurrent change cannot mix keys.
-    const pointerPaths = [...new Set(pointerJobs.map((job) => (job.node.key as { segments: string[] }).segments.join('.')))];
-    const targets = await collection
-      .find(filter, { projection: Object.fromEntries([['_id', 1], ...pointerPaths.map((p) => [p, 1])]), ...timeLimit })
-      .limit(many ? 0 : 1)
-      .toArray();
-    const groups = new Map<string, { root: Record<string, unknown>; guard: Record<string, unknown>; ids: unknown[] }>();
-    for (const target of targets) {
-      // What the document will look like after the update, as far as its key-naming fields go.
-      const root: Record<string, unknown> = { ...target };
-      for (const [path, value] of Object.entries(set)) setDotted(root, path, value);
-      // An $unset of the pointer (or its parent) in the same update leaves the field without a key.
-      for (const path of Object.keys((update.$unset ?? {}) as object)) unsetDotted(root, path);
-      // The key-naming fields as they are now: re-checked by the update, so a concurrent change
-      // of tenant between this read and the write cannot mix keys.
-      const guard = Object.fromEntries(pointerPaths.map((p) => [p, readDotted(target, p) ?? null]));
-      const key = JSON.stringify([guard, pointerPaths.map((p) => readDotted(root, p))]);
-      const group = groups.get(key) ?? { root, guard, ids: [] };
-      group.ids.push(target._id);
-      groups.set(key, group);
-    }
-    let matched = 0;
-    let modified = 0;
-    for (const { root, guard, ids } of groups.values()) {
-      // A fresh copy per group: encryption replaces values in place.
-      const copy = asDocument(fromEjson(updateJson), 'An update');
-      await fields.encryptJobs(jobsFor(copy.$set as Record<string, unknown>, root), caller, schema.namespace, await successorOf(schema));
-      refuseUnwritableTypes(copy);
-      const result = await collection.updateMany({ _id: { $in: ids as never[] }, ...guard }, copy, timeLimit).catch(mapServerError);
-      matched += result.matchedCount;
-      modified += result.modifiedCount;
-    }
-    return { matched, modified };
-  }
+  const writes = createDocumentWrites({ schemaFor, collectionOf, prepareFilter, encryptDocument, successorOf, fields, read, mapServerError, maxTimeMs });
 
   return {
     ...reads,
@@ -414,17 +356,13 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     },
 
     async updateById(namespace: string, id: unknown, update: unknown, caller: Caller) {
-      const schema = await schemaFor(namespace);
-      const result = await applyUpdate(schema, byId(id), update, false, caller);
+      const result = await writes.updateById(namespace, byId(id), update, caller);
       if (result.matched === 0) throw new AppError('DOCUMENT_NOT_FOUND');
       return result;
     },
 
-    async updateWhere(namespace: string, filterJson: unknown, update: unknown, many: boolean, caller: Caller) {
-      const schema = await schemaFor(namespace);
-      const filter = await prepareFilter(schema, filterJson, caller);
-      if (many && Object.keys(filter).length === 0) throw new AppError('INVALID_QUERY', 'An empty filter would update every document.');
-      return applyUpdate(schema, filter, update, many, caller);
+    async updateWhere(namespace: string, filterJson: unknown, update: unknown, many: boolean, caller: Caller, options: { upsert?: boolean; arrayFilters?: unknown[] } = {}) {
+      return writes.update(namespace, { filter: filterJson, update, many, ...options }, caller);
     },
 
     async replaceById(namespace: string, id: unknown, json: unknown, caller: Caller) {
@@ -456,7 +394,8 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     },
 
     /** What would be encrypted, with which key and algorithm, and why; writes nothing. */
-    async explain(namespace: string, request: { document?: unknown; filter?: unknown }) {
+    async explain(namespace: string, request: Parameters<typeof writes.explain>[1] & { document?: unknown }) {
+      if (request.update !== undefined || request.replacement !== undefined || request.operations !== undefined) return writes.explain(namespace, request);
       const schema = await schemaFor(namespace);
       const describe = (path: string, node: EncryptNode, reason: string) => ({
         path,
@@ -486,6 +425,10 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
           .map((slot) => describe(slot.path, slot.node, 'equality on a deterministic field: the value is encrypted before the query')),
       };
     },
+
+    replaceWhere: writes.replace,
+    findOneAndModify: writes.findOneAndModify,
+    bulkWrite: writes.bulkWrite,
 
     /** Start re-encrypting a collection's fields from one data key to another, as a job. */
     /** Rotate a collection's fields from one data key to another, as `currentCaller()` (read again per batch). */
@@ -518,38 +461,6 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
  */
 function derivedId(seed: string, index: number): ObjectId {
   return new ObjectId(createHash('sha256').update(`${seed}\n${index}`).digest().subarray(0, 12));
-}
-
-function readDotted(root: Record<string, unknown>, path: string): unknown {
-  let value: unknown = root;
-  for (const segment of path.split('.')) {
-    if (!isPlainObject(value)) return undefined;
-    value = value[segment];
-  }
-  return value;
-}
-
-function unsetDotted(root: Record<string, unknown>, path: string): void {
-  const segments = path.split('.');
-  let node = root;
-  for (const segment of segments.slice(0, -1)) {
-    if (!isPlainObject(node[segment])) return;
-    const next = { ...(node[segment] as Record<string, unknown>) };
-    node[segment] = next;
-    node = next;
-  }
-  delete node[segments.at(-1)!];
-}
-
-function setDotted(root: Record<string, unknown>, path: string, value: unknown): void {
-  const segments = path.split('.');
-  let node = root;
-  for (const segment of segments.slice(0, -1)) {
-    const next = isPlainObject(node[segment]) ? { ...(node[segment] as Record<string, unknown>) } : {};
-    node[segment] = next;
-    node = next;
-  }
-  node[segments.at(-1)!] = value;
 }
 
 export type DocumentsService = ReturnType<typeof createDocumentsService>;

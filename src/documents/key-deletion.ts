@@ -7,7 +7,7 @@
  * schemas: deleting a tenant's key is exactly how its data is erased, and the trash keeps it
  * restorable for the retention period.
  */
-import type { UUID } from 'bson';
+import type { UUID } from 'mongodb';
 import { AppError } from '../errors.js';
 import { keyIdToString, type KeyDocument } from '../key-vault/key-document.js';
 import type { KeyVault } from '../key-vault/key-vault.js';

@@ -77,6 +77,8 @@ export interface PlaintextValidator {
   validateAt(path: string, value: unknown): { path: string; message: string } | undefined;
   /** Whether a top-level-or-nested path is required by the schema (for $unset). */
   isRequired(path: string): boolean;
+  /** Whether the schema lets a document have this path at all (additionalProperties: false may not). */
+  isAllowed(path: string): boolean;
 }
 
 function describe(error: ErrorObject, prefix = ''): { path: string; message: string } {
@@ -168,6 +170,9 @@ export function createPlaintextValidator(schema: Record<string, unknown>, where:
       const parent = segments.length === 0 ? ajvSchema : subSchemaAt(ajvSchema, segments.join('.'));
       if (parent === undefined || parent === NOT_ALLOWED) return false;
       return Array.isArray(parent.required) && (parent.required as unknown[]).includes(last);
+    },
+    isAllowed(path) {
+      return subSchemaAt(ajvSchema, path) !== NOT_ALLOWED;
     },
   };
 }

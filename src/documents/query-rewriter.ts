@@ -89,7 +89,7 @@ function isOperatorObject(value: unknown): value is Record<string, unknown> {
 }
 
 /** Refuse any operator outside the allow-list anywhere in a plaintext condition ($elemMatch bodies included). */
-function checkPlainOperators(value: unknown, path: string): void {
+export function checkPlainOperators(value: unknown, path: string): void {
   if (Array.isArray(value)) {
     for (const item of value) checkPlainOperators(item, path);
     return;

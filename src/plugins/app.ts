@@ -27,6 +27,7 @@ import encryptRoutes from '../../routes/encrypt.js';
 import decryptRoutes from '../../routes/decrypt.js';
 import keyRoutes from '../../routes/keys.js';
 import documentRoutes from '../../routes/documents.js';
+import documentWriteRoutes from '../../routes/document-writes.js';
 import documentReadRoutes from '../../routes/document-reads.js';
 import clientRoutes from '../../routes/clients.js';
 import auditRoutes from '../../routes/audit.js';
@@ -142,6 +143,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(decryptRoutes);
     await app.register(keyRoutes);
     await app.register(documentRoutes);
+    await app.register(documentWriteRoutes);
     await app.register(documentReadRoutes);
     await app.register(clientRoutes);
     await app.register(auditRoutes);

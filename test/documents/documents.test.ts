@@ -138,7 +138,7 @@ t.test('/documents: schema-driven encryption end to end on the real server', asy
   t.test('updates re-encrypt what they replace; plaintext operators work', async (t) => {
     const id = inserted[0]!;
     const res = await h.call('PATCH', `${url}/${id}`, {
-      update: { $set: { ssn: 'CANARY-SSN-NEW-1', 'medical.diagnosis': 'CANARY-DIAG-NEW', tenantSecret: 'CANARY-TENANT-NEW' }, $inc: { level: 10 } },
+      update: { $set: { ssn: 'CANARY-SSN-NEW-1', 'medical.diagnosis': 'CANARY-DIAG-NEW' }, $inc: { level: 10 } },
     });
     t.equal(res.statusCode, 200, res.body);
     t.same(res.json(), { matched: 1, modified: 1 });
@@ -150,12 +150,13 @@ t.test('/documents: schema-driven encryption end to end on the real server', asy
     t.equal(found.json().items.length, 1);
     t.equal(found.json().items[0].medical.diagnosis, 'CANARY-DIAG-NEW');
     t.equal(found.json().items[0].medical.ward, 'north', 'sibling plaintext fields survive a dotted $set');
-    t.equal(found.json().items[0].tenantSecret, 'CANARY-TENANT-NEW');
 
-    const many = await h.call('POST', `${url}/update`, { filter: { tenantKey: 'tenant-b' }, update: { $set: { tenantSecret: 'rotated' } }, many: true });
-    t.same(many.json(), { matched: 3, modified: 3 }, 'a per-tenant key field is encrypted with each document own key');
-    const tenantB = await h.call('POST', `${url}/find`, { filter: { tenantKey: 'tenant-b' } });
-    t.same(tenantB.json().items.map((d: { tenantSecret: string }) => d.tenantSecret), ['rotated', 'rotated', 'rotated']);
+    // As mongocryptd: a field keyed by a JSON pointer has no document to read its key from in an update.
+    const before = EJSON.stringify(await raw().find({ tenantKey: 'tenant-b' }).toArray());
+    const many = await h.call('POST', `${url}/update`, { filter: { tenantKey: 'tenant-b' }, update: { $set: { tenantSecret: 'CANARY-rotated' } }, many: true });
+    t.equal(many.json().code, 'KEY_POINTER_NOT_WRITABLE', many.body);
+    t.match(many.json().detail, /tenantSecret/);
+    t.equal(EJSON.stringify(await raw().find({ tenantKey: 'tenant-b' }).toArray()), before, 'nothing written');
 
     const wrongType = await h.call('PATCH', `${url}/${id}`, { update: { $set: { salary: 'lots' } } });
     t.equal(wrongType.json().code, 'DOCUMENT_VALIDATION_FAILED');

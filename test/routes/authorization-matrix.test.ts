@@ -265,6 +265,36 @@ const matrix: Record<string, Row> = {
     allowed: all,
     other: { 'documents:ns:write': [403, /ssn/] },
   },
+  'POST /documents/{ns}/replace': {
+    // Keys the schema names need the collection's write grant only; no key is named by this document.
+    request: (fx, n) => ({ url: `/documents/${fx.ns}/replace`, body: { filter: { name: `nobody-${n}` }, replacement: { name: 'R', ssn: '900-00-0009', tenantKey: 'tenant-b' } } }),
+    ok: 200,
+    allowed: [...all, 'documents:ns:write'],
+  },
+  'POST /documents/{ns}/find-one-and-update': {
+    // It returns a document: it needs the read grant as well as the write grant.
+    request: (fx) => ({ url: `/documents/${fx.ns}/find-one-and-update`, body: { filter: { name: 'nobody' }, update: { $set: { level: 2 } } } }),
+    ok: 200,
+    allowed: all,
+    other: { 'documents:ns:write': [403, /read/] },
+  },
+  'POST /documents/{ns}/find-one-and-replace': {
+    request: (fx) => ({ url: `/documents/${fx.ns}/find-one-and-replace`, body: { filter: { name: 'nobody' }, replacement: { name: 'R', ssn: '900-00-0009', tenantKey: 'tenant-b' } } }),
+    ok: 200,
+    allowed: all,
+    other: { 'documents:ns:write': [403, /read/] },
+  },
+  'POST /documents/{ns}/find-one-and-delete': {
+    request: (fx) => ({ url: `/documents/${fx.ns}/find-one-and-delete`, body: { filter: { name: 'nobody' } } }),
+    ok: 200,
+    allowed: all,
+    other: { 'documents:ns:write': [403, /read/] },
+  },
+  'POST /documents/{ns}/bulk': {
+    request: (fx) => ({ url: `/documents/${fx.ns}/bulk`, body: { operations: [{ deleteMany: { filter: { name: 'nobody' } } }] } }),
+    ok: 200,
+    allowed: [...all, 'documents:ns:write'],
+  },
   'POST /documents/{ns}/delete': {
     request: (fx) => ({ url: `/documents/${fx.ns}/delete`, body: { filter: { name: 'nobody' } } }),
     ok: 200,

@@ -1,0 +1,117 @@
+/**
+ * The write operations as an attacker with a valid but limited token tries them over HTTP:
+ * read-only tokens cannot write through them, write-only tokens cannot read through
+ * findOneAnd*, a token without decrypt on a key gets masked values back (before or after), and
+ * filters on encrypted fields still need decrypt. And an idempotent retry is answered, not redone.
+ */
+import t, { type Test } from 'tap';
+import { BSON } from 'mongodb';
+import { createDocumentsApp, type DocumentsTestApp } from '../helpers/documents.js';
+import { writesSchema } from '../helpers/writes-schema.js';
+
+const { EJSON } = BSON;
+
+function as(h: DocumentsTestApp, token: string) {
+  return (url: string, body: unknown, headers: Record<string, string> = {}) =>
+    h.app.inject({ method: 'POST', url, headers: { authorization: `Bearer ${token}`, ...headers }, payload: body as object });
+}
+
+async function client(t: Test, h: DocumentsTestApp, grants: unknown[]) {
+  const res = await h.call('POST', '/clients', { name: `limited-${Math.random()}`, grants });
+  t.equal(res.statusCode, 201, res.body);
+  return as(h, res.json().token);
+}
+
+t.test('limited tokens cannot write, escalate or unmask through the new write operations', async (t) => {
+  const h = await createDocumentsApp(t, writesSchema);
+  const url = `/documents/${h.ns}`;
+  const raw = h.mongo.db(h.keyVaultDb).collection('employees');
+  const add = await h.call('POST', url, { document: { name: 'E', ssn: 'CANARY-auth-ssn', salary: { $numberInt: '100' }, level: { $numberInt: '1' } } });
+  t.equal(add.statusCode, 201, add.body);
+  const snapshot = async () => EJSON.stringify(await raw.find().toArray());
+
+  const reader = await client(t, h, [{ scope: `documents:${h.ns}:read` }, { scope: 'decrypt' }]);
+  const before = await snapshot();
+  const writes: [string, unknown][] = [
+    ['update', { filter: { name: 'E' }, update: { $set: { level: 2 } } }],
+    ['replace', { filter: { name: 'E' }, replacement: { name: 'E' } }],
+    ['find-one-and-update', { filter: { name: 'E' }, update: { $set: { level: 2 } } }],
+    ['find-one-and-replace', { filter: { name: 'E' }, replacement: { name: 'E' } }],
+    ['find-one-and-delete', { filter: { name: 'E' } }],
+    ['bulk', { operations: [{ deleteMany: { filter: { name: 'E' } } }] }],
+  ];
+  for (const [path, body] of writes) {
+    const res = await reader(`${url}/${path}`, body);
+    t.equal(res.statusCode, 403, `read-only: ${path}`);
+    t.equal(res.json().code, 'FORBIDDEN');
+  }
+  t.equal(await snapshot(), before, 'a read-only token changed nothing');
+
+  const writer = await client(t, h, [{ scope: `documents:${h.ns}:write` }]);
+  for (const path of ['find-one-and-update', 'find-one-and-replace', 'find-one-and-delete']) {
+    const body = writes.find(([p]) => p === path)![1];
+    const res = await writer(`${url}/${path}`, body);
+    t.equal(res.statusCode, 403, `write-only: ${path} would return a document`);
+    t.match(res.json().detail, /read/);
+  }
+  t.equal(await snapshot(), before, 'refused before anything was written');
+  const probe = await writer(`${url}/bulk`, { operations: [{ updateOne: { filter: { ssn: 'CANARY-auth-ssn' }, update: { $set: { level: 5 } } } }, { deleteMany: { filter: { name: 'E' } } }] });
+  t.same(probe.json().items.map((i: { status: string; error?: { code: string } }) => i.error?.code ?? i.status), ['FORBIDDEN', 'skipped'], 'an equality on an encrypted field needs decrypt, in bulk too');
+  t.equal(await snapshot(), before, 'ordered: nothing sent');
+  const upsertProbe = await writer(`${url}/update`, { filter: { ssn: 'CANARY-guess' }, update: { $set: { level: 1 } }, upsert: true });
+  t.equal(upsertProbe.statusCode, 403, 'an upsert cannot be used as an equality oracle either');
+
+  // Read and write, but no decrypt grant: values come back masked, before and after.
+  const masked = await client(t, h, [{ scope: `documents:${h.ns}:read` }, { scope: `documents:${h.ns}:write` }]);
+  for (const returnDocument of ['before', 'after']) {
+    const res = await masked(`${url}/find-one-and-update`, { filter: { name: 'E' }, update: { $set: { salary: { $numberInt: '7' } } }, returnDocument });
+    t.equal(res.statusCode, 200, res.body);
+    t.equal(res.json().document.ssn, null, `${returnDocument}: masked`);
+    t.equal(res.json().document.salary, null, `${returnDocument}: masked, even the value just written`);
+    t.same(res.json().masked.sort(), ['salary', 'ssn']);
+    t.notMatch(res.body, /CANARY/);
+  }
+  const deleted = await masked(`${url}/find-one-and-delete`, { filter: { name: 'E' }, sort: { level: 1 } });
+  t.same([deleted.json().document.ssn, deleted.json().document.level], [null, 1], 'a delete returns what find would: masked');
+  t.equal((await masked(`${url}/find-one-and-update`, { filter: { ssn: 'CANARY-auth-ssn' }, update: { $set: { level: 1 } } })).statusCode, 403);
+  const renamed = await masked(`${url}/update`, { filter: { name: 'nobody' }, update: { $rename: { ssn: 'name' } } });
+  t.equal(renamed.json().code, 'RENAME_ENCRYPTION_MISMATCH', 'ciphertext cannot be moved to a plaintext field either');
+});
+
+t.test('idempotent retries of the write operations are answered, not applied twice', async (t) => {
+  const h = await createDocumentsApp(t, writesSchema);
+  const url = `/documents/${h.ns}`;
+  const raw = h.mongo.db(h.keyVaultDb).collection('employees');
+  const bulk = { operations: [{ insertOne: { document: { name: 'I', ssn: 'CANARY-idem', level: { $numberInt: '1' } } } }, { updateOne: { filter: { name: 'I' }, update: { $inc: { level: 1 } } } }] };
+  const first = await h.call('POST', `${url}/bulk`, bulk, { 'idempotency-key': 'bulk-1' });
+  const second = await h.call('POST', `${url}/bulk`, bulk, { 'idempotency-key': 'bulk-1' });
+  t.equal(first.statusCode, 200, first.body);
+  t.equal(second.headers['idempotent-replayed'], 'true');
+  t.same(second.json(), first.json());
+  t.equal(await raw.countDocuments({ name: 'I' }), 1);
+  t.equal((await raw.findOne({ name: 'I' }))!.level, 2);
+  const reused = await h.call('POST', `${url}/bulk`, { ...bulk, ordered: false }, { 'idempotency-key': 'bulk-1' });
+  t.equal(reused.json().code, 'IDEMPOTENCY_KEY_REUSED');
+
+  for (const [path, body] of [
+    ['find-one-and-update', { filter: { name: 'I' }, update: { $inc: { level: 1 } }, returnDocument: 'after' }],
+    ['update', { filter: { name: 'I' }, update: { $inc: { level: 1 } } }],
+  ] as const) {
+    const a = await h.call('POST', `${url}/${path}`, body, { 'idempotency-key': `k-${path}` });
+    const b = await h.call('POST', `${url}/${path}`, body, { 'idempotency-key': `k-${path}` });
+    t.equal(a.statusCode, 200, a.body);
+    t.same(b.json(), a.json(), path);
+    t.equal(b.headers['idempotent-replayed'], 'true');
+  }
+  t.equal((await raw.findOne({ name: 'I' }))!.level, 4, 'each $inc applied once');
+
+  // Audited under their own actions (the trail is shipped from a spool: wait for it, bounded).
+  const audit = h.mongo.db(h.keyVaultDb).collection('__audit');
+  const wanted = ['documents.bulkWrite', 'documents.findOneAndUpdate', 'documents.update'];
+  let seen: unknown[] = [];
+  for (let i = 0; i < 100 && seen.length < wanted.length; i++) {
+    seen = await audit.distinct('action', { action: { $in: wanted }, outcome: 'succeeded' });
+    if (seen.length < wanted.length) await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  t.same([...seen].sort(), [...wanted].sort(), 'each write operation is audited under its action');
+});
