@@ -90,8 +90,9 @@ export function mapServerError(err: unknown): never {
     const code = Number(err.code);
     if (code === 11000) throw new AppError('DUPLICATE_DOCUMENT', undefined, { cause: err });
     // NotImplemented, or an operator the proxy allows that the database does not know: FerretDB
-    // implements a subset of MongoDB's operators and stages (its geo operators, most expressions).
-    if (code === 238 || (code === 2 && /^unknown (top level )?operator/i.test(err.message))) throw new AppError('DATABASE_UNSUPPORTED_OPERATION', 'The database does not implement an operator or stage of this request.', { cause: err });
+    // implements a subset of MongoDB's operators and stages (its geo operators, most expressions)
+    // and of its values (no nested arrays).
+    if (code === 238 || (code === 2 && /^unknown (top level )?operator|are not supported/i.test(err.message))) throw new AppError('DATABASE_UNSUPPORTED_OPERATION', 'The database does not implement an operator or stage of this request.', { cause: err });
     // BSONObjectTooLarge: an update made the document outgrow the limit.
     if (code === 10334 || code === 17419) throw new AppError('DOCUMENT_TOO_LARGE', undefined, { cause: err });
     // CommandNotSupportedOnView: the namespace became a view since the view check last looked.

@@ -146,7 +146,7 @@ function containsEncrypt(schema: unknown): boolean {
   return 'encrypt' in schema || Object.values(schema).some(containsEncrypt);
 }
 
-function compileNode(schema: unknown, inherited: Metadata, path: string): PlanNode | undefined {
+function compileNode(schema: unknown, inherited: Metadata, path: string, root = false): PlanNode | undefined {
   if (!isObject(schema)) return undefined;
   const metadata: Metadata = { ...inherited };
   if (schema.encryptMetadata !== undefined) {
@@ -198,13 +198,21 @@ function compileNode(schema: unknown, inherited: Metadata, path: string): PlanNo
     }
   }
   if (properties.size === 0 && patterns.length === 0) return undefined;
+  // As mongocryptd: below the root, a schema holding encrypted fields must say it is a document;
+  // otherwise the field may hold anything (an array, a scalar) and the encrypted paths mean nothing.
+  if (!root && !saysObject(schema)) throw new SchemaError(path, 'a field with encrypted fields below it must say "bsonType": "object"');
   return { kind: 'object', properties, patterns };
+}
+
+function saysObject(schema: Record<string, unknown>): boolean {
+  const only = (value: unknown) => value === 'object' || (Array.isArray(value) && value.length === 1 && value[0] === 'object');
+  return only(schema.bsonType) || only(schema.type);
 }
 
 /** Compile a whole collection schema; undefined when nothing in it is encrypted. */
 export function compilePlan(schema: unknown, path = '$'): ObjectNode | undefined {
   if (!isObject(schema)) throw new SchemaError(path, 'the schema must be an object');
-  const plan = compileNode(schema, {}, path);
+  const plan = compileNode(schema, {}, path, true);
   if (plan?.kind === 'encrypt') throw new SchemaError(path, 'the document itself cannot be encrypted');
   if (plan?.properties.has('_id')) {
     // A plan node below _id exists only where something in it is encrypted.

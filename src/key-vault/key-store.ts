@@ -291,10 +291,8 @@ export function createKeyStore(options: KeyStoreOptions) {
       return withAltNameLock(() => withKeyLock(id, async () => {
         // $pull, not a rewrite of the array: a name another writer adds meanwhile is kept.
         const pulled = await collection.updateOne({ _id: id, keyAltNames: name }, { $pull: { keyAltNames: name } });
-        if (pulled.matchedCount === 0) {
-          await store.requireById(id);
-          throw new AppError('KEY_NOT_FOUND', 'The key does not have that alt name.');
-        }
+        // A name the key does not hold: the key unchanged, as the drivers' removeKeyAltName answers.
+        if (pulled.matchedCount === 0) return store.requireById(id);
         // Drivers leave no empty keyAltNames array behind; neither do we.
         await collection.updateOne({ _id: id, keyAltNames: { $size: 0 } }, { $unset: { keyAltNames: '' } });
         await releaseNames([name], id);

@@ -69,8 +69,10 @@ t.test('encryptMetadata is inherited down several levels; the nearest one and en
     properties: {
       a: { encrypt: {} },
       b: {
+        bsonType: 'object',
         properties: {
           c: {
+            bsonType: 'object',
             encryptMetadata: { keyAltName: 'hr-det' },
             properties: {
               d: { encrypt: { bsonType: 'string', algorithm: DET } },
@@ -113,7 +115,7 @@ t.test('key sources: UUID forms, alt name (extension), JSON pointers', async (t)
 t.test('patternProperties compile as unicode regexes; nested subtrees under patterns', async (t) => {
   const plan = compilePlan({
     patternProperties: {
-      '^x_': { properties: { code: { encrypt: { bsonType: 'int', algorithm: DET, keyId: keyIdOf(KEY_IDS.fixture) } } } },
+      '^x_': { bsonType: 'object', properties: { code: { encrypt: { bsonType: 'int', algorithm: DET, keyId: keyIdOf(KEY_IDS.fixture) } } } },
       '^\\p{Lu}$': { encrypt: { algorithm: RND, keyId: keyIdOf(KEY_IDS.fixture) } },
       '^plain_': { bsonType: 'string' },
     },
@@ -151,7 +153,8 @@ t.test('each schema mistake is a SchemaError naming the schema path', async (t) 
     ['encrypt under dependencies', { dependencies: { a: { properties: { b: { encrypt: { algorithm: RND, keyId: key } } } } } }, /\$\.dependencies: encrypt/],
     ['an encrypted _id', { properties: { _id: { encrypt: { algorithm: RND, keyId: key } } } }, /^\$\.properties\._id: _id cannot be encrypted/],
     ['a property an encrypting pattern also matches', { properties: { note_a: { bsonType: 'string' } }, patternProperties: { '^note_': { encrypt: { algorithm: RND, keyId: key } } } }, /\$\.properties\.note_a: conflicts with patternProperties "\^note_"/],
-    ['an encrypted property a plain pattern would not reach but an encrypting one does', { properties: { ab: { encrypt: { algorithm: RND, keyId: key } } }, patternProperties: { '^a': { properties: { c: { encrypt: { algorithm: RND, keyId: key } } } } } }, /\$\.properties\.ab: conflicts/],
+    ['an encrypted property a plain pattern would not reach but an encrypting one does', { properties: { ab: { encrypt: { algorithm: RND, keyId: key } } }, patternProperties: { '^a': { bsonType: 'object', properties: { c: { encrypt: { algorithm: RND, keyId: key } } } } } }, /\$\.properties\.ab: conflicts/],
+    ['encrypted fields below a field that does not say it is a document (as mongocryptd)', { properties: { foo: { properties: { bar: { encrypt: { algorithm: RND, keyId: key } } } } } }, /^\$\.properties\.foo: a field with encrypted fields below it must say "bsonType": "object"/],
     ['an unknown algorithm', { properties: { a: { encrypt: { algorithm: 'AES-ECB', keyId: key } } } }, /\$\.properties\.a: algorithm must be one of/],
     ['an algorithm of another case', { properties: { a: { encrypt: { algorithm: DET.toLowerCase(), bsonType: 'string', keyId: key } } } }, /algorithm must be one of/],
     ['an algorithm from the prototype', { properties: { a: { encrypt: { algorithm: 'toString', keyId: key } } } }, /algorithm must be one of/],
@@ -196,7 +199,7 @@ t.test('listEncryptedPaths: every encrypted field with its path, patterns as /re
     ],
   );
   t.same(listEncryptedPaths(undefined), []);
-  const underPattern = listEncryptedPaths(compilePlan({ patternProperties: { '^x_': { properties: { code: { encrypt: { algorithm: RND, keyId: keyIdOf(KEY_IDS.fixture) } } } } } }));
+  const underPattern = listEncryptedPaths(compilePlan({ patternProperties: { '^x_': { bsonType: 'object', properties: { code: { encrypt: { algorithm: RND, keyId: keyIdOf(KEY_IDS.fixture) } } } } } }));
   t.same(underPattern.map((p) => p.path), ['/^x_/.code']);
 });
 

@@ -318,7 +318,8 @@ t.test('a schema naming a key that does not exist: 503 SCHEMA_NOT_READY naming i
   t.notOk((await h.call('GET', '/health/ready')).json().schemas, 'nothing listed once ready');
 
   // The name leaves the key (a key change the fleet feed announces): the schema no longer resolves.
-  t.equal((await h.call('DELETE', `/keys/${keyId}/alt-names/later`)).statusCode, 200);
+  t.equal((await h.call('DELETE', `/keys/${keyId}/alt-names/later`)).statusCode, 409, 'a name the schema uses is not removed unless forced');
+  t.equal((await h.call('DELETE', `/keys/${keyId}/alt-names/later?force=true`)).statusCode, 200);
   const gone = await untilStatus(h, ns, 'notReady');
   t.equal(gone.status, 'notReady', `the alt name removed: notReady after ${gone.ms} ms`);
   t.equal((await h.call('POST', `/documents/${ns}`, { document: { name: 'y' } })).json().code, 'SCHEMA_NOT_READY');

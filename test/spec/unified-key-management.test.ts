@@ -76,8 +76,6 @@ function answersNothing(operation: string, res: LightMyRequestResponse): boolean
  * the product changes.
  */
 const KNOWN_GAPS: Record<string, string> = {
-  'unified/removeKeyAltName.json: remove non-existent keyAltName from existing data key':
-    'DELETE /keys/{id}/alt-names/{name} answers 404 for a name the key does not hold; the driver answers the key unchanged',
 };
 
 /**
