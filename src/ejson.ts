@@ -2,7 +2,8 @@
  * Values cross the HTTP boundary as MongoDB Extended JSON v2. Input may be relaxed or canonical;
  * plain JSON numbers keep the type a driver would give them (int32, int64, else double).
  */
-import { BSON, Double, Int32, Long } from 'mongodb';
+import { BSON, Double, Int32, Long, ObjectId } from 'mongodb';
+import { BSONUndefined, containsLegacyValue, DBPointer } from './crypto/legacy-bson-types.js';
 import { AppError } from './errors.js';
 
 // The driver's copy of bson: one module instance, so instanceof and its buffers are shared.
@@ -17,6 +18,7 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 const SUBTYPE = /^[0-9a-fA-F]{1,2}$/;
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
 const UINT32_MAX = 4294967295;
+const OID = /^[0-9a-fA-F]{24}$/;
 
 function isInt64(text: unknown): boolean {
   if (typeof text !== 'string' || !INT64.test(text)) return false;
@@ -51,6 +53,7 @@ const wrapperKeys: Record<string, string[]> = {
   $binary: ['$binary', '$type'],
   $code: ['$code', '$scope'],
   $regex: ['$regex', '$options'],
+  $dbPointer: ['$dbPointer'],
 };
 
 /**
@@ -76,6 +79,7 @@ function checkStrict(json: unknown, depth = 0): void {
     if (allowed !== undefined && keys.some((k) => !allowed.includes(k))) fail(`${key} (extra keys beside it)`);
   }
   if (('$minKey' in obj && obj.$minKey !== 1) || ('$maxKey' in obj && obj.$maxKey !== 1)) fail('$minKey/$maxKey');
+  if ('$undefined' in obj && obj.$undefined !== true) fail('$undefined');
   if ('$numberInt' in obj) {
     const text = obj.$numberInt;
     const n = typeof text === 'string' && INT32.test(text) ? Number(text) : NaN;
@@ -108,7 +112,14 @@ function checkStrict(json: unknown, depth = 0): void {
   }
   if ('$code' in obj && typeof obj.$code !== 'string') fail('$code');
   if ('$symbol' in obj && typeof obj.$symbol !== 'string') fail('$symbol');
-  if ('$dbPointer' in obj) fail('$dbPointer (deprecated; not supported)');
+  if ('$dbPointer' in obj) {
+    const pointer = obj.$dbPointer as { $ref?: unknown; $id?: { $oid?: unknown } } | null;
+    const keys = typeof pointer === 'object' && pointer !== null ? Object.keys(pointer).sort().join() : '';
+    const oidKeys = typeof pointer?.$id === 'object' && pointer.$id !== null ? Object.keys(pointer.$id).join() : '';
+    if (keys !== '$id,$ref' || typeof pointer!.$ref !== 'string' || oidKeys !== '$oid' || typeof pointer!.$id!.$oid !== 'string' || !OID.test(pointer!.$id!.$oid)) {
+      fail('$dbPointer (it is {"$dbPointer": {"$ref": "<namespace>", "$id": {"$oid": "<24 hex digits>"}}})');
+    }
+  }
   for (const value of Object.values(obj)) checkStrict(value, depth + 1);
 }
 
@@ -128,11 +139,46 @@ function scalarFromJson(json: unknown): { value: unknown } | undefined {
   return undefined;
 }
 
+function hasLegacyJson(json: unknown, depth = 0): boolean {
+  if (json === null || typeof json !== 'object' || depth > 100) return false;
+  if (!Array.isArray(json) && ('$dbPointer' in json || '$undefined' in json)) return true;
+  return Object.values(json).some((v) => hasLegacyJson(v, depth + 1));
+}
+
+/**
+ * Extended JSON holding a dbPointer or undefined: bson's parser would turn {"$dbPointer": ...}
+ * into a DBRef (an object, once written) and {"$undefined": true} into null, so those are made
+ * here and everything around them by the parser.
+ */
+function withLegacyValues(json: unknown): unknown {
+  // A part without them is the parser's alone, in one piece.
+  if (!hasLegacyJson(json)) return parseEjson(json);
+  if (Array.isArray(json)) return json.map(withLegacyValues);
+  const obj = json as Record<string, unknown>;
+  if ('$dbPointer' in obj) {
+    const { $ref, $id } = obj.$dbPointer as { $ref: string; $id: { $oid: string } };
+    return new DBPointer($ref, new ObjectId($id.$oid));
+  }
+  if ('$undefined' in obj) return new BSONUndefined();
+  // Another type's wrapper (or a DBRef) holding one (a $code's scope): it has no faithful form there.
+  if (Object.keys(obj).some((k) => Object.hasOwn(wrapperKeys, k) || k === '$ref')) {
+    fail('$dbPointer or $undefined (only as a value, or inside documents and arrays)');
+  }
+  const out: Record<string, unknown> = {};
+  // defineProperty: a field named __proto__ is a field, not the object's prototype.
+  for (const [k, v] of Object.entries(obj)) Object.defineProperty(out, k, { value: withLegacyValues(v), enumerable: true, writable: true, configurable: true });
+  return out;
+}
+
 /** Parse one Extended JSON value (already JSON-parsed) into a BSON value. */
 export function fromEjson(json: unknown): unknown {
   const scalar = scalarFromJson(json);
   if (scalar !== undefined) return scalar.value;
   checkStrict(json);
+  return hasLegacyJson(json) ? withLegacyValues(json) : parseEjson(json);
+}
+
+function parseEjson(json: unknown): unknown {
   try {
     const value = EJSON.deserialize({ v: json } as never, { relaxed: false }).v;
     // What parses must also serialize: some values only fail there.
@@ -168,11 +214,25 @@ function keepLargeLongs(value: unknown): unknown {
   return value;
 }
 
+/**
+ * The Extended JSON of a dbPointer and of undefined (the same in both formats), written before
+ * bson's serializer, which knows no dbPointer and writes undefined as null.
+ */
+function legacyAsEjson(value: unknown): unknown {
+  if (value instanceof DBPointer) return { $dbPointer: { $ref: value.namespace, $id: value.oid } };
+  if (value instanceof BSONUndefined) return { $undefined: true };
+  if (!containsLegacyValue(value)) return value;
+  if (Array.isArray(value)) return value.map(legacyAsEjson);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value as object)) Object.defineProperty(out, k, { value: legacyAsEjson(v), enumerable: true, writable: true, configurable: true });
+  return out;
+}
+
 /** Serialize a BSON value to Extended JSON in the requested format. */
 export function toEjson(value: unknown, format: EjsonFormat = 'relaxed'): unknown {
   // The common scalars directly, as EJSON.serialize writes them, without its JSON round trip.
   if (typeof value === 'string' || typeof value === 'boolean' || value === null) return value;
   if (value instanceof Int32) return format === 'relaxed' ? value.value : { $numberInt: String(value.value) };
-  const input = format === 'relaxed' ? keepLargeLongs(value) : value;
+  const input = legacyAsEjson(format === 'relaxed' ? keepLargeLongs(value) : value);
   return (EJSON.serialize({ v: input }, { relaxed: format === 'relaxed' }) as { v: unknown }).v;
 }

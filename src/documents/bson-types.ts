@@ -1,4 +1,6 @@
 /** The BSON type of a deserialized value, by MongoDB's $jsonSchema alias. */
+import { containsLegacyValue } from '../crypto/legacy-bson-types.js';
+import { AppError } from '../errors.js';
 
 export function bsonTypeAlias(value: unknown): string {
   if (value === null) return 'null';
@@ -36,6 +38,10 @@ export function bsonTypeAlias(value: unknown): string {
       return 'symbol';
     case 'DBRef':
       return 'object';
+    case 'DBPointer':
+      return 'dbPointer';
+    case 'BSONUndefined':
+      return 'undefined';
     case 'MinKey':
       return 'minKey';
     case 'MaxKey':
@@ -61,3 +67,21 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
 export function isCiphertext(value: unknown): value is { _bsontype: 'Binary'; sub_type: number; buffer: Uint8Array } {
   return typeof value === 'object' && value !== null && (value as { _bsontype?: string })._bsontype === 'Binary' && (value as { sub_type: number }).sub_type === 6;
 }
+
+/**
+ * The driver cannot write a dbPointer or undefined faithfully (its bson has no dbPointer, and
+ * writes undefined as null): one left in plaintext after encryption is refused with a 400 rather
+ * than failing inside the driver or changing type. Encrypted, it is a Binary like any other value.
+ */
+export function refuseUnwritableTypes(value: unknown): void {
+  if (containsLegacyValue(value)) {
+    throw new AppError('UNSUPPORTED_BSON_TYPE', 'A dbPointer can be written or queried only as an encrypted value, and undefined only inside an encrypted document or array: the database driver cannot write these deprecated types.');
+  }
+}
+
+/**
+ * Documents read for a client keep their BSON types: an int64 7 or a double 2.0 is not a JavaScript
+ * number, and a regex's flags are not a RegExp's. Only on the reads: the driver would apply these to
+ * the server's error replies too (an error code as an Int32).
+ */
+export const exactTypes = { promoteValues: false, bsonRegExp: true } as const;

@@ -8,6 +8,7 @@ import type { Caller } from '../encryption/access.js';
 import { fromEjson, toEjson } from '../ejson.js';
 import { AppError } from '../errors.js';
 import { planPipeline, type StagePlan } from './aggregate-rewriter.js';
+import { exactTypes, refuseUnwritableTypes } from './bson-types.js';
 import type { CollectionSchema } from './collection-schema.js';
 import { checkPath, resolvePath, type EqualitySlot } from './query-rewriter.js';
 import type { UnreadablePolicy } from './unreadable-values.js';
@@ -66,9 +67,10 @@ export function createDocumentReads({ schemaFor, collectionOf, prepareFilter, en
       const pipeline = asStages(request.pipeline);
       const { slots } = planPipeline(pipeline, schema.plan);
       await encryptSlots(schema, slots, caller);
+      refuseUnwritableTypes(pipeline);
       // One more than the limit tells a truncated answer from a complete one.
       const documents = await collectionOf(schema)
-        .aggregate([...pipeline, { $limit: maxFindLimit + 1 }] as Document[], { maxTimeMS: maxTimeMs })
+        .aggregate([...pipeline, { $limit: maxFindLimit + 1 }] as Document[], { maxTimeMS: maxTimeMs, ...exactTypes })
         .toArray()
         .catch(mapServerError);
       const truncated = documents.length > maxFindLimit;
@@ -113,11 +115,11 @@ export function createDocumentReads({ schemaFor, collectionOf, prepareFilter, en
       const filter = await prepareFilter(schema, request.filter, caller);
       const collection = collectionOf(schema);
       const raw = await collection
-        .distinct(key, filter, { maxTimeMS: maxTimeMs })
+        .distinct(key, filter, { maxTimeMS: maxTimeMs, ...exactTypes })
         .catch((err: unknown) => {
           // FerretDB's distinct knows no maxTimeMS (FailedToParse naming it): the same command
           // without the server-side limit; the request's own timeout still bounds the answer.
-          if (err instanceof MongoServerError && err.code === 9 && /maxTimeMS/.test(err.message)) return collection.distinct(key, filter);
+          if (err instanceof MongoServerError && Number(err.code) === 9 && /maxTimeMS/.test(err.message)) return collection.distinct(key, filter, exactTypes);
           throw err;
         })
         .catch(mapServerError);

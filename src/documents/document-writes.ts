@@ -9,7 +9,7 @@ import { MongoError, MongoServerError, ObjectId, Timestamp, type Collection, typ
 import type { Caller } from '../encryption/access.js';
 import { fromEjson } from '../ejson.js';
 import { AppError } from '../errors.js';
-import { isPlainObject } from './bson-types.js';
+import { exactTypes, isPlainObject, refuseUnwritableTypes } from './bson-types.js';
 import type { CollectionSchema } from './collection-schema.js';
 import { collectJobs, type FieldJob } from './document-crypto.js';
 import type { EncryptNode } from './encryption-plan.js';
@@ -93,10 +93,12 @@ export type BulkItemResult =
  * (2) for a dotted path in $currentDate.
  */
 function isUnsupported(err: MongoServerError): boolean {
-  if (err.code === 238 || err.code === 115) return true;
-  if (err.code === 2 && /key must not contain '\.' sign/.test(err.message)) return true;
-  if (err.code === 28 && /Cannot create field '\$/.test(err.message)) return true;
-  return err.code === 14 && /is the wrong type 'array', expected type 'object'/.test(err.message);
+  // A findAndModify read with exact types (bson-types.ts) gets its error code as an Int32.
+  const code = Number(err.code);
+  if (code === 238 || code === 115) return true;
+  if (code === 2 && /key must not contain '\.' sign/.test(err.message)) return true;
+  if (code === 28 && /Cannot create field '\$/.test(err.message)) return true;
+  return code === 14 && /is the wrong type 'array', expected type 'object'/.test(err.message);
 }
 
 function asDocument(value: unknown, what: string): Record<string, unknown> {
@@ -233,6 +235,8 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
     const filters = arrayFilters === undefined ? undefined : (fromEjson(arrayFilters) as unknown[]);
     const { plan, jobs } = checkUpdate(schema, update, filters, upsertFilter);
     await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));
+    refuseUnwritableTypes(update);
+    refuseUnwritableTypes(filters);
     return { update: update as Document | Document[], arrayFilters: filters as Document[] | undefined, plan };
   }
 
@@ -371,7 +375,7 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
       const { projection, sort } = checkReadShape(schema, request);
       const { filter, plain } = await prepareWriteFilter(schema, request.filter, caller, false, 'modify');
       const collection = collectionOf(schema);
-      const options = { projection, sort: sort as never, includeResultMetadata: true as const, ...timeLimit };
+      const options = { projection, sort: sort as never, includeResultMetadata: true as const, ...timeLimit, ...exactTypes };
       const after = request.returnDocument === 'after' ? ('after' as const) : ('before' as const);
       let result;
       if (request.update !== undefined) {
@@ -387,7 +391,8 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
       }
       const document = (result.value ?? null) as Record<string, unknown> | null;
       const upserted = (result.lastErrorObject as { upserted?: unknown } | undefined)?.upserted;
-      const matched = upserted !== undefined ? 0 : ((result.lastErrorObject as { n?: number } | undefined)?.n ?? (document === null ? 0 : 1));
+      const n = (result.lastErrorObject as { n?: unknown } | undefined)?.n;
+      const matched = upserted !== undefined ? 0 : n !== undefined ? Number(n) : document === null ? 0 : 1;
       const counts = { matched, ...(upserted !== undefined ? { upsertedId: upserted } : {}) };
       if (document === null) return { document: null, ...counts, masked: [], unreadable: [] };
       let read: ReadResult;

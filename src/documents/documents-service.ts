@@ -9,7 +9,7 @@ import type { Caller } from '../encryption/access.js';
 import type { EncryptionEngine } from '../encryption/encryption-engine.js';
 import { fromEjson } from '../ejson.js';
 import { AppError } from '../errors.js';
-import { bsonTypeAlias, isPlainObject } from './bson-types.js';
+import { bsonTypeAlias, exactTypes, isPlainObject, refuseUnwritableTypes } from './bson-types.js';
 import { collectJobs, type FieldJob } from './document-crypto.js';
 import { listEncryptedPaths, type EncryptNode } from './encryption-plan.js';
 import { createFieldEncryption } from './field-encryption.js';
@@ -86,15 +86,17 @@ const clientErrorCodes = new Set([2, 9, 14, 16, 28, 40, 52, 53, 55, 56, 57, 66, 
 
 export function mapServerError(err: unknown): never {
   if (err instanceof MongoServerError) {
-    if (err.code === 11000) throw new AppError('DUPLICATE_DOCUMENT', undefined, { cause: err });
+    // A read with exact types (bson-types.ts) gets the server's reply with them, its code an Int32.
+    const code = Number(err.code);
+    if (code === 11000) throw new AppError('DUPLICATE_DOCUMENT', undefined, { cause: err });
     // NotImplemented, or an operator the proxy allows that the database does not know: FerretDB
     // implements a subset of MongoDB's operators and stages (its geo operators, most expressions).
-    if (err.code === 238 || (err.code === 2 && /^unknown (top level )?operator/i.test(err.message))) throw new AppError('DATABASE_UNSUPPORTED_OPERATION', 'The database does not implement an operator or stage of this request.', { cause: err });
+    if (code === 238 || (code === 2 && /^unknown (top level )?operator/i.test(err.message))) throw new AppError('DATABASE_UNSUPPORTED_OPERATION', 'The database does not implement an operator or stage of this request.', { cause: err });
     // BSONObjectTooLarge: an update made the document outgrow the limit.
-    if (err.code === 10334 || err.code === 17419) throw new AppError('DOCUMENT_TOO_LARGE', undefined, { cause: err });
+    if (code === 10334 || code === 17419) throw new AppError('DOCUMENT_TOO_LARGE', undefined, { cause: err });
     // CommandNotSupportedOnView: the namespace became a view since the view check last looked.
-    if (err.code === 166) throw new AppError('NAMESPACE_IS_VIEW', undefined, { cause: err });
-    if (clientErrorCodes.has(err.code as number)) throw new AppError('INVALID_QUERY', 'The database refused the operation as malformed.', { cause: err });
+    if (code === 166) throw new AppError('NAMESPACE_IS_VIEW', undefined, { cause: err });
+    if (clientErrorCodes.has(code)) throw new AppError('INVALID_QUERY', 'The database refused the operation as malformed.', { cause: err });
   }
   throw err;
 }
@@ -107,10 +109,13 @@ function byId(id: unknown): Record<string, unknown> {
   return { _id: { $eq: id } };
 }
 
-/** MongoDB refuses arrays, regexes and undefined as _id; so do we, with a 400 rather than a 500. */
+/**
+ * MongoDB refuses arrays, regexes and undefined as _id; so do we, with a 400 rather than a 500. A
+ * dbPointer too: the driver cannot write one (and an _id is never encrypted).
+ */
 function checkId(id: unknown): void {
   const type = bsonTypeAlias(id);
-  if (type === 'array' || type === 'regex' || type === 'undefined') throw new AppError('DOCUMENT_VALIDATION_FAILED', `_id cannot be of type ${type}.`);
+  if (type === 'array' || type === 'regex' || type === 'undefined' || type === 'dbPointer') throw new AppError('DOCUMENT_VALIDATION_FAILED', `_id cannot be of type ${type}.`);
 }
 
 /**
@@ -138,6 +143,7 @@ function asDocument(value: unknown, what: string): Record<string, unknown> {
   if (!isPlainObject(value)) throw new AppError('INVALID_QUERY', `${what} must be an object.`);
   return value;
 }
+
 
 function cursorHash(request: FindRequest): string {
   return createHash('sha256')
@@ -185,6 +191,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
   async function prepareFilter(schema: CollectionSchema, filterJson: unknown, caller: Caller): Promise<Record<string, unknown>> {
     const filter = asDocument(fromEjson(filterJson ?? {}), 'A filter');
     await fields.encryptSlots(planFilter(filter, schema.plan), caller, await variantsOf(schema));
+    refuseUnwritableTypes(filter);
     return filter;
   }
 
@@ -203,6 +210,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     const jobs = schema.plan === undefined ? [] : collectJobs(document, schema.plan, '', document);
     validate(schema, document);
     await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));
+    refuseUnwritableTypes(document);
     checkSize(document);
   }
 
@@ -310,7 +318,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
 
     async findById(namespace: string, id: unknown, caller: Caller, options: { onUnreadable?: UnreadablePolicy } = {}): Promise<ReadResult> {
       const schema = await schemaFor(namespace);
-      const document = await collectionOf(schema).findOne(byId(id), timeLimit).catch(mapServerError);
+      const document = await collectionOf(schema).findOne(byId(id), { ...timeLimit, ...exactTypes }).catch(mapServerError);
       if (document === null) throw new AppError('DOCUMENT_NOT_FOUND');
       return read([document], caller, options.onUnreadable);
     },
@@ -333,7 +341,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
         skip = Number(offset);
       }
       const documents = await collectionOf(schema)
-        .find(filter, { projection, sort: sort as never, skip, limit: limit + 1, ...timeLimit })
+        .find(filter, { projection, sort: sort as never, skip, limit: limit + 1, ...timeLimit, ...exactTypes })
         .toArray()
         .catch(mapServerError);
       const page = documents.slice(0, limit);

@@ -29,13 +29,9 @@ export function refuseServerSideJavaScript(value: unknown): void {
     for (const item of value) refuseServerSideJavaScript(item);
     return;
   }
-  if (!isPlainObject(value)) {
-    // {"$code": ...} in Extended JSON: a function to run, whatever operator carries it.
-    if ((value as { _bsontype?: string } | null)?._bsontype === 'Code') {
-      throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', 'JavaScript code is not allowed in a query.');
-    }
-    return;
-  }
+  // A JavaScript Code value is data (an equality operand, a value to store): only these operators
+  // run code, so a stored javascript value can still be found by equality.
+  if (!isPlainObject(value)) return;
   for (const [key, inner] of Object.entries(value)) {
     if (serverSideJavaScript.has(key)) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${key} is not allowed: it runs JavaScript on the server.`);
     refuseServerSideJavaScript(inner);

@@ -147,7 +147,10 @@ t.test('POST /encrypt and /decrypt over HTTP', async (t) => {
       [{ value: { $binary: { base64: 'AAAA', subType: 'zz' } }, algorithm: 'random', keyId }, 400, 'INVALID_EXTENDED_JSON'],
       [{ value: { $timestamp: { t: 4294967296, i: 1 } }, algorithm: 'random', keyId }, 400, 'INVALID_EXTENDED_JSON'],
       [{ value: { $code: 5 }, algorithm: 'random', keyId }, 400, 'INVALID_EXTENDED_JSON'],
-      [{ value: { $dbPointer: { $ref: 'a', $id: { $oid: '65a1b2c3d4e5f60718293a4b' } } }, algorithm: 'random', keyId }, 400, 'INVALID_EXTENDED_JSON'],
+      [{ value: { $dbPointer: { $ref: 'a', $id: 'not an ObjectId' } }, algorithm: 'random', keyId }, 400, 'INVALID_EXTENDED_JSON'],
+      [{ value: { $dbPointer: { $ref: 5, $id: { $oid: '65a1b2c3d4e5f60718293a4b' } } }, algorithm: 'random', keyId }, 400, 'INVALID_EXTENDED_JSON'],
+      [{ value: { $dbPointer: { $ref: 'a', $id: { $oid: '65a1b2c3d4e5f60718293a4b' }, $db: 'x' } }, algorithm: 'random', keyId }, 400, 'INVALID_EXTENDED_JSON'],
+      [{ value: { $code: 'f', $scope: { p: { $dbPointer: { $ref: 'a', $id: { $oid: '65a1b2c3d4e5f60718293a4b' } } } } }, algorithm: 'random', keyId }, 400, 'INVALID_EXTENDED_JSON'],
       [{ items: [] }, 400, 'VALIDATION_FAILED'],
     ];
     for (const [body, status, code] of cases) {

@@ -5,8 +5,9 @@
  * - case 3 (decrypt error): the spec's malformed ciphertext (last byte changed, so the HMAC tag is
  *   wrong) gives the one generic 400 DECRYPTION_FAILED on POST /decrypt, exactly the answer of any
  *   other undecryptable input, and the audit records crypto.decrypt failed with that code; read
- *   through the documents API, the database read succeeds and the field comes back null and listed
- *   as unreadable, never as ciphertext or plaintext;
+ *   through the documents API, the read fails as a driver's does (422 UNREADABLE_VALUE naming the
+ *   document and field, nothing of it released), and on request (?onUnreadable=report) the field
+ *   comes back null and listed as unreadable, never as ciphertext or plaintext;
  * - case 4 (decrypt success): the good ciphertext decrypts to "hello", audited as succeeded with
  *   the key id.
  * Cases 1 and 2 (a command error and a network error on `aggregate`) are driven by the server's
@@ -60,7 +61,7 @@ t.test('cases 3 and 4: a malformed ciphertext fails with the generic DECRYPTION_
   );
 });
 
-t.test('case 3 through the documents API: the read succeeds, the tampered field is unreadable (null), the good one decrypts', async (t) => {
+t.test('case 3 through the documents API: the read fails naming the tampered field (or reports it as null on request), the good one decrypts', async (t) => {
   summary.track(t);
   const h = await createDocumentsApp(t);
   const good = await h.call('POST', `/documents/${h.ns}`, { document: { _id: 'good', name: 'a', tenantKey: 'tenant-a', ssn: 'hello' } });
@@ -76,8 +77,14 @@ t.test('case 3 through the documents API: the read succeeds, the tampered field 
   tampered[tampered.length - 1]! ^= 0xff;
   await coll.updateOne({ _id: 'bad' as any }, { $set: { ssn: new Binary(tampered, 6) } });
 
-  const read = await h.call('GET', `/documents/${h.ns}/bad`);
-  t.equal(read.statusCode, 200, 'the database read itself succeeds');
+  const failed = await h.call('GET', `/documents/${h.ns}/bad`);
+  t.equal(failed.statusCode, 422, 'the read fails, as a driver\'s does');
+  t.equal(failed.json().code, 'UNREADABLE_VALUE');
+  t.match(failed.json().detail, /ssn/, 'naming the field');
+  t.notMatch(failed.body, /"name"/, 'nothing of the document is released');
+
+  const read = await h.call('GET', `/documents/${h.ns}/bad?onUnreadable=report`);
+  t.equal(read.statusCode, 200, 'reported on request');
   t.equal(read.json().document.ssn, null, 'the undecryptable field is null, not ciphertext');
   t.same(read.json().unreadable, ['ssn'], 'and named as unreadable');
   t.equal(read.json().document.name, 'b', 'the rest of the document is there');
@@ -88,5 +95,6 @@ t.test('case 3 through the documents API: the read succeeds, the tampered field 
   t.notOk(fine.json().unreadable);
 
   const events = (await h.call('GET', '/audit?action=documents.get&limit=100')).json().items as AuditItem[];
-  t.equal(events.filter((e) => e.outcome === 'succeeded').length, 2, 'both reads are audited as documents.get succeeded');
+  t.equal(events.filter((e) => e.outcome === 'succeeded').length, 2, 'the reported read and the good one are audited as documents.get succeeded');
+  t.equal(events.filter((e) => e.outcome === 'failed').length, 1, 'the failed read as failed');
 });
