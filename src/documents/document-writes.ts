@@ -121,28 +121,7 @@ function setDotted(root: Record<string, unknown>, path: string, value: unknown):
   node[segments.at(-1)!] = value;
 }
 
-/** The equality conditions of a filter, which MongoDB copies into the document an upsert inserts. */
-function addEqualities(filter: Record<string, unknown>, into: Record<string, unknown>): void {
-  for (const [key, condition] of Object.entries(filter)) {
-    if (key === '$and' && Array.isArray(condition)) {
-      for (const sub of condition) if (isPlainObject(sub)) addEqualities(sub, into);
-      continue;
-    }
-    if (key.startsWith('$')) continue;
-    if (isPlainObject(condition) && Object.keys(condition).some((k) => k.startsWith('$'))) {
-      if (Object.keys(condition).length === 1 && '$eq' in condition) setDotted(into, key, condition.$eq);
-      continue;
-    }
-    setDotted(into, key, condition);
-  }
-}
-
-/**
- * The document an upsert would insert, in plaintext, as far as the proxy can know it before the
- * database computes it: the filter's equalities and the update's written values. It is validated
- * like an insert, so an upsert cannot create a document an insert would have refused.
- */
-/** The equality conditions of a filter as (path, value) pairs, as addEqualities reads them. */
+/** The equality conditions of a filter, which MongoDB copies into the document an upsert inserts, as (path, value) pairs. */
 function equalityPairs(filter: Record<string, unknown>, out: [string, unknown][] = []): [string, unknown][] {
   for (const [key, condition] of Object.entries(filter)) {
     if (key === '$and' && Array.isArray(condition)) {
@@ -173,9 +152,14 @@ function insertFilterEqualities(schema: CollectionSchema, update: unknown, filte
   }
 }
 
+/**
+ * The document an upsert would insert, in plaintext, as far as the proxy can know it before the
+ * database computes it: the filter's equalities and the update's written values. It is validated
+ * like an insert, so an upsert cannot create a document an insert would have refused.
+ */
 function upsertCandidate(filter: Record<string, unknown>, update: unknown, plan: UpdateWritePlan): Record<string, unknown> {
   const document: Record<string, unknown> = {};
-  addEqualities(filter, document);
+  for (const [path, value] of equalityPairs(filter)) setDotted(document, path, value);
   if (plan.kind === 'pipeline') {
     for (const { path, value } of plan.plainWrites) setDotted(document, path, value);
   } else {
@@ -186,7 +170,6 @@ function upsertCandidate(filter: Record<string, unknown>, update: unknown, plan:
         if (op === '$set' || op === '$setOnInsert' || op === '$inc' || op === '$min' || op === '$max' || op === '$mul') setDotted(document, path, value);
         else if (op === '$currentDate') setDotted(document, path, isPlainObject(value) && value.$type === 'timestamp' ? new Timestamp({ t: 0, i: 0 }) : new Date());
         else if (op === '$push' || op === '$addToSet') setDotted(document, path, isPlainObject(value) && Array.isArray(value.$each) ? value.$each : [value]);
-        else if (op === '$rename') continue;
       }
     }
   }

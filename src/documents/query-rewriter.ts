@@ -1,8 +1,8 @@
 /**
- * Checks filters, sorts, projections and updates against a collection plan and marks where
+ * Checks filters, sorts and projections against a collection plan and marks where
  * values must be encrypted. Equality on deterministic fields ($eq, $ne, $in, $nin, also under
  * $and, $or, $nor and $not) is rewritten to ciphertext; everything else that would compute on an
- * encrypted field is refused with a code naming the path. Operators are allow-listed.
+ * encrypted field is refused with a code naming the path. Operators are allow-listed. Updates: update-rewriter.ts.
  */
 import { AppError } from '../errors.js';
 import { bsonTypeAlias, isPlainObject, matchesBsonType } from './bson-types.js';
@@ -265,45 +265,4 @@ function checkNoIndexUnderEncrypted(plan: ObjectNode | undefined, path: string, 
     }
     node = rule === 'conflict' ? undefined : rule;
   }
-}
-
-export type UpdatePlan = {
-  /** $set entries whose value (or sub-document) needs encryption. */
-  encryptedSets: { path: string; node: PlanNode }[];
-};
-
-const updateOperators = new Set(['$set', '$unset', '$inc']);
-
-/** Check an update document: $set, $unset, $inc only; nothing may reach inside ciphertext. */
-export function planUpdate(update: unknown, plan: ObjectNode | undefined): UpdatePlan {
-  if (!isPlainObject(update) || Object.keys(update).length === 0) throw new AppError('INVALID_QUERY', 'An update must be a non-empty object of operators.');
-  const encryptedSets: UpdatePlan['encryptedSets'] = [];
-  const touched = new Set<string>();
-  for (const [op, fields] of Object.entries(update)) {
-    if (!updateOperators.has(op)) {
-      if (!op.startsWith('$')) throw new AppError('INVALID_QUERY', 'An update takes $set, $unset or $inc; use replace to write a whole document.');
-      throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${op} is not allowed in an update (use $set, $unset or $inc).`);
-    }
-    if (!isPlainObject(fields) || Object.keys(fields).length === 0) throw new AppError('INVALID_QUERY', `${op} takes a non-empty object.`);
-    for (const path of Object.keys(fields)) {
-      if (path === '_id' || path.startsWith('_id.')) throw new AppError('INVALID_QUERY', '_id cannot be updated.');
-      if (path.startsWith('$') || path.includes('.$') || path === '') throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `Positional or operator paths are not allowed (${path}).`);
-      checkPath(path, op);
-      if (touched.has(path)) throw new AppError('INVALID_QUERY', `${path} is updated twice.`);
-      touched.add(path);
-      checkNoIndexUnderEncrypted(plan, path);
-      const target = resolvePath(plan, path);
-      if (target.kind === 'inside') {
-        throw new AppError('ENCRYPTED_FIELD_NOT_WRITABLE', `${path} is inside the encrypted field ${target.encryptedPath}: set the whole field.`);
-      }
-      if (op === '$inc') {
-        if (target.kind !== 'plain') throw new AppError('ENCRYPTED_FIELD_NOT_WRITABLE', `$inc cannot change the encrypted ${path}.`);
-        if (typeof fields[path] !== 'number' && !['Int32', 'Long', 'Double', 'Decimal128'].includes((fields[path] as { _bsontype?: string })?._bsontype ?? '')) {
-          throw new AppError('INVALID_QUERY', `$inc of ${path} takes a number.`);
-        }
-      }
-      if (op === '$set' && target.kind !== 'plain') encryptedSets.push({ path, node: target.node });
-    }
-  }
-  return { encryptedSets };
 }

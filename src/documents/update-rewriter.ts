@@ -75,6 +75,8 @@ function refusePointerKeys(path: string, node: PlanNode): void {
 function checkUpdatePath(path: string, op: string, plan: ObjectNode | undefined, identifiers: Set<string>): { target: PathTarget; positional: boolean } {
   const segments = path.split('.');
   const first = segments.findIndex((s) => s === '$' || s === '$[]' || /^\$\[.*\]$/.test(s));
+  const operatorName = segments.find((s, i) => s.startsWith('$') && (first === -1 || i < first));
+  if (operatorName !== undefined) throw new AppError('QUERY_OPERATOR_NOT_ALLOWED', `${op}: ${operatorName.slice(0, 50)} is an operator, not a field name.`);
   if (first === -1) {
     checkPath(path, op);
     return { target: resolvePath(plan, path), positional: false };

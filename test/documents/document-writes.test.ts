@@ -347,3 +347,23 @@ t.test('an upsert during a key rotation still writes the filter\'s encrypted equ
   t.equal((await h.call('POST', `${url}/count`, { filter: { ssn: 'CANARY-rotating' } })).json().count, 1);
   t.equal((await h.call('GET', jobUrl)).json().state, 'running', 'the rotation was running throughout');
 });
+
+t.test('findOneAnd* answer an unreadable value as find does: 422 by default (the write noted as applied), null and listed on report', async (t) => {
+  const { h, url, raw } = await setup(t);
+  await insert(h, url, { _id: 1, name: 'bad', ssn: 'CANARY-unreadable', level: int(1) });
+  const stored = (await raw.findOne({ _id: 1 as never }))!.ssn as Binary;
+  const bytes = Buffer.from(stored.buffer);
+  bytes[bytes.length - 1] = bytes.at(-1)! ^ 0xff;
+  await raw.updateOne({ _id: 1 as never }, { $set: { ssn: new Binary(bytes, 6) } });
+
+  const failed = await h.call('POST', `${url}/find-one-and-update`, { filter: { name: 'bad' }, update: { $inc: { level: 1 } }, returnDocument: 'after' });
+  t.equal(failed.statusCode, 422, failed.body);
+  t.equal(failed.json().code, 'UNREADABLE_VALUE');
+  t.match(failed.json().detail, /^The write was applied\. .*ssn/);
+  t.notMatch(failed.body, /CANARY|bad"/);
+  t.equal((await raw.findOne({ _id: 1 as never }))!.level, 2, 'the update landed');
+
+  const reported = await h.call('POST', `${url}/find-one-and-update?onUnreadable=report`, { filter: { name: 'bad' }, update: { $inc: { level: 1 } }, returnDocument: 'after' });
+  t.equal(reported.statusCode, 200, reported.body);
+  t.same([reported.json().document.ssn, reported.json().document.level, reported.json().unreadable], [null, 3, ['ssn']]);
+});

@@ -1,13 +1,12 @@
 /**
  * The query rewriter against a compiled plan (a unit test: no database, no key). Filters: which
  * values become equality slots, and everything that would compute on an encrypted field is refused
- * naming the path. Updates: only $set/$unset/$inc, never inside ciphertext, never an array index
- * below a field with encrypted fields. Sorts and projections.
+ * naming the path. Sorts and projections. (Updates: update-rewriter.test.ts.)
  */
 import t from 'tap';
 import fc from 'fast-check';
 import { BSONRegExp, Int32 } from 'mongodb';
-import { checkProjection, checkSort, planFilter, planUpdate, resolvePath, type EqualitySlot } from '../../src/documents/query-rewriter.js';
+import { checkProjection, checkSort, planFilter, resolvePath, type EqualitySlot } from '../../src/documents/query-rewriter.js';
 import { compilePlan } from '../../src/documents/encryption-plan.js';
 import { AppError } from '../../src/errors.js';
 import { KEY_IDS } from '../helpers/fake-key-vault.js';
@@ -241,76 +240,6 @@ t.test('the split filter means what the filter meant', async (t) => {
     { seed, numRuns: 300 },
   );
   t.pass('holds');
-});
-
-t.test('planUpdate: $set, $unset and $inc; $set of encrypted fields and subtrees is planned for encryption', async (t) => {
-  const { encryptedSets } = planUpdate(
-    {
-      $set: { name: 'n', ssn: 'a', medical: { diagnosis: 'd' }, 'medical.diagnosis2': 1, 'profile.contact.secret_a': 's', 'profile.contact': {}, 'tags.0': 'x', 'medical.ward': 'w' },
-      $unset: { salary: '', 'medical.allergies': '' },
-      $inc: { level: 1, 'stats.count': new Int32(2) },
-    },
-    plan,
-  );
-  t.same(
-    encryptedSets.map((s) => [s.path, s.node.kind]),
-    [
-      ['ssn', 'encrypt'],
-      ['medical', 'object'],
-      ['profile.contact.secret_a', 'encrypt'],
-      ['profile.contact', 'object'],
-    ],
-  );
-  t.same(planUpdate({ $unset: { ssn: '' } }, plan).encryptedSets, [], '$unset needs no encryption');
-  t.same(planUpdate({ $set: { ssn: 'x' } }, undefined).encryptedSets, [], 'no plan: nothing to encrypt');
-});
-
-t.test('planUpdate refusals', async (t) => {
-  const refused: [string, unknown, string, RegExp][] = [
-    ['$inc of a deterministic field', { $inc: { badge: 1 } }, 'ENCRYPTED_FIELD_NOT_WRITABLE', /badge/],
-    ['$inc of a random field', { $inc: { salary: 1 } }, 'ENCRYPTED_FIELD_NOT_WRITABLE', /salary/],
-    ['$inc of a subtree', { $inc: { medical: 1 } }, 'ENCRYPTED_FIELD_NOT_WRITABLE', /medical/],
-    ['$inc of a pattern field', { $inc: { note_1: 1 } }, 'ENCRYPTED_FIELD_NOT_WRITABLE', /note_1/],
-    ['$inc of a non-number', { $inc: { level: 'x' } }, 'INVALID_QUERY', /level/],
-    ['$set inside an encrypted value', { $set: { 'ssn.x': 1 } }, 'ENCRYPTED_FIELD_NOT_WRITABLE', /ssn/],
-    ['$set inside an encrypted array', { $set: { 'medical.allergies.0': 'x' } }, 'ENCRYPTED_FIELD_NOT_WRITABLE', /medical\.allergies/],
-    ['$unset inside an encrypted value', { $unset: { 'note_a.b': '' } }, 'ENCRYPTED_FIELD_NOT_WRITABLE', /note_a/],
-    ['$set of an element of the subtree', { $set: { 'medical.0': { diagnosis: 'x' } } }, 'INVALID_DOCUMENT_SHAPE', /medical/],
-    ['$set of a field of an element of the subtree', { $set: { 'medical.0.diagnosis': 'x' } }, 'INVALID_DOCUMENT_SHAPE', /medical/],
-    ['$set of an element two levels down', { $set: { 'profile.contact.3': 'x' } }, 'INVALID_DOCUMENT_SHAPE', /profile\.contact/],
-    ['$set of an element of the middle level', { $set: { 'profile.0.contact.email': 'x' } }, 'INVALID_DOCUMENT_SHAPE', /profile/],
-    ['$unset of an element of the subtree', { $unset: { 'medical.1': '' } }, 'INVALID_DOCUMENT_SHAPE', /medical/],
-    ['$inc of an element of the subtree', { $inc: { 'medical.1': 1 } }, 'INVALID_DOCUMENT_SHAPE', /medical/],
-    ['_id', { $set: { _id: 1 } }, 'INVALID_QUERY', /_id/],
-    ['a field of _id', { $unset: { '_id.a': '' } }, 'INVALID_QUERY', /_id/],
-    ['the positional operator', { $set: { 'medical.$.diagnosis': 'x' } }, 'QUERY_OPERATOR_NOT_ALLOWED', /Positional/],
-    ['all positional', { $set: { 'tags.$[]': 'x' } }, 'QUERY_OPERATOR_NOT_ALLOWED', /Positional/],
-    ['filtered positional', { $set: { 'tags.$[i]': 'x' } }, 'QUERY_OPERATOR_NOT_ALLOWED', /Positional/],
-    ['a $ field name', { $set: { $where: 'x' } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$where/],
-    ['an empty path segment', { $set: { 'a..b': 1 } }, 'INVALID_QUERY', /path/],
-    ['$push', { $push: { tags: 'x' } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$push/],
-    ['$rename', { $rename: { ssn: 'plain' } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$rename/],
-    ['$setOnInsert', { $setOnInsert: { ssn: 'x' } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$setOnInsert/],
-    ['$currentDate', { $currentDate: { ssn: true } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$currentDate/],
-    ['$mul', { $mul: { level: 2 } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$mul/],
-    ['$min', { $min: { badge: 2 } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$min/],
-    ['$addToSet', { $addToSet: { 'medical.allergies': 'x' } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$addToSet/],
-    ['an unknown operator', { $foo: { a: 1 } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$foo/],
-    ['a replacement document', { name: 'x' }, 'INVALID_QUERY', /replace/],
-    ['an operator beside a replacement field', { $set: { name: 'x' }, ssn: 'y' }, 'INVALID_QUERY', /replace/],
-    ['an empty update', {}, 'INVALID_QUERY', /update/],
-    ['an empty $set', { $set: {} }, 'INVALID_QUERY', /\$set/],
-    ['$set of no object', { $set: ['a'] }, 'INVALID_QUERY', /\$set/],
-    ['a path updated twice', { $set: { level: 1 }, $inc: { level: 1 } }, 'INVALID_QUERY', /level/],
-  ];
-  for (const [what, update, code, detail] of refused) {
-    const err = errorOf(() => planUpdate(update, plan));
-    t.equal(err.code, code, what);
-    t.match(err.detail ?? '', detail, `${what}: the detail names it`);
-  }
-  t.equal(errorOf(() => planUpdate(null, plan)).code, 'INVALID_QUERY');
-  // An index below a plain field is MongoDB's business: only fields with encrypted fields below are guarded.
-  t.doesNotThrow(() => planUpdate({ $set: { 'tags.0': 'x', 'medical.ward.0': 'y', 'other.1.deep': 2 } }, plan));
 });
 
 t.test('checkSort', async (t) => {

@@ -120,3 +120,50 @@ t.test('pipeline updates: plaintext in, plaintext out', async (t) => {
   t.doesNotThrow(() => planUpdateWrite([{ $set: { copy: { $literal: '$ssn' } } }], plan), '$literal is a value, not a path');
   t.equal(errorOf(() => planUpdateWrite([{ $set: { a: 1 } }], plan, [{ i: 1 }])).code, 'INVALID_QUERY', 'no arrayFilters with a pipeline');
 });
+
+t.test('shapes carried over from the first update rules: what is encrypted, what is refused, naming the path', async (t) => {
+  const result = planUpdateWrite(
+    {
+      $set: { name: 'n', ssn: 'a', medical: { diagnosis: 'd' }, 'medical.diagnosis2': 1, 'profile.contact.secret_a': 's', 'profile.contact': {}, 'tags.0': 'x', 'medical.ward': 'w' },
+      $unset: { salary: '', 'medical.allergies': '' },
+      $inc: { level: 1, 'stats.count': new Int32(2) },
+    },
+    plan,
+  );
+  t.same(
+    result.kind === 'operators' ? result.encrypted.map((s) => [s.path, s.node.kind]) : [],
+    [['ssn', 'encrypt'], ['medical', 'object'], ['profile.contact.secret_a', 'encrypt'], ['profile.contact', 'object']],
+  );
+  t.same(planUpdateWrite({ $set: { ssn: 'x' } }, undefined), { kind: 'operators', encrypted: [], plainWrites: [{ op: '$set', path: 'ssn', value: 'x' }], unset: [], written: ['ssn'], renames: [] }, 'no plan: nothing to encrypt');
+  const refused: [string, unknown, string, RegExp][] = [
+    ['$inc of a deterministic field', { $inc: { badge: 1 } }, 'ENCRYPTED_FIELD_NOT_WRITABLE', /badge/],
+    ['$inc of a pattern field', { $inc: { note_1: 1 } }, 'ENCRYPTED_FIELD_NOT_WRITABLE', /note_1/],
+    ['$inc of a non-number', { $inc: { level: 'x' } }, 'INVALID_QUERY', /level/],
+    ['$set inside an encrypted array', { $set: { 'medical.allergies.0': 'x' } }, 'ENCRYPTED_FIELD_NOT_WRITABLE', /medical\.allergies/],
+    ['$unset inside an encrypted value', { $unset: { 'note_a.b': '' } }, 'ENCRYPTED_FIELD_NOT_WRITABLE', /note_a/],
+    ['$set of an element of the subtree', { $set: { 'medical.0': { diagnosis: 'x' } } }, 'INVALID_DOCUMENT_SHAPE', /medical/],
+    ['$set of an element two levels down', { $set: { 'profile.contact.3': 'x' } }, 'INVALID_DOCUMENT_SHAPE', /profile\.contact/],
+    ['$set of an element of the middle level', { $set: { 'profile.0.contact.email': 'x' } }, 'INVALID_DOCUMENT_SHAPE', /profile/],
+    ['$unset of an element of the subtree', { $unset: { 'medical.1': '' } }, 'INVALID_DOCUMENT_SHAPE', /medical/],
+    ['$inc of an element of the subtree', { $inc: { 'medical.1': 1 } }, 'INVALID_DOCUMENT_SHAPE', /medical/],
+    ['a field of _id', { $unset: { '_id.a': '' } }, 'INVALID_QUERY', /_id/],
+    ['the positional operator into a subtree', { $set: { 'medical.$.diagnosis': 'x' } }, 'ENCRYPTED_FIELD_NOT_WRITABLE', /medical/],
+    ['a $ field name', { $set: { $where: 'x' } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$where/],
+    ['a $ segment', { $set: { 'a.$where.b': 'x' } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$where/],
+    ['an empty path segment', { $set: { 'a..b': 1 } }, 'INVALID_QUERY', /path/],
+    ['an unknown operator', { $foo: { a: 1 } }, 'QUERY_OPERATOR_NOT_ALLOWED', /\$foo/],
+    ['an operator beside a replacement field', { $set: { name: 'x' }, ssn: 'y' }, 'INVALID_QUERY', /replace/],
+    ['an empty update', {}, 'INVALID_QUERY', /update/],
+    ['an empty $set', { $set: {} }, 'INVALID_QUERY', /\$set/],
+    ['$set of no object', { $set: ['a'] }, 'INVALID_QUERY', /\$set/],
+    ['a path updated twice', { $set: { level: 1 }, $inc: { level: 1 } }, 'INVALID_QUERY', /level/],
+  ];
+  for (const [what, update, code, detail] of refused) {
+    const err = errorOf(() => planUpdateWrite(update, plan));
+    t.equal(err.code, code, what);
+    t.match(err.detail ?? '', detail, `${what}: the detail names it`);
+  }
+  t.equal(errorOf(() => planUpdateWrite(null, plan)).code, 'INVALID_QUERY');
+  // An index below a plain field is MongoDB's business: only fields with encrypted fields below are guarded.
+  t.doesNotThrow(() => planUpdateWrite({ $set: { 'tags.0': 'x', 'medical.ward.0': 'y', 'other.1.deep': 2 } }, plan));
+});
