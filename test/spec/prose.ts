@@ -8,7 +8,10 @@
 export const SPEC_LOCAL_MASTER_KEY =
   'Mng0NCt4ZHVUYUJCa1kxNkVyNUR1QURhZ2h2UzR2d2RrZzh0cFBwM3R6NmdWMDFBMUN3YkQ5aXRRMkhGRGdQV09wOGVNYUMxT2k3NjZKelhaQmRCZGJkTXVyZG9uSjFk';
 
+import { saveSuite, type TestResult } from './runner/results.js';
+
 interface Tap {
+  name?: string;
   teardown(fn: () => unknown): void;
   comment(...args: unknown[]): void;
   passing(): boolean;
@@ -22,17 +25,34 @@ export function proseSummary(t: Tap, n: number) {
   let passed = 0;
   let failed = 0;
   const notApplicable: string[] = [];
+  const results: TestResult[] = [];
   t.teardown(() => {
     const na = notApplicable.length > 0 ? `, ${notApplicable.length} not applicable (${notApplicable.join('; ')})` : ', 0 not applicable';
     const fail = failed > 0 ? `, ${failed} failed` : '';
     const line = `spec prose ${n}: ${passed} passed${fail}${na}`;
     t.comment(line);
+    for (const reason of notApplicable) results.push({ test: reason.split(/[:(]/)[0]!.trim(), status: 'not applicable', reason });
+    saveSuite(
+      {
+        id: `prose-${String(n).padStart(2, '0')}`,
+        title: 'Prose tests (tests/README.md, through the HTTP API)',
+        notes: ['test/spec/prose-<n>-*.test.ts translate the prose steps to HTTP requests against the real servers; each case is one line.'],
+        files: [{ file: `prose ${n}`, results }],
+      },
+      process.env.WRITE_CONFORMANCE === '1',
+    );
   });
   return {
     track(sub: Tap) {
       sub.teardown(() => {
-        if (sub.passing()) passed++;
-        else failed++;
+        const test = sub.name ?? `case ${results.length + 1}`;
+        if (sub.passing()) {
+          passed++;
+          results.push({ test, status: 'pass' });
+        } else {
+          failed++;
+          results.push({ test, status: 'fail', reason: 'an assertion failed (see the test output)' });
+        }
       });
     },
     notApplicable(reason: string) {
