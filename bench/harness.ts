@@ -17,7 +17,6 @@
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,7 +25,7 @@ import autocannon from 'autocannon';
 import { MongoClient } from 'mongodb';
 import { startKmsProxy, startMongoCountingProxy, type KmsProxy, type MongoCountingProxy } from './proxies.js';
 import { startCluster } from './cluster.js';
-import { openLoop, percentiles, request, type Percentiles } from './http-load.js';
+import { freePort, openLoop, percentiles, request, type Percentiles } from './http-load.js';
 import { ensureAuditIndexes, writeChain } from './audit-chain.js';
 import type { AuditRecord } from '../src/audit/audit-record.js';
 
@@ -130,14 +129,6 @@ function stackEnv(): Record<string, string> {
   }
   for (const k of need) if (!env[k]) throw new Error(`scripts/stack up did not export ${k}`);
   return env;
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 // --------------------------------------------------------------------------------------- processes

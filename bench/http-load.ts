@@ -14,6 +14,7 @@
  * reused by the next (e.g. across a load balancer reload).
  */
 import http from 'node:http';
+import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 
 export interface LoadRequest {
@@ -221,4 +222,13 @@ export interface Percentiles {
 export function percentiles(latencies: number[]): Percentiles {
   const s = [...latencies].sort((a, b) => a - b);
   return { count: s.length, p50: quantile(s, 0.5), p90: quantile(s, 0.9), p99: quantile(s, 0.99), p999: quantile(s, 0.999), max: s[s.length - 1] ?? Number.NaN };
+}
+
+/** A TCP port free on loopback right now (for a server started next). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }

@@ -12,7 +12,7 @@ import { AppError } from '../errors.js';
 import { exactTypes, isPlainObject, refuseUnwritableTypes } from './bson-types.js';
 import type { CollectionSchema } from './collection-schema.js';
 import { collectJobs, type FieldJob } from './document-crypto.js';
-import type { EncryptNode } from './encryption-plan.js';
+import { describeEncryptedField } from './encryption-plan.js';
 import type { FieldEncryption, Successor } from './field-encryption.js';
 import { checkProjection, checkSort, planFilter, resolvePath } from './query-rewriter.js';
 import { planUpdateWrite, type UpdateWritePlan } from './update-rewriter.js';
@@ -326,16 +326,7 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
     }
   }
 
-  function describe(path: string, node: EncryptNode, reason: string) {
-    return {
-      path,
-      algorithm: node.algorithm,
-      bsonType: node.bsonTypes?.[0] === undefined ? undefined : node.bsonTypes,
-      ...(node.key.kind === 'id' ? { keyId: node.key.id } : { keyAltNameFrom: (node.key as { pointer: string }).pointer }),
-      rule: node.schemaPath,
-      reason,
-    };
-  }
+  const describe = describeEncryptedField;
 
 
   return {

@@ -11,7 +11,7 @@ import { fromEjson } from '../ejson.js';
 import { AppError } from '../errors.js';
 import { bsonTypeAlias, exactTypes, isPlainObject, refuseUnwritableTypes } from './bson-types.js';
 import { collectJobs, type FieldJob } from './document-crypto.js';
-import { listEncryptedPaths, type EncryptNode } from './encryption-plan.js';
+import { describeEncryptedField, listEncryptedPaths } from './encryption-plan.js';
 import { createFieldEncryption } from './field-encryption.js';
 import type { KeyRotations } from './key-rotations.js';
 import { checkProjection, checkSort, planFilter } from './query-rewriter.js';
@@ -398,14 +398,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
     async explain(namespace: string, request: Parameters<typeof writes.explain>[1] & { document?: unknown }) {
       if (request.update !== undefined || request.replacement !== undefined || request.operations !== undefined) return writes.explain(namespace, request);
       const schema = await schemaFor(namespace);
-      const describe = (path: string, node: EncryptNode, reason: string) => ({
-        path,
-        algorithm: node.algorithm,
-        bsonType: node.bsonTypes?.[0] === undefined ? undefined : node.bsonTypes,
-        ...(node.key.kind === 'id' ? { keyId: node.key.id } : { keyAltNameFrom: (node.key as { pointer: string }).pointer }),
-        rule: node.schemaPath,
-        reason,
-      });
+      const describe = describeEncryptedField;
       if (request.document !== undefined) {
         const document = asDocument(fromEjson(request.document), 'A document');
         const problem = schema.validator.validate(document);

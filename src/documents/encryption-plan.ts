@@ -250,3 +250,15 @@ export function ruleFor(node: ObjectNode, name: string): PlanNode | undefined | 
   }
   return found;
 }
+
+/** An encrypted field as a dry run (explain) reports it: which rule encrypts it, how, and why here. */
+export function describeEncryptedField(path: string, node: EncryptNode, reason: string) {
+  return {
+    path,
+    algorithm: node.algorithm,
+    bsonType: node.bsonTypes?.[0] === undefined ? undefined : node.bsonTypes,
+    ...(node.key.kind === 'id' ? { keyId: node.key.id } : { keyAltNameFrom: (node.key as { pointer: string }).pointer }),
+    rule: node.schemaPath,
+    reason,
+  };
+}
