@@ -104,7 +104,7 @@ export default async function documentWriteRoutes(app: FastifyInstance) {
         security,
         summary: 'Bulk write: insertOne, updateOne, updateMany, replaceOne, deleteOne, deleteMany, ordered or not, answered operation by operation',
         description:
-          'Every operation is checked and encrypted before any is sent, so an operation refused by a check is never half applied. Ordered (the default): if any operation is refused, none is sent; the first the database refuses stops the rest (answered skipped). Unordered: the refused ones are answered failed and every other is sent. Operations are sent one by one: no transaction, so a database failure leaves the operations before it applied.',
+          'Every operation is checked and encrypted before any is sent, so an operation refused by a check is never half applied. Ordered (the default): if any operation is refused, none is sent; the first the database refuses stops the rest (answered skipped). Unordered: the refused ones are answered failed and every other is sent. Consecutive inserts are sent together (one insertMany), other operations one by one: no transaction, so a database failure leaves the operations before it applied.',
         params: namespaceParamsSchema,
         querystring: formatQuerySchema,
         body: bulkBodySchema(app.config.maxBatchItems),

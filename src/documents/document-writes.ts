@@ -5,7 +5,7 @@
  * sent to the database; reads back go through the same decryption (and masking) as find.
  */
 import { createHash } from 'node:crypto';
-import { MongoError, MongoServerError, ObjectId, Timestamp, type Collection, type Document } from 'mongodb';
+import { MongoBulkWriteError, MongoError, MongoServerError, ObjectId, Timestamp, type Collection, type Document } from 'mongodb';
 import type { Caller } from '../encryption/access.js';
 import { fromEjson } from '../ejson.js';
 import { AppError } from '../errors.js';
@@ -264,9 +264,80 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
   }
 
   /** One operation of a bulk write, checked and encrypted: what remains is sending it. */
-  interface PreparedOp {
-    op: string;
-    run(collection: Collection<Document>): Promise<Omit<Extract<BulkItemResult, { status: 'ok' }>, 'index' | 'op' | 'status'>>;
+  type PreparedOp =
+    | { op: string; insert?: undefined; run(collection: Collection<Document>): Promise<Omit<Extract<BulkItemResult, { status: 'ok' }>, 'index' | 'op' | 'status'>> }
+    /** An insert: sent together with the inserts next to it (one insertMany, not a round trip each). */
+    | { op: string; insert: { document: Record<string, unknown>; derived: boolean } };
+  type PreparedInsert = NonNullable<Extract<PreparedOp, { insert: object }>['insert']>;
+
+  /**
+   * What a failed operation is answered with. A failure of the database, not of the operation, is
+   * 503: whether it landed is unknown, so nothing more is sent, and the operations already done are
+   * still answered as done.
+   */
+  function operationError(err: unknown): AppError {
+    try {
+      mapError(err);
+    } catch (mapped) {
+      if (mapped instanceof AppError && mapped.status < 500) return mapped;
+      if (mapped instanceof MongoError) return new AppError('DATABASE_UNAVAILABLE', undefined, { cause: mapped });
+      throw mapped;
+    }
+    throw err;
+  }
+
+  /**
+   * A run of consecutive inserts of a bulk write, sent as insertMany (ordered like the bulk write)
+   * and answered insert by insert. A duplicate derived _id is an earlier attempt of this idempotent
+   * request: answered as done, and the inserts after it (which an ordered insertMany left unsent)
+   * go on in another insertMany.
+   */
+  async function insertRun(collection: Collection<Document>, run: { index: number; insert: PreparedInsert }[], ordered: boolean) {
+    const results: BulkItemResult[] = [];
+    const ok = (item: (typeof run)[number]): BulkItemResult => ({ index: item.index, op: 'insertOne', status: 'ok', insertedId: item.insert.document._id });
+    let pending = run;
+    while (pending.length > 0) {
+      try {
+        await collection.insertMany(pending.map((item) => item.insert.document), { ordered });
+        results.push(...pending.map(ok));
+        return { results, stop: false };
+      } catch (err) {
+        if (!(err instanceof MongoBulkWriteError)) {
+          const error = operationError(err);
+          results.push(...pending.map((item) => ({ index: item.index, op: 'insertOne', status: 'failed' as const, error })));
+          return { results, stop: ordered || error.status >= 500 };
+        }
+        const failures = new Map((Array.isArray(err.writeErrors) ? err.writeErrors : [err.writeErrors]).map((w) => [w.index, w]));
+        let stop = false;
+        let resumeAt = pending.length;
+        for (const [position, item] of pending.entries()) {
+          const failure = failures.get(position);
+          if (failure === undefined) {
+            // Ordered: nothing after the first failure was sent.
+            if (ordered && position > Math.min(...failures.keys())) break;
+            results.push(ok(item));
+            continue;
+          }
+          const duplicate = Number(failure.code) === 11000;
+          if (duplicate && item.insert.derived && (await collection.countDocuments({ _id: { $eq: item.insert.document._id as never } }, { limit: 1 })) === 1) {
+            results.push(ok(item));
+            if (ordered) {
+              resumeAt = position + 1;
+              break;
+            }
+            continue;
+          }
+          results.push({ index: item.index, op: 'insertOne', status: 'failed', error: new AppError(duplicate ? 'DUPLICATE_DOCUMENT' : 'INVALID_QUERY') });
+          if (ordered) {
+            stop = true;
+            break;
+          }
+        }
+        if (stop) return { results, stop };
+        pending = pending.slice(resumeAt);
+      }
+    }
+    return { results, stop: false };
   }
 
   async function prepareOperation(schema: CollectionSchema, operation: BulkOperation, caller: Caller, insertId: () => ObjectId, seed: string | undefined): Promise<PreparedOp> {
@@ -280,14 +351,7 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
         await encryptDocument(schema, document, caller);
         return {
           op,
-          run: async (c) => {
-            await c.insertOne(document).catch(async (err: unknown) => {
-              // A derived _id already taken: an earlier attempt of this idempotent request inserted it.
-              if (derived && err instanceof MongoServerError && err.code === 11000 && (await c.countDocuments({ _id: { $eq: document._id as never } }, { limit: 1 })) === 1) return;
-              throw err;
-            });
-            return { insertedId: document._id };
-          },
+          insert: { document, derived },
         };
       }
       case 'updateOne':
@@ -400,9 +464,9 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
     /**
      * Every operation is checked and encrypted before any is sent. Ordered: one refused operation
      * means none is sent; the first that the database refuses stops the rest. Unordered: refused
-     * operations are answered as such and the others are sent; a database failure of one does not
-     * stop the others. Operations are sent one by one, so each answer is exact. A database that
-     * fails (not refuses) an operation stops the rest either way: its outcome is unknown.
+     * operations are answered as such and the others are sent. Consecutive inserts go as one
+     * insertMany, other operations one by one, so each answer is exact. A database that fails (not
+     * refuses) an operation stops the rest either way: its outcome is unknown.
      */
     async bulkWrite(namespace: string, operations: BulkOperation[], ordered: boolean, caller: Caller, seed?: string): Promise<BulkItemResult[]> {
       const schema = await schemaFor(namespace);
@@ -421,6 +485,7 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
       const collection = collectionOf(schema);
       let stopped = ordered && refused;
       for (const [index, item] of prepared.entries()) {
+        if (results.length > index) continue; // answered with the run of inserts it belongs to
         const op = opName(operations[index]!);
         if (item instanceof AppError) {
           results.push({ index, op, status: 'failed', error: item });
@@ -430,21 +495,24 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
           results.push({ index, op, status: 'skipped' });
           continue;
         }
+        if (item.insert !== undefined) {
+          const run: { index: number; insert: PreparedInsert }[] = [];
+          for (let next = index; next < prepared.length; next++) {
+            const candidate = prepared[next]!;
+            if (candidate instanceof AppError || candidate.insert === undefined) break;
+            run.push({ index: next, insert: candidate.insert });
+          }
+          const outcome = await insertRun(collection, run, ordered);
+          results.push(...outcome.results);
+          if (outcome.stop) stopped = true;
+          continue;
+        }
         try {
           results.push({ index, op, status: 'ok', ...(await item.run(collection)) });
         } catch (err) {
-          let error: AppError;
-          try {
-            mapError(err);
-          } catch (mapped) {
-            if (mapped instanceof AppError && mapped.status < 500) error = mapped;
-            // The database failed, not the operation: whether it landed is unknown, so nothing
-            // more is sent, and the operations already done are still answered as done.
-            else if (mapped instanceof MongoError) error = new AppError('DATABASE_UNAVAILABLE', undefined, { cause: mapped });
-            else throw mapped;
-          }
-          results.push({ index, op, status: 'failed', error: error! });
-          if (ordered || error!.status >= 500) stopped = true;
+          const error = operationError(err);
+          results.push({ index, op, status: 'failed', error });
+          if (ordered || error.status >= 500) stopped = true;
         }
       }
       return results;

@@ -93,6 +93,22 @@ t.test('idempotent retries of the write operations are answered, not applied twi
   const reused = await h.call('POST', `${url}/bulk`, { ...bulk, ordered: false }, { 'idempotency-key': 'bulk-1' });
   t.equal(reused.json().code, 'IDEMPOTENCY_KEY_REUSED');
 
+  // A retry whose first answer was lost with its record, after a crash part-way (the first two
+  // inserts landed, the third did not, the claim is gone): inserts without _id get ids derived from
+  // the key, so the retry inserts nothing twice, and the insert sent after the ones already there
+  // still lands.
+  const inserts = { operations: ['R1', 'R2', 'R3'].map((name) => ({ insertOne: { document: { name, ssn: `CANARY-${name}` } } })) };
+  const landed = await h.call('POST', `${url}/bulk`, inserts, { 'idempotency-key': 'bulk-lost' });
+  t.equal(landed.json().inserted, 3, landed.body);
+  await raw.deleteOne({ name: 'R3' });
+  await h.mongo.db(h.keyVaultDb).collection('__idempotency').deleteMany({});
+  const retried = await h.call('POST', `${url}/bulk`, inserts, { 'idempotency-key': 'bulk-lost' });
+  t.equal(retried.statusCode, 200, retried.body);
+  t.not(retried.headers['idempotent-replayed'], 'true', 'not a replay: the record was lost');
+  t.same(retried.json().items.map((i: { status: string }) => i.status), ['ok', 'ok', 'ok'], 'the two that landed are answered as done, the third is inserted');
+  t.same(retried.json().items.map((i: { insertedId: unknown }) => i.insertedId), landed.json().items.map((i: { insertedId: unknown }) => i.insertedId), 'with the ids of the first attempt');
+  t.same(await Promise.all(['R1', 'R2', 'R3'].map((name) => raw.countDocuments({ name }))), [1, 1, 1], 'each once');
+
   for (const [path, body] of [
     ['find-one-and-update', { filter: { name: 'I' }, update: { $inc: { level: 1 } }, returnDocument: 'after' }],
     ['update', { filter: { name: 'I' }, update: { $inc: { level: 1 } } }],
