@@ -26,7 +26,15 @@ const expectedScopes: Record<string, string | string[]> = {
   'POST /documents/{ns}/find': 'documents:{ns}:read',
   'POST /documents/{ns}/count': 'documents:{ns}:read',
   'POST /documents/{ns}/explain': 'documents:{ns}:read',
+  'POST /documents/{ns}/aggregate': 'documents:{ns}:read',
+  'POST /documents/{ns}/distinct': 'documents:{ns}:read',
   'POST /documents/{ns}/update': 'documents:{ns}:write',
+  'POST /documents/{ns}/replace': 'documents:{ns}:write',
+  'POST /documents/{ns}/bulk': 'documents:{ns}:write',
+  // Writes that answer with the document: both scopes, in one token ("+").
+  'POST /documents/{ns}/find-one-and-update': 'documents:{ns}:read+documents:{ns}:write',
+  'POST /documents/{ns}/find-one-and-replace': 'documents:{ns}:read+documents:{ns}:write',
+  'POST /documents/{ns}/find-one-and-delete': 'documents:{ns}:read+documents:{ns}:write',
   'POST /documents/{ns}/delete': 'documents:{ns}:write',
   'POST /documents/{ns}/rotations': 'documents:{ns}:write',
   'GET /documents/{ns}/{id}': 'documents:{ns}:read',
@@ -79,6 +87,13 @@ t.test('every guarded route: no token → 401, wrong scope → 403, right scope 
     'POST /documents/{ns}/count': { filter: {} },
     'POST /documents/{ns}/explain': { filter: {} },
     'POST /documents/{ns}/update': { filter: { name: 'nobody' }, update: { $set: { level: 2 } } },
+    'POST /documents/{ns}/aggregate': { pipeline: [{ $match: { name: 'nobody' } }] },
+    'POST /documents/{ns}/distinct': { key: 'name' },
+    'POST /documents/{ns}/replace': { filter: { name: 'nobody' }, replacement: { name: 'a', ssn: 's', tenantKey: 'tenant-a' } },
+    'POST /documents/{ns}/bulk': { operations: [{ deleteOne: { filter: { name: 'nobody' } } }] },
+    'POST /documents/{ns}/find-one-and-update': { filter: { name: 'nobody' }, update: { $set: { level: 2 } } },
+    'POST /documents/{ns}/find-one-and-replace': { filter: { name: 'nobody' }, replacement: { name: 'a', ssn: 's', tenantKey: 'tenant-a' } },
+    'POST /documents/{ns}/find-one-and-delete': { filter: { name: 'nobody' } },
     'POST /documents/{ns}/delete': { filter: { name: 'nobody' } },
     'PATCH /documents/{ns}/{id}': { update: { $set: { level: 2 } } },
     'PUT /documents/{ns}/{id}': { document: { name: 'a', ssn: 's', tenantKey: 'tenant-a' } },
@@ -90,7 +105,7 @@ t.test('every guarded route: no token → 401, wrong scope → 403, right scope 
   const tokens = new Map<string, string>();
   async function tokenFor(scope: string): Promise<string> {
     if (!tokens.has(scope)) {
-      const res = await h.call('POST', '/clients', { name: `only ${scope}`, grants: [{ scope }] });
+      const res = await h.call('POST', '/clients', { name: `only ${scope}`, grants: scope.split('+').map((one) => ({ scope: one })) });
       t.equal(res.statusCode, 201, res.body);
       tokens.set(scope, res.json().token);
     }
@@ -113,7 +128,7 @@ t.test('every guarded route: no token → 401, wrong scope → 403, right scope 
     // Schema routes work on a namespace of their own: the documents routes need the collection's schema as it is.
     const ns = template.startsWith('/schemas') ? `${h.ns.split('.')[0]}.authz_schemas` : h.ns;
     const url = template.replace(/\{[a-zA-Z]+\}/g, (p) => (p === '{id}' ? idParam : p === '{ns}' ? ns : params[p]!));
-    const scopes = [expectedScopes[operation]!].flat().map((scope) => scope.replace('{ns}', h.ns));
+    const scopes = [expectedScopes[operation]!].flat().map((scope) => scope.replaceAll('{ns}', h.ns));
     const body = bodies[operation];
     const send = (authorization?: string) =>
       h.app.inject({
