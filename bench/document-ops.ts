@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Binary, MongoClient } from 'mongodb';
 import { freePort } from './http-load.js';
+import { collectionSchema } from './collection-schema.js';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
 const { values: args } = parseArgs({
@@ -34,8 +35,6 @@ const ROUNDS = Math.max(1, Number(args.rounds));
 const DOCS = Number(args.docs);
 const BULK = 1000;
 const DISTINCT_VALUES = 100;
-const DET = 'AEAD_AES_256_CBC_HMAC_SHA_512-Deterministic';
-const RND = 'AEAD_AES_256_CBC_HMAC_SHA_512-Random';
 const log = (...parts: unknown[]) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...parts);
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -47,15 +46,6 @@ const mongodbUri = process.env.MONGODB_URI;
 if (!mongodbUri) throw new Error('MONGODB_URI is not set: eval "$(scripts/stack up)" first');
 if (!existsSync(join(root, 'dist/src/server.js'))) throw new Error('dist/ is missing: npm run build first');
 
-// The same shape as the harness's W3 collections: 5 deterministic, 5 random, 5 plain strings, 5 ints.
-function collectionSchema(encrypted: boolean) {
-  const properties: Record<string, unknown> = {};
-  for (let i = 0; i < 5; i++) properties[`d${i}`] = encrypted ? { encrypt: { bsonType: 'string', algorithm: DET, keyAltName: 'bench-det' } } : { bsonType: 'string' };
-  for (let i = 0; i < 5; i++) properties[`r${i}`] = encrypted ? { encrypt: { bsonType: 'string', algorithm: RND, keyAltName: 'bench-rnd' } } : { bsonType: 'string' };
-  for (let i = 0; i < 5; i++) properties[`s${i}`] = { bsonType: 'string' };
-  for (let i = 0; i < 5; i++) properties[`n${i}`] = { bsonType: 'int' };
-  return { bsonType: 'object', properties };
-}
 
 function doc(i: number) {
   const out: Record<string, unknown> = {};

@@ -28,6 +28,7 @@ import { startCluster } from './cluster.js';
 import { freePort, openLoop, percentiles, request, type Percentiles } from './http-load.js';
 import { ensureAuditIndexes, writeChain } from './audit-chain.js';
 import type { AuditRecord } from '../src/audit/audit-record.js';
+import { collectionSchema } from './collection-schema.js';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
 const benchDir = join(root, 'bench');
@@ -412,9 +413,6 @@ async function load(base: string, seconds: number, requests: (() => Req)[], conn
 
 // ---------------------------------------------------------------------------------- fixtures
 
-const DET = 'AEAD_AES_256_CBC_HMAC_SHA_512-Deterministic';
-const RND = 'AEAD_AES_256_CBC_HMAC_SHA_512-Random';
-
 /** 20 fields: d0–d4 deterministic and r0–r4 random (encrypted in `enc`), s0–s4 strings and n0–n4 ints. */
 function benchDoc(tag: string) {
   const doc: Record<string, unknown> = {};
@@ -423,15 +421,6 @@ function benchDoc(tag: string) {
   for (let i = 0; i < 5; i++) doc[`s${i}`] = `plain-${i}-${tag}`;
   for (let i = 0; i < 5; i++) doc[`n${i}`] = 1000 * i + 7;
   return doc;
-}
-
-function collectionSchema(encrypted: boolean) {
-  const properties: Record<string, unknown> = {};
-  for (let i = 0; i < 5; i++) properties[`d${i}`] = encrypted ? { encrypt: { bsonType: 'string', algorithm: DET, keyAltName: 'bench-det' } } : { bsonType: 'string' };
-  for (let i = 0; i < 5; i++) properties[`r${i}`] = encrypted ? { encrypt: { bsonType: 'string', algorithm: RND, keyAltName: 'bench-rnd' } } : { bsonType: 'string' };
-  for (let i = 0; i < 5; i++) properties[`s${i}`] = { bsonType: 'string' };
-  for (let i = 0; i < 5; i++) properties[`n${i}`] = { bsonType: 'int' };
-  return { bsonType: 'object', properties };
 }
 
 // ----------------------------------------------------------------------------------------- python

@@ -5,20 +5,11 @@
  */
 import t from 'tap';
 import { planPipeline } from '../../src/documents/aggregate-rewriter.js';
-import { AppError } from '../../src/errors.js';
 import { unitPlan } from '../helpers/unit-schemas.js';
+import { errorOf } from '../helpers/errors.js';
 
 const plan = unitPlan();
 
-function errorOf(fn: () => unknown): AppError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof AppError) return err;
-    throw err;
-  }
-  throw new Error('expected an AppError, nothing was thrown');
-}
 
 t.test('$match slots, in every place a filter is: top level, after plaintext stages, inside $facet and $geoNear', async (t) => {
   const { slots, stages } = planPipeline(

@@ -7,23 +7,14 @@ import t from 'tap';
 import { Binary, Code, DBRef, Int32, ObjectId, UUID } from 'mongodb';
 import { collectJobs, findCiphertexts, type FieldJob, type FoundCiphertext } from '../../src/documents/document-crypto.js';
 import { compilePlan, type ObjectNode } from '../../src/documents/encryption-plan.js';
-import { AppError } from '../../src/errors.js';
 import { KEY_IDS } from '../helpers/fake-key-vault.js';
 import { keyIdOf, RND, unitPlan } from '../helpers/unit-schemas.js';
 import vectors from '../fixtures/libmongocrypt-vectors.json' with { type: 'json' };
+import { errorOf } from '../helpers/errors.js';
 
 const plan = unitPlan();
 const CANARY = 'CANARY-walker-plaintext';
 
-function errorOf(fn: () => unknown): AppError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof AppError) return err;
-    throw err;
-  }
-  throw new Error('expected an AppError, nothing was thrown');
-}
 
 const paths = (jobs: FieldJob[]) => jobs.map((j) => j.path);
 const walk = (doc: Record<string, unknown>) => collectJobs(doc, plan, '', doc);

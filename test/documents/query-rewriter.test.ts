@@ -8,23 +8,13 @@ import fc from 'fast-check';
 import { BSONRegExp, Int32 } from 'mongodb';
 import { checkProjection, checkSort, planFilter, resolvePath, type EqualitySlot } from '../../src/documents/query-rewriter.js';
 import { compilePlan } from '../../src/documents/encryption-plan.js';
-import { AppError } from '../../src/errors.js';
 import { KEY_IDS } from '../helpers/fake-key-vault.js';
 import { DET, RND, keyIdOf, unitPlan } from '../helpers/unit-schemas.js';
 import { seed } from '../property/arbitraries.js';
+import { errorOf } from '../helpers/errors.js';
 
 const plan = unitPlan();
 
-/** The AppError `fn` throws (fails the test when it throws anything else, or nothing). */
-function errorOf(fn: () => unknown): AppError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof AppError) return err;
-    throw err;
-  }
-  throw new Error('expected an AppError, nothing was thrown');
-}
 
 const slotSummary = (slots: EqualitySlot[]) => slots.map((s) => ({ path: s.path, key: s.key, value: (s.container as Record<string | number, unknown>)[s.key] }));
 

@@ -8,21 +8,12 @@ import t from 'tap';
 import { Int32 } from 'mongodb';
 import { planUpdateWrite } from '../../src/documents/update-rewriter.js';
 import { compilePlan } from '../../src/documents/encryption-plan.js';
-import { AppError } from '../../src/errors.js';
 import { KEY_IDS } from '../helpers/fake-key-vault.js';
 import { DET, RND, keyIdOf, unitPlan, unitSchema } from '../helpers/unit-schemas.js';
+import { errorOf } from '../helpers/errors.js';
 
 const plan = unitPlan();
 
-function errorOf(fn: () => unknown): AppError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof AppError) return err;
-    throw err;
-  }
-  throw new Error('expected an AppError, nothing was thrown');
-}
 
 t.test('$set and $setOnInsert of encrypted fields are marked for encryption; plaintext ones are not', async (t) => {
   const result = planUpdateWrite({ $set: { ssn: 's', name: 'n', 'medical.diagnosis': 'd' }, $setOnInsert: { salary: new Int32(1), medical: { ward: 'w' } } }, plan);
