@@ -327,7 +327,13 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
             }
             continue;
           }
-          results.push({ index: item.index, op: 'insertOne', status: 'failed', error: new AppError(duplicate ? 'DUPLICATE_DOCUMENT' : 'INVALID_QUERY') });
+          // The write error as the server's own error, so it maps as any other (too large, unsupported, …).
+          const error = operationError(new MongoServerError({ message: failure.errmsg ?? 'write error', errmsg: failure.errmsg, code: failure.code }));
+          results.push({ index: item.index, op: 'insertOne', status: 'failed', error });
+          if (error.status >= 500) {
+            stop = true;
+            break;
+          }
           if (ordered) {
             stop = true;
             break;

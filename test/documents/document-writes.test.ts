@@ -227,6 +227,22 @@ t.test('bulk writes: per-operation answers, nothing sent when ordered and one is
   t.same(unordered.json().items.map((i: { status: string; error?: { code: string } }) => i.error?.code ?? i.status), ['DUPLICATE_DOCUMENT', 'ENCRYPTED_FIELD_NOT_WRITABLE', 'ok']);
   t.match(unordered.json(), { inserted: 1, failed: 2, skipped: 0 });
 
+  // Inserts sent together (one insertMany) are still answered each with its own mapped error.
+  const unsupported = await h.call('POST', `${url}/bulk`, {
+    ordered: false,
+    operations: [
+      { insertOne: { document: { _id: 20, name: 'P', ssn: 'CANARY-p' } } },
+      { insertOne: { document: { _id: 21, name: 'Q', tags: [['nested']] } } },
+      { insertOne: { document: { _id: 22, name: 'R', ssn: 'CANARY-r' } } },
+    ],
+  });
+  t.same(
+    unsupported.json().items.map((i: { status: string; error?: { code: string } }) => i.error?.code ?? i.status),
+    ['ok', 'DATABASE_UNSUPPORTED_OPERATION', 'ok'],
+    `a value FerretDB cannot store (nested arrays) fails that insert only, with its code: ${unsupported.body.slice(0, 300)}`,
+  );
+  t.same(await Promise.all([20, 21, 22].map((id) => raw.countDocuments({ _id: id as never }))), [1, 0, 1]);
+
   const orderedDbFailure = await h.call('POST', `${url}/bulk`, {
     operations: [
       { insertOne: { document: { _id: 11, name: 'N', ssn: 'CANARY-n' } } },
