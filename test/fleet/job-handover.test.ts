@@ -35,7 +35,9 @@ t.test('a graceful shutdown mid-migration hands the job to another instance, whi
   t.ok(job.progress.done >= 10 && job.progress.done < KEYS, `A is mid-job: ${job.progress.done} of ${KEYS}`);
   const closedAt = performance.now();
   await a.app.close();
-  t.equal((await b.call('GET', jobUrl)).json().state, 'running', 'handed over, not failed');
+  // Running on B, or already finished by it on a fast machine: never failed (runs === 2 below shows the handover).
+  const afterClose = (await b.call('GET', jobUrl)).json().state;
+  t.ok(['running', 'succeeded'].includes(afterClose), `handed over, not failed (${afterClose})`);
 
   for (let i = 0; i < 300 && job.state === 'running'; i++) {
     await sleep(100);
