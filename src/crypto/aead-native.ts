@@ -1,5 +1,5 @@
 /**
- * The optional native batch decryptor and encryptor (native/aead_native.c and aead_encrypt.c,
+ * The optional native batch decryptor and encryptor (both in native/aead_native.c,
  * built by `npm run build:native`).
  * Loading never throws: without a build, or with one this node cannot load, `nativeAead.loaded` is
  * false and callers use the pure-JS path, which gives exactly the same results.

@@ -96,7 +96,7 @@ export function aeadEncryptManyJs(key: Uint8Array, items: AeadEncryptItem[], ran
 }
 
 /**
- * aeadEncryptMany in C (native/aead_encrypt.c): byte-identical results, a fraction of the per-value
+ * aeadEncryptMany in C (native/aead_native.c): byte-identical results, a fraction of the per-value
  * cost. Results are views into one buffer per batch. Throws if the addon is not loaded.
  */
 export function aeadEncryptManyNative(key: Uint8Array, items: AeadEncryptItem[], randomIvs?: Uint8Array): Buffer[] {
