@@ -38,6 +38,8 @@ export function refuseServerSideJavaScript(value: unknown): void {
   }
 }
 
+const sortingAccumulators = new Set(['$top', '$bottom', '$topN', '$bottomN']);
+
 /** Visit every field an aggregation expression reads. */
 export function walkExpression(expression: unknown, visitor: ExpressionVisitor): void {
   if (typeof expression === 'string') {
@@ -62,6 +64,10 @@ export function walkExpression(expression: unknown, visitor: ExpressionVisitor):
     // A literal is a value, never a field path, whatever its strings look like.
     if (key === '$literal') continue;
     if (dynamicFieldOperators.has(key)) visitor.root();
+    // Their sortBy names fields without a "$": sorting by one computes on it as much as reading it.
+    if (sortingAccumulators.has(key) && isPlainObject(inner) && isPlainObject(inner.sortBy)) {
+      for (const path of Object.keys(inner.sortBy)) visitor.field(path);
+    }
     walkExpression(inner, visitor);
   }
 }

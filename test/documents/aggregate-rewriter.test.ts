@@ -60,6 +60,10 @@ t.test('refusals: the code, and the detail naming the stage and the path', async
     ['$unset inside a ciphertext', [{ $unset: 'salary.x' }], 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /salary/],
     ['$unwind to an index over an encrypted field', [{ $unwind: { path: '$tags', includeArrayIndex: 'ssn' } }], 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /ssn/],
     ['$redact on an encrypted field', [{ $redact: { $cond: [{ $eq: ['$badge', 1] }, '$$PRUNE', '$$KEEP'] } }], 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /badge/],
+    // Descending into medical, "$diagnosis" is medical.diagnosis: one bit per document about its ciphertext.
+    ['$redact descending onto a nested encrypted field', [{ $redact: { $cond: { if: { $eq: [{ $binarySize: '$diagnosis' }, 0] }, then: '$$PRUNE', else: '$$DESCEND' } } }], 'QUERY_ON_RANDOM_FIELD', /diagnosis/],
+    ['$topN sorted by an encrypted field', [{ $group: { _id: null, top: { $topN: { n: 2, sortBy: { level: 1, ssn: 1 }, output: '$_id' } } } }], 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /ssn/],
+    ['$bottom sorted by an encrypted field', [{ $bucketAuto: { groupBy: '$level', buckets: 2, output: { b: { $bottom: { sortBy: { badge: -1 }, output: '$level' } } } } }], 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /badge/],
     ['$geoNear on an encrypted key', [{ $geoNear: { near: [0, 0], key: 'ssn', distanceField: 'd' } }], 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /ssn/],
     ['$geoNear not first', [{ $match: {} }, { $geoNear: { near: [0, 0], distanceField: 'd' } }], 'INVALID_QUERY', /first/],
     ['$facet nested', [{ $facet: { a: [{ $facet: { b: [] } }] } }], 'PIPELINE_STAGE_NOT_ALLOWED', /nested/],
@@ -81,4 +85,11 @@ t.test('refusals: the code, and the detail naming the stage and the path', async
 t.test('a collection without encrypted fields: the whole document may be read', async (t) => {
   t.doesNotThrow(() => planPipeline([{ $replaceWith: { doc: '$$ROOT' } }, { $group: { _id: null, all: { $push: '$$ROOT' } } }], undefined));
   t.equal(errorOf(() => planPipeline([{ $set: { x: { $function: {} } } }], undefined)).code, 'QUERY_OPERATOR_NOT_ALLOWED', 'JavaScript stays refused');
+});
+
+t.test('what stays allowed: $redact and sorted accumulators on plaintext fields', async (t) => {
+  // $$DESCEND over a field that is plaintext at every level of the schema.
+  t.doesNotThrow(() => planPipeline([{ $redact: { $cond: { if: { $eq: ['$level', 9] }, then: '$$PRUNE', else: '$$DESCEND' } } }], plan));
+  t.doesNotThrow(() => planPipeline([{ $redact: { $cond: [{ $eq: ['$level', 9] }, '$$PRUNE', '$$KEEP'] } }], plan));
+  t.doesNotThrow(() => planPipeline([{ $group: { _id: null, top: { $topN: { n: 2, sortBy: { level: -1 }, output: '$name' } } } }], plan));
 });
