@@ -61,7 +61,7 @@ export default async function documentWriteRoutes(app: FastifyInstance) {
     app.post(
       `/documents/:ns/${path}`,
       {
-        config: { scope: 'documents:{ns}:write', audit, idempotent: true },
+        config: { scope: 'documents:{ns}:write', audit, idempotent: true, replayInHandler: true },
         schema: {
           headers: idempotencyHeaders,
           tags,
@@ -79,7 +79,15 @@ export default async function documentWriteRoutes(app: FastifyInstance) {
         requireRead(request);
         const { ns } = request.params as NsParams;
         const { format, onUnreadable } = request.query as Format & { onUnreadable: UnreadablePolicy };
-        const result = await documents.findOneAndModify(ns, { ...(request.body as FindAndModifyRequest), onUnreadable }, request.caller!);
+        let result;
+        if (request.idempotencyReplay !== undefined) {
+          // A retry: the document the first attempt returned, read again under today's grants.
+          result = await documents.rereadFindAndModify(request.idempotencyReplay, request.caller!, onUnreadable);
+        } else {
+          const { stored, ...answer } = await documents.findOneAndModify(ns, { ...(request.body as FindAndModifyRequest), onUnreadable }, request.caller!);
+          request.idempotencyRecord = stored;
+          result = answer;
+        }
         return {
           document: result.document === null ? null : toEjson(result.document, format),
           matched: result.matched,

@@ -7,13 +7,13 @@
 import { createHash } from 'node:crypto';
 import { MongoBulkWriteError, MongoError, MongoServerError, ObjectId, Timestamp, type Collection, type Document } from 'mongodb';
 import type { Caller } from '../encryption/access.js';
-import { fromEjson } from '../ejson.js';
+import { fromEjson, toEjson } from '../ejson.js';
 import { AppError } from '../errors.js';
 import { exactTypes, isPlainObject, refuseUnwritableTypes } from './bson-types.js';
 import type { CollectionSchema } from './collection-schema.js';
 import { collectJobs, type FieldJob } from './document-crypto.js';
 import { describeEncryptedField } from './encryption-plan.js';
-import type { FieldEncryption, Successor } from './field-encryption.js';
+import type { FieldEncryption, Successor, WrittenValues } from './field-encryption.js';
 import { checkProjection, checkSort, planFilter, resolvePath } from './query-rewriter.js';
 import { planUpdateWrite, type UpdateWritePlan } from './update-rewriter.js';
 import type { UnreadablePolicy } from './unreadable-values.js';
@@ -24,7 +24,7 @@ export interface DocumentWritesDeps {
   schemaFor(namespace: string): Promise<CollectionSchema>;
   collectionOf(schema: CollectionSchema): Collection<Document>;
   prepareFilter(schema: CollectionSchema, filterJson: unknown, caller: Caller): Promise<Record<string, unknown>>;
-  encryptDocument(schema: CollectionSchema, document: Record<string, unknown>, caller: Caller): Promise<void>;
+  encryptDocument(schema: CollectionSchema, document: Record<string, unknown>, caller: Caller): Promise<WrittenValues>;
   successorOf(schema: CollectionSchema): Promise<Successor>;
   fields: FieldEncryption;
   /** The read path of find: decryption with masking, and the unreadable-value policy. */
@@ -234,10 +234,10 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
     if (upsertFilter !== undefined) insertFilterEqualities(schema, update, upsertFilter);
     const filters = arrayFilters === undefined ? undefined : (fromEjson(arrayFilters) as unknown[]);
     const { plan, jobs } = checkUpdate(schema, update, filters, upsertFilter);
-    await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));
+    const { blind } = await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));
     refuseUnwritableTypes(update);
     refuseUnwritableTypes(filters);
-    return { update: update as Document | Document[], arrayFilters: filters as Document[] | undefined, plan };
+    return { update: update as Document | Document[], arrayFilters: filters as Document[] | undefined, plan, blind };
   }
 
   /** A filter rewritten for the database, and the plaintext one an upsert copies its equalities from. */
@@ -251,8 +251,8 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
   async function prepareReplacement(schema: CollectionSchema, json: unknown, caller: Caller) {
     const document = asDocument(fromEjson(json), 'A replacement');
     if (Object.keys(document).some((k) => k.startsWith('$'))) throw new AppError('INVALID_QUERY', 'A replacement is a document, not update operators.');
-    await encryptDocument(schema, document, caller);
-    return document;
+    const { blind } = await encryptDocument(schema, document, caller);
+    return { replacement: document, blind };
   }
 
   function checkReadShape(schema: CollectionSchema, request: { sort?: unknown; projection?: unknown }) {
@@ -269,6 +269,25 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
     /** An insert: sent together with the inserts next to it (one insertMany, not a round trip each). */
     | { op: string; insert: { document: Record<string, unknown>; derived: boolean } };
   type PreparedInsert = NonNullable<Extract<PreparedOp, { insert: object }>['insert']>;
+
+  /** The counts of an update or replace, as this writer may be told them (see WrittenValues). */
+  function reportedCounts(r: { matchedCount: number; modifiedCount: number; upsertedId?: unknown }, blind: boolean, upsert = true): WriteCounts {
+    return { matched: r.matchedCount, modified: blind ? r.matchedCount : r.modifiedCount, ...(upsert && r.upsertedId != null ? { upsertedId: r.upsertedId } : {}) };
+  }
+
+  async function answerFindAndModify(document: Record<string, unknown> | null, matched: number, upserted: unknown, caller: Caller, onUnreadable: UnreadablePolicy = 'fail') {
+    const counts = { matched, ...(upserted !== undefined ? { upsertedId: upserted } : {}) };
+    if (document === null) return { document: null, ...counts, masked: [], unreadable: [] };
+    let read: ReadResult;
+    try {
+      read = await deps.read([document], caller, onUnreadable);
+    } catch (err) {
+      // The write is done: a failed answer must not read as a write that did not happen.
+      if (err instanceof AppError && err.code === 'UNREADABLE_VALUE') throw new AppError('UNREADABLE_VALUE', `The write was applied. ${err.detail ?? ''}`.trim(), { cause: err });
+      throw err;
+    }
+    return { document, ...counts, masked: read.masked.get(0) ?? [], unreadable: read.unreadable.get(0) ?? [] };
+  }
 
   /**
    * What a failed operation is answered with. A failure of the database, not of the operation, is
@@ -364,25 +383,19 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
       case 'updateMany': {
         const many = op === 'updateMany';
         const { filter, plain } = await prepareWriteFilter(schema, args.filter, caller, many, 'update');
-        const { update, arrayFilters } = await prepareUpdate(schema, args.update, args.arrayFilters, caller, args.upsert === true ? plain : undefined);
+        const { update, arrayFilters, blind } = await prepareUpdate(schema, args.update, args.arrayFilters, caller, args.upsert === true ? plain : undefined);
         const options = { upsert: args.upsert === true, ...(arrayFilters ? { arrayFilters } : {}), ...timeLimit };
         return {
           op,
-          run: async (c) => {
-            const r = many ? await c.updateMany(filter, update, options) : await c.updateOne(filter, update, options);
-            return { matched: r.matchedCount, modified: r.modifiedCount, ...(r.upsertedId != null ? { upsertedId: r.upsertedId } : {}) };
-          },
+          run: async (c) => reportedCounts(many ? await c.updateMany(filter, update, options) : await c.updateOne(filter, update, options), blind),
         };
       }
       case 'replaceOne': {
         const { filter } = await prepareWriteFilter(schema, args.filter, caller, false, 'replace');
-        const replacement = await prepareReplacement(schema, args.replacement, caller);
+        const { replacement, blind } = await prepareReplacement(schema, args.replacement, caller);
         return {
           op,
-          run: async (c) => {
-            const r = await c.replaceOne(filter, replacement, { upsert: args.upsert === true, ...timeLimit });
-            return { matched: r.matchedCount, modified: r.modifiedCount, ...(r.upsertedId != null ? { upsertedId: r.upsertedId } : {}) };
-          },
+          run: async (c) => reportedCounts(await c.replaceOne(filter, replacement, { upsert: args.upsert === true, ...timeLimit }), blind),
         };
       }
       case 'deleteOne':
@@ -404,27 +417,24 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
       const schema = await schemaFor(namespace);
       const many = request.many === true;
       const { filter, plain } = await prepareWriteFilter(schema, request.filter, caller, many, 'update');
-      const { update, arrayFilters } = await prepareUpdate(schema, request.update, request.arrayFilters, caller, request.upsert ? plain : undefined);
+      const { update, arrayFilters, blind } = await prepareUpdate(schema, request.update, request.arrayFilters, caller, request.upsert ? plain : undefined);
       const options = { upsert: request.upsert === true, ...(arrayFilters ? { arrayFilters } : {}), ...timeLimit };
       const collection = collectionOf(schema);
-      const r = await (many ? collection.updateMany(filter, update, options) : collection.updateOne(filter, update, options)).catch(mapError);
-      return { matched: r.matchedCount, modified: r.modifiedCount, ...(r.upsertedId != null ? { upsertedId: r.upsertedId } : {}) };
+      return reportedCounts(await (many ? collection.updateMany(filter, update, options) : collection.updateOne(filter, update, options)).catch(mapError), blind);
     },
 
     /** An update of the one document a (trusted, already built) filter names, such as {_id: {$eq: id}}. */
     async updateById(namespace: string, filter: Record<string, unknown>, updateJson: unknown, caller: Caller): Promise<WriteCounts> {
       const schema = await schemaFor(namespace);
-      const { update } = await prepareUpdate(schema, updateJson, undefined, caller);
-      const r = await collectionOf(schema).updateOne(filter, update, timeLimit).catch(mapError);
-      return { matched: r.matchedCount, modified: r.modifiedCount };
+      const { update, blind } = await prepareUpdate(schema, updateJson, undefined, caller);
+      return reportedCounts(await collectionOf(schema).updateOne(filter, update, timeLimit).catch(mapError), blind, false);
     },
 
     async replace(namespace: string, request: ReplaceRequest, caller: Caller): Promise<WriteCounts> {
       const schema = await schemaFor(namespace);
       const { filter } = await prepareWriteFilter(schema, request.filter, caller, false, 'replace');
-      const replacement = await prepareReplacement(schema, request.replacement, caller);
-      const r = await collectionOf(schema).replaceOne(filter, replacement, { upsert: request.upsert === true, ...timeLimit }).catch(mapError);
-      return { matched: r.matchedCount, modified: r.modifiedCount, ...(r.upsertedId != null ? { upsertedId: r.upsertedId } : {}) };
+      const { replacement, blind } = await prepareReplacement(schema, request.replacement, caller);
+      return reportedCounts(await collectionOf(schema).replaceOne(filter, replacement, { upsert: request.upsert === true, ...timeLimit }).catch(mapError), blind);
     },
 
     /**
@@ -445,7 +455,7 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
           .findOneAndUpdate(filter, update, { ...options, upsert: request.upsert === true, returnDocument: after, ...(arrayFilters ? { arrayFilters } : {}) })
           .catch(mapError);
       } else if (request.replacement !== undefined) {
-        const replacement = await prepareReplacement(schema, request.replacement, caller);
+        const { replacement } = await prepareReplacement(schema, request.replacement, caller);
         result = await collection.findOneAndReplace(filter, replacement, { ...options, upsert: request.upsert === true, returnDocument: after }).catch(mapError);
       } else {
         result = await collection.findOneAndDelete(filter, options).catch(mapError);
@@ -454,17 +464,17 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
       const upserted = (result.lastErrorObject as { upserted?: unknown } | undefined)?.upserted;
       const n = (result.lastErrorObject as { n?: unknown } | undefined)?.n;
       const matched = upserted !== undefined ? 0 : n !== undefined ? Number(n) : document === null ? 0 : 1;
-      const counts = { matched, ...(upserted !== undefined ? { upsertedId: upserted } : {}) };
-      if (document === null) return { document: null, ...counts, masked: [], unreadable: [] };
-      let read: ReadResult;
-      try {
-        read = await deps.read([document], caller, request.onUnreadable ?? 'fail');
-      } catch (err) {
-        // The write is done: a failed answer must not read as a write that did not happen.
-        if (err instanceof AppError && err.code === 'UNREADABLE_VALUE') throw new AppError('UNREADABLE_VALUE', `The write was applied. ${err.detail ?? ''}`.trim(), { cause: err });
-        throw err;
-      }
-      return { document, ...counts, masked: read.masked.get(0) ?? [], unreadable: read.unreadable.get(0) ?? [] };
+      // What an idempotent retry is answered from: the document as the database returned it (its
+      // encrypted fields still ciphertext), read again under the retrying caller's grants.
+      const stored = JSON.stringify({ document: document === null ? null : toEjson(document, 'canonical'), matched, upsertedId: upserted === undefined ? undefined : toEjson(upserted, 'canonical') });
+      return { ...(await answerFindAndModify(document, matched, upserted, caller, request.onUnreadable)), stored };
+    },
+
+    /** The answer of a findOneAnd* from what `findOneAndModify` stored, under this caller's grants. */
+    async rereadFindAndModify(stored: string, caller: Caller, onUnreadable?: UnreadablePolicy) {
+      const { document, matched, upsertedId } = JSON.parse(stored) as { document: unknown; matched: number; upsertedId?: unknown };
+      const raw = document === null ? null : (fromEjson(document) as Record<string, unknown>);
+      return answerFindAndModify(raw, matched, upsertedId === undefined ? undefined : fromEjson(upsertedId), caller, onUnreadable);
     },
 
     /**

@@ -12,7 +12,7 @@ import { AppError } from '../errors.js';
 import { bsonTypeAlias, exactTypes, isPlainObject, refuseUnwritableTypes } from './bson-types.js';
 import { collectJobs, type FieldJob } from './document-crypto.js';
 import { describeEncryptedField, listEncryptedPaths } from './encryption-plan.js';
-import { createFieldEncryption } from './field-encryption.js';
+import { createFieldEncryption, type WrittenValues } from './field-encryption.js';
 import type { KeyRotations } from './key-rotations.js';
 import { checkProjection, checkSort, planFilter } from './query-rewriter.js';
 import { createDocumentWrites } from './document-writes.js';
@@ -207,12 +207,13 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
    * first: a shape that could carry an encrypted field in plaintext is refused as such, whatever
    * else the schema says of it.
    */
-  async function encryptDocument(schema: CollectionSchema, document: Record<string, unknown>, caller: Caller): Promise<void> {
+  async function encryptDocument(schema: CollectionSchema, document: Record<string, unknown>, caller: Caller): Promise<WrittenValues> {
     const jobs = schema.plan === undefined ? [] : collectJobs(document, schema.plan, '', document);
     validate(schema, document);
-    await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));
+    const written = await fields.encryptJobs(jobs, caller, schema.namespace, await successorOf(schema));
     refuseUnwritableTypes(document);
     checkSize(document);
+    return written;
   }
 
   async function prepareDocument(schema: CollectionSchema, json: unknown, caller: Caller, id?: () => ObjectId): Promise<Record<string, unknown>> {
@@ -373,10 +374,10 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
         throw new AppError('INVALID_QUERY', 'The document _id differs from the one in the path.');
       }
       document._id = id;
-      await encryptDocument(schema, document, caller);
+      const { blind } = await encryptDocument(schema, document, caller);
       const result = await collectionOf(schema).replaceOne(byId(id), document, timeLimit).catch(mapServerError);
       if (result.matchedCount === 0) throw new AppError('DOCUMENT_NOT_FOUND');
-      return { matched: result.matchedCount, modified: result.modifiedCount };
+      return { matched: result.matchedCount, modified: blind ? result.matchedCount : result.modifiedCount };
     },
 
     async deleteById(namespace: string, id: unknown): Promise<void> {
@@ -422,6 +423,7 @@ export function createDocumentsService({ client, schemas, engine, resolveAltName
 
     replaceWhere: writes.replace,
     findOneAndModify: writes.findOneAndModify,
+    rereadFindAndModify: writes.rereadFindAndModify,
     bulkWrite: writes.bulkWrite,
 
     /** Start re-encrypting a collection's fields from one data key to another, as a job. */

@@ -13,6 +13,15 @@ import { isPlainObject } from './bson-types.js';
 import { findCiphertexts, type FieldJob, type FoundCiphertext } from './document-crypto.js';
 import type { EqualitySlot } from './query-rewriter.js';
 
+/**
+ * What a write encrypted. `blind`: a deterministic value under a key the writer may not decrypt.
+ * Its ciphertext equals the stored one exactly when the plaintexts are equal, so the database's
+ * "modified" count would confirm a guess: such a writer is told every matched document was modified.
+ */
+export interface WrittenValues {
+  blind: boolean;
+}
+
 /** Old key id → the ids a value must be written under, or matched against, during a rotation. */
 export type Successor = (keyId: string) => string;
 
@@ -68,8 +77,8 @@ export function createFieldEncryption({ engine, resolveAltNames }: FieldEncrypti
      * Encrypt the jobs' fields in place, for a write to `collection`. Every field is encrypted
      * before any is replaced, so a failure leaves the document untouched.
      */
-    async encryptJobs(jobs: FieldJob[], caller: Caller, collection: string, successor: Successor): Promise<void> {
-      if (jobs.length === 0) return;
+    async encryptJobs(jobs: FieldJob[], caller: Caller, collection: string, successor: Successor): Promise<WrittenValues> {
+      if (jobs.length === 0) return { blind: false };
       // A key under rotation in this collection is replaced by its successor for every new write.
       const keyIds = (await keyIdsOf(jobs)).map(successor);
       // Keys the schema names, and keys the document names (a keyId pointer): the writer chose the
@@ -94,6 +103,8 @@ export function createFieldEncryption({ engine, resolveAltNames }: FieldEncrypti
         });
       }
       jobs.forEach((job, i) => (job.parent[job.name] = ciphertexts[i]));
+      const deterministic = [...new Set(keyIds.filter((_, i) => jobs[i]!.node.algorithm === 'deterministic'))];
+      return { blind: deterministic.length > 0 && !(await engine.mayUse(deterministic, { ...caller, purpose: { kind: 'decrypt' } })) };
     },
 
     /**

@@ -181,6 +181,12 @@ export function createEncryptionEngine({ keyVault, metrics = noMetrics }: { keyV
      * Purposes: `encrypt` (explicit), `write` (a document field, by schema) and `query` (an
      * equality value; deterministic only).
      */
+    /** Whether this access may use every one of the keys (no key is loaded: a question of grants). */
+    async mayUse(keyIds: string[], access: Access): Promise<boolean> {
+      const allowed = await authorize(access, keyIds, 'source');
+      return keyIds.every((id) => allowed.has(id));
+    },
+
     async encrypt(items: EncryptItem[], access: Access): Promise<Outcome<Binary>> {
       const { kind } = access.purpose;
       if (kind !== 'encrypt' && kind !== 'write' && kind !== 'query') throw new Error(`encrypt called for ${kind}`);

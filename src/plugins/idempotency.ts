@@ -6,6 +6,12 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** The route honours an Idempotency-Key header. */
     idempotent?: boolean;
+    /**
+     * The route answers with decrypted values: what is kept is the handler's `idempotencyRecord`
+     * (no plaintext), and a retry's handler answers from it (`idempotencyReplay`) after its own
+     * checks, under the caller's grants at that time.
+     */
+    replayInHandler?: boolean;
   }
   interface FastifyRequest {
     idempotencyId: string | undefined;
@@ -15,6 +21,10 @@ declare module 'fastify' {
      * first attempt made instead of making it twice.
      */
     idempotencySeed: string | undefined;
+    /** With `replayInHandler`: the record the first attempt kept, for the handler to answer from. */
+    idempotencyReplay: string | undefined;
+    /** With `replayInHandler`: what the handler asks to keep in place of its answer. */
+    idempotencyRecord: string | undefined;
   }
 }
 
@@ -29,6 +39,8 @@ export default fp(
     });
     app.decorateRequest('idempotencyId', undefined);
     app.decorateRequest('idempotencySeed', undefined);
+    app.decorateRequest('idempotencyReplay', undefined);
+    app.decorateRequest('idempotencyRecord', undefined);
     app.addHook('onClose', async () => store.close());
 
     app.addHook('preHandler', async (request, reply) => {
@@ -39,6 +51,12 @@ export default fp(
       const hash = createHash('sha256').update(JSON.stringify([request.params, request.body])).digest('hex');
       const claim = await store.claim(id, hash);
       if (claim.kind === 'replay') {
+        // A refusal holds no values and is sent as it was; a success is the handler's to answer.
+        if (request.routeOptions.config.replayInHandler === true && claim.status < 300) {
+          request.idempotencyReplay = claim.body;
+          reply.header('idempotent-replayed', 'true');
+          return;
+        }
         return reply.code(claim.status).type(claim.contentType).header('idempotent-replayed', 'true').send(claim.body);
       }
       request.idempotencyId = id;
@@ -52,7 +70,11 @@ export default fp(
       try {
         // Server-side failures are forgotten so a retry runs again; answers (2xx, 4xx) are kept.
         if (reply.statusCode >= 500 || reply.statusCode === 429 || typeof payload !== 'string') await store.release(id);
-        else await store.complete(id, { status: reply.statusCode, contentType: String(reply.getHeader('content-type') ?? 'application/json'), body: payload });
+        else if (request.routeOptions.config.replayInHandler === true && reply.statusCode < 300) {
+          // Never the answer itself: it holds decrypted values, and MongoDB must not.
+          if (request.idempotencyRecord === undefined) await store.release(id);
+          else await store.complete(id, { status: reply.statusCode, contentType: 'application/json', body: request.idempotencyRecord });
+        } else await store.complete(id, { status: reply.statusCode, contentType: String(reply.getHeader('content-type') ?? 'application/json'), body: payload });
       } catch (err) {
         request.log.error({ err }, 'idempotency record not updated');
       }

@@ -131,3 +131,86 @@ t.test('idempotent retries of the write operations are answered, not applied twi
   }
   t.same([...seen].sort(), [...wanted].sort(), 'each write operation is audited under its action');
 });
+
+t.test('an idempotent retry of a findOneAnd* keeps no plaintext and is answered under the grants of the retry', async (t) => {
+  const h = await createDocumentsApp(t, writesSchema);
+  const url = `/documents/${h.ns}`;
+  const add = await h.call('POST', url, { document: { name: 'P', ssn: 'CANARY-replay-ssn', salary: { $numberInt: '90' }, level: { $numberInt: '1' } } });
+  t.equal(add.statusCode, 201, add.body);
+  const grants = [{ scope: `documents:${h.ns}:read` }, { scope: `documents:${h.ns}:write` }, { scope: 'decrypt' }];
+  const created = await h.call('POST', '/clients', { name: 'replayer', grants });
+  t.equal(created.statusCode, 201, created.body);
+  const { client: { id }, token } = created.json();
+  const call = as(h, token);
+  const body = { filter: { name: 'P' }, update: { $inc: { level: 1 } }, returnDocument: 'after' };
+  const first = await call(`${url}/find-one-and-update`, body, { 'idempotency-key': 'replay-1' });
+  t.equal(first.statusCode, 200, first.body);
+  t.equal(first.json().document.ssn, 'CANARY-replay-ssn', 'the first answer is decrypted');
+  const records = await h.mongo.db(h.keyVaultDb).collection('__idempotency').find().toArray();
+  t.ok(records.some((r) => r.state === 'done'), 'the answer was recorded');
+  t.notMatch(EJSON.stringify(records), /CANARY/, 'what MongoDB keeps of the answer holds no plaintext of an encrypted field');
+
+  const again = await call(`${url}/find-one-and-update`, body, { 'idempotency-key': 'replay-1' });
+  t.equal(again.headers['idempotent-replayed'], 'true');
+  t.same(again.json(), first.json(), 'a retry with the same grants gets the same answer');
+  const raw = h.mongo.db(h.keyVaultDb).collection('employees');
+  t.equal((await raw.findOne({ name: 'P' }))!.level, 2, 'applied once');
+
+  // The grants change between the attempts: the retry is answered under the new ones.
+  const retryUntil = async (expect: (res: Awaited<ReturnType<typeof call>>) => boolean) => {
+    let res = await call(`${url}/find-one-and-update`, body, { 'idempotency-key': 'replay-1' });
+    for (let i = 0; i < 40 && !expect(res); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      res = await call(`${url}/find-one-and-update`, body, { 'idempotency-key': 'replay-1' });
+    }
+    return res;
+  };
+  const narrowed = await h.call('PATCH', `/clients/${id}`, { grants: grants.slice(0, 2) });
+  t.equal(narrowed.statusCode, 200, narrowed.body);
+  const masked = await retryUntil((res) => res.json().document?.ssn === null);
+  t.equal(masked.statusCode, 200, masked.body);
+  t.equal(masked.headers['idempotent-replayed'], 'true');
+  t.same([masked.json().document.ssn, masked.json().document.salary, masked.json().document.level], [null, null, 2], 'decrypt taken away: masked');
+  t.notMatch(masked.body, /CANARY/);
+  const writeOnly = await h.call('PATCH', `/clients/${id}`, { grants: grants.slice(1, 2) });
+  t.equal(writeOnly.statusCode, 200, writeOnly.body);
+  const refused = await retryUntil((res) => res.statusCode === 403);
+  t.equal(refused.statusCode, 403, 'read taken away: the retry is refused as a new request would be');
+  t.notMatch(refused.body, /CANARY/);
+  t.equal((await raw.findOne({ name: 'P' }))!.level, 2, 'and nothing was applied again');
+});
+
+t.test('a writer without decrypt cannot confirm a guess of a deterministic field through the modified count', async (t) => {
+  const h = await createDocumentsApp(t, writesSchema);
+  const url = `/documents/${h.ns}`;
+  const add = await h.call('POST', url, { document: { name: 'G', ssn: 'CANARY-guess-me', level: { $numberInt: '1' } } });
+  t.equal(add.statusCode, 201, add.body);
+  const id = add.json().insertedId;
+  const blind = await client(t, h, [{ scope: `documents:${h.ns}:read` }, { scope: `documents:${h.ns}:write` }]);
+  const right = { $set: { ssn: 'CANARY-guess-me' } };
+  const attempts: [string, unknown][] = [
+    ['update', { filter: { name: 'G' }, update: right }],
+    ['replace', { filter: { name: 'G' }, replacement: { name: 'G', ssn: 'CANARY-guess-me', level: { $numberInt: '1' } } }],
+    ['bulk', { operations: [{ updateMany: { filter: { name: 'G' }, update: right } }] }],
+  ];
+  for (const [path, body] of attempts) {
+    const res = await blind(`${url}/${path}`, body);
+    t.equal(res.statusCode, 200, res.body);
+    const counts = path === 'bulk' ? res.json().items[0] : res.json();
+    t.same([counts.matched, counts.modified], [1, 1], `${path}: the right guess reads as a change`);
+  }
+  const writer = await h.call('POST', '/clients', { name: 'patcher', grants: [{ scope: `documents:${h.ns}:write` }] });
+  const patched = await h.app.inject({
+    method: 'PATCH',
+    url: `${url}/${encodeURIComponent(JSON.stringify(id))}`,
+    headers: { authorization: `Bearer ${writer.json().token}` },
+    payload: { update: right },
+  });
+  t.equal(patched.statusCode, 200, patched.body);
+  t.equal(patched.json().modified, 1, 'PATCH by id as well');
+  // The admin may decrypt: the database's own count.
+  const control = await h.call('POST', `${url}/update`, { filter: { name: 'G' }, update: right });
+  t.same([control.json().matched, control.json().modified], [1, 0], 'a writer that may decrypt gets the real count');
+  const plainOnly = await blind(`${url}/update`, { filter: { name: 'G' }, update: { $set: { level: { $numberInt: '1' } } } });
+  t.same([plainOnly.json().matched, plainOnly.json().modified], [1, 0], 'plaintext fields keep the real count');
+});
