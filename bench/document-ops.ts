@@ -7,7 +7,7 @@
  * machinery; only the schema differs (the plaintext one encrypts nothing), so the ratio is the cost
  * of encryption as a user of these operations feels it.
  *
- *   npm run build && node --import tsx bench/document-ops.ts [--rounds 7] [--out bench/RESULTS-documents.md]
+ *   npm run build && npm run build:native && node --import tsx bench/document-ops.ts [--rounds 7] [--out bench/RESULTS-documents.md]
  *
  * Needs the stack (scripts/stack): MONGODB_URI from the environment.
  */
@@ -45,6 +45,8 @@ const median = (xs: number[]) => {
 const mongodbUri = process.env.MONGODB_URI;
 if (!mongodbUri) throw new Error('MONGODB_URI is not set: eval "$(scripts/stack up)" first');
 if (!existsSync(join(root, 'dist/src/server.js'))) throw new Error('dist/ is missing: npm run build first');
+// Without it the service encrypts through node's crypto one value at a time (the same bytes, slower).
+const nativeBuilt = existsSync(join(root, 'native/build/Release/aead_native.node'));
 
 
 function doc(i: number) {
@@ -147,16 +149,28 @@ async function main() {
       log(`round ${round + 1}/${ROUNDS}: bulk ${bulkTimes[enc]!.at(-1)!.toFixed(0)} / ${bulkTimes[plain]!.at(-1)!.toFixed(0)} ms, aggregate ${aggTimes[enc]!.at(-1)!.toFixed(0)} / ${aggTimes[plain]!.at(-1)!.toFixed(0)} ms (encrypted / plain)`);
     }
 
+    const rawDb = raw.db(db);
+    /** The same aggregate on the database alone: the ciphertext of the value on the encrypted documents. */
+    async function rawAggregates(times: Record<string, number[]>, offset: number) {
+      for (let round = 0; round < ROUNDS; round++) {
+        const order = round % 2 === 0 ? [enc, plain] : [plain, enc];
+        const value = `v-${(round * 37 + offset) % DISTINCT_VALUES}`;
+        const ciphertext = (await call(base, 'POST', '/encrypt', { value, algorithm: 'deterministic', keyAltName: 'bench-det' })).ciphertext as string;
+        for (const ns of order) {
+          const match = ns === enc ? new Binary(Buffer.from(ciphertext, 'base64'), 6) : value;
+          times[ns]!.push(await timed(() => rawDb.collection(ns === enc ? 'enc' : 'plain').aggregate([{ $match: { d0: match } }]).toArray()));
+        }
+      }
+    }
+
     // The database alone, through the driver, on the same documents as stored: how much of the gap
     // is the database's own time on encrypted documents (bigger: ciphertext instead of short strings).
     log('the same operations on the database alone');
-    const rawDb = raw.db(db);
     const stored = {
       [enc]: await rawDb.collection('enc').find({}, { projection: { _id: 0 } }).limit(BULK).toArray(),
       [plain]: await rawDb.collection('plain').find({}, { projection: { _id: 0 } }).limit(BULK).toArray(),
     };
     const rawBulk: Record<string, number[]> = { [enc]: [], [plain]: [] };
-    const rawAgg: Record<string, number[]> = { [enc]: [], [plain]: [] };
     for (let round = 0; round < ROUNDS; round++) {
       const order = round % 2 === 0 ? [enc, plain] : [plain, enc];
       for (const ns of order) {
@@ -164,13 +178,31 @@ async function main() {
         const target = rawDb.collection(`raw_${ns === enc ? 'enc' : 'plain'}_${round}`);
         rawBulk[ns]!.push(await timed(() => target.insertMany(stored[ns]!.map((d) => ({ ...d })), { ordered: true })));
       }
-      const value = `v-${(round * 37) % DISTINCT_VALUES}`;
-      const ciphertext = (await call(base, 'POST', '/encrypt', { value, algorithm: 'deterministic', keyAltName: 'bench-det' })).ciphertext as string;
+    }
+    const rawAgg: Record<string, number[]> = { [enc]: [], [plain]: [] };
+    await rawAggregates(rawAgg, 0);
+
+    // With an index on the deterministic field in both collections, as an operator creates one for
+    // equality queries (what deterministic encryption is for): the database no longer scans every
+    // document, so what is left is mostly the service's own work, decryption included.
+    log('aggregate again, with an index on d0 in both collections');
+    for (const name of ['enc', 'plain']) await rawDb.collection(name).createIndex({ d0: 1 });
+    const indexedAggTimes: Record<string, number[]> = { [enc]: [], [plain]: [] };
+    let indexedMatched = 0;
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = round % 2 === 0 ? [enc, plain] : [plain, enc];
+      const value = `v-${(round * 37 + 11) % DISTINCT_VALUES}`;
       for (const ns of order) {
-        const match = ns === enc ? new Binary(Buffer.from(ciphertext, 'base64'), 6) : value;
-        rawAgg[ns]!.push(await timed(() => rawDb.collection(ns === enc ? 'enc' : 'plain').aggregate([{ $match: { d0: match } }]).toArray()));
+        indexedAggTimes[ns]!.push(
+          await timed(async () => {
+            const res = await call(base, 'POST', `/documents/${ns}/aggregate`, { pipeline: [{ $match: { d0: value } }] });
+            indexedMatched = (res.items ?? res.documents ?? []).length;
+          }),
+        );
       }
     }
+    const rawIndexedAgg: Record<string, number[]> = { [enc]: [], [plain]: [] };
+    await rawAggregates(rawIndexedAgg, 11);
 
     const row = (name: string, times: Record<string, number[]>) => {
       const e = median(times[enc]!);
@@ -182,7 +214,7 @@ async function main() {
       `# Document operations: encrypted vs unencrypted collection (issue #16)`,
       '',
       `Run ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC on ${os.cpus().length} × ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, against the stack's FerretDB (${mongodbUri}).`,
-      `Command: \`node --import tsx bench/document-ops.ts ${process.argv.slice(2).join(' ')}\`. Server pinned to CPU 0, this client to CPU 1${pinned ? '' : ' (not pinned: taskset or a second core missing)'}.`,
+      `Command: \`node --import tsx bench/document-ops.ts ${process.argv.slice(2).join(' ')}\`. Server pinned to CPU 0, this client to CPU 1${pinned ? '' : ' (not pinned: taskset or a second core missing)'}. Native AEAD addon: ${nativeBuilt ? 'built' : 'not built (npm run build:native), pure-JS path'}.`,
       '',
       `Each collection: 5 deterministic + 5 random encrypted strings (the plain one: the same fields unencrypted), 5 plain strings, 5 ints. ${ROUNDS} interleaved rounds; medians.`,
       '',
@@ -190,6 +222,7 @@ async function main() {
       '|---|---|---|---|---|',
       row(`bulk write, ${BULK} insertOne, ordered`, bulkTimes),
       row(`aggregate, \`$match\` equality on a deterministic field, ${DOCS.toLocaleString('en')} documents (${matched} match)`, aggTimes),
+      row(`the same aggregate with an index on the field in both collections (${indexedMatched} match)`, indexedAggTimes),
       '',
       'The database alone (the driver, no service), on the documents as stored: the encrypted ones hold ciphertext (about 80 bytes per short string) instead of the strings.',
       '',
@@ -197,8 +230,9 @@ async function main() {
       '|---|---|---|---|',
       row(`insertMany of ${BULK} documents`, rawBulk).replace(/ \| (met|not met) \|$/, ' |'),
       row('aggregate `$match` (ciphertext vs plaintext value)', rawAgg).replace(/ \| (met|not met) \|$/, ' |'),
+      row('the same aggregate, indexed', rawIndexedAgg).replace(/ \| (met|not met) \|$/, ' |'),
       '',
-      `Raw times (ms): bulk encrypted ${bulkTimes[enc]!.map((x) => x.toFixed(0)).join(', ')}; bulk plain ${bulkTimes[plain]!.map((x) => x.toFixed(0)).join(', ')}; aggregate encrypted ${aggTimes[enc]!.map((x) => x.toFixed(0)).join(', ')}; aggregate plain ${aggTimes[plain]!.map((x) => x.toFixed(0)).join(', ')}.`,
+      `Raw times (ms): bulk encrypted ${bulkTimes[enc]!.map((x) => x.toFixed(0)).join(', ')}; bulk plain ${bulkTimes[plain]!.map((x) => x.toFixed(0)).join(', ')}; aggregate encrypted ${aggTimes[enc]!.map((x) => x.toFixed(0)).join(', ')}; aggregate plain ${aggTimes[plain]!.map((x) => x.toFixed(0)).join(', ')}; indexed aggregate encrypted ${indexedAggTimes[enc]!.map((x) => x.toFixed(0)).join(', ')}; indexed aggregate plain ${indexedAggTimes[plain]!.map((x) => x.toFixed(0)).join(', ')}.`,
       '',
     ].join('\n');
     writeFileSync(args.out!, report);
