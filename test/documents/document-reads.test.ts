@@ -213,6 +213,8 @@ t.test('a limited token cannot use aggregate or distinct as an oracle around mas
     ['aggregate', { pipeline: [{ $group: { _id: '$ssn', n: { $sum: 1 } } }] }, 400, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD'],
     ['aggregate', { pipeline: [{ $sortByCount: '$badge' }] }, 400, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD'],
     ['aggregate', { pipeline: [{ $group: { _id: null, n: { $addToSet: '$ssn' } } }, { $project: { c: { $size: '$n' } } }] }, 400, 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD'],
+    ['aggregate', { pipeline: [{ $match: { ssn: { $in: [] } } }, { $count: 'n' }] }, 403, 'FORBIDDEN'],
+    ['aggregate', { pipeline: [{ $match: { badge: { $nin: [] } } }] }, 403, 'FORBIDDEN'],
     ['distinct', { key: 'ssn' }, 403, 'FORBIDDEN'],
     ['distinct', { key: 'name', filter: { ssn: '111-11-1111' } }, 403, 'FORBIDDEN'],
   ];
@@ -224,6 +226,8 @@ t.test('a limited token cannot use aggregate or distinct as an oracle around mas
     });
     t.equal(sent.length, 0, 'nothing reached the database');
   }
+  const emptyIn = await h.call('POST', `${url}/aggregate`, { pipeline: [{ $match: { badge: { $in: [] } } }] });
+  t.same([emptyIn.statusCode, emptyIn.json().items], [200, []], 'with decrypt, an empty $in on an encrypted field matches nothing, as in MongoDB');
   // Distinct refuses before reading: an empty answer would say no document has the field.
   const none = await readOnly('POST', `${url}/distinct`, { key: 'ssn', filter: { name: 'nobody' } });
   t.equal(none.statusCode, 403);
