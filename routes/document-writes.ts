@@ -75,7 +75,7 @@ export default async function documentWriteRoutes(app: FastifyInstance) {
           response: { 200: findAndModifyResponseSchema, ...writeErrors },
         },
       },
-      async (request) => {
+      async (request, reply) => {
         requireRead(request);
         const { ns } = request.params as NsParams;
         const { format, onUnreadable } = request.query as Format & { onUnreadable: UnreadablePolicy };
@@ -83,9 +83,10 @@ export default async function documentWriteRoutes(app: FastifyInstance) {
         if (request.idempotencyReplay !== undefined) {
           // A retry: the document the first attempt returned, read again under today's grants.
           result = await documents.rereadFindAndModify(request.idempotencyReplay, request.caller!, onUnreadable);
+          reply.header('idempotent-replayed', 'true');
         } else {
-          const { stored, ...answer } = await documents.findOneAndModify(ns, { ...(request.body as FindAndModifyRequest), onUnreadable }, request.caller!);
-          request.idempotencyRecord = stored;
+          const { kept, ...answer } = await documents.findOneAndModify(ns, { ...(request.body as FindAndModifyRequest), onUnreadable }, request.caller!, request.idempotencyId !== undefined);
+          request.idempotencyRecord = kept;
           result = answer;
         }
         return {

@@ -50,13 +50,6 @@ function plainNumbersIn(value: unknown, depth = 0): unknown {
   return value;
 }
 
-/** Whether `value` holds the string anywhere (a variable such as $$DESCEND, wherever it is returned from). */
-function mentions(value: unknown, text: string): boolean {
-  if (value === text) return true;
-  if (Array.isArray(value)) return value.some((item) => mentions(item, text));
-  return isPlainObject(value) && Object.values(value).some((item) => mentions(item, text));
-}
-
 /** The schema's object at every level, the top first: what "$x" can name as $redact descends. */
 function objectLevels(plan: ObjectNode | undefined): (ObjectNode | undefined)[] {
   if (plan === undefined) return [undefined];
@@ -180,9 +173,10 @@ export function planPipeline(pipeline: unknown, plan: ObjectNode | undefined, sl
           break;
         }
         case '$redact':
-          // $$DESCEND evaluates the expression again inside every embedded document, where "$x"
-          // names that document's own x: checked against every level of the schema, not only the top.
-          for (const level of mentions(body, '$$DESCEND') ? objectLevels(current) : [current]) checkExpression(body, level, '$redact');
+          // Whenever the expression yields "descend" (however it is spelled or computed), it is
+          // evaluated again inside every embedded document, where "$x" names that document's own
+          // x: checked against every level of the schema, not only the top.
+          for (const level of objectLevels(current)) checkExpression(body, level, '$redact');
           break;
         case '$group':
           if (!isPlainObject(body) || !('_id' in body)) throw new AppError('INVALID_QUERY', '$group takes an object with an _id.');

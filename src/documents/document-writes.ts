@@ -5,7 +5,7 @@
  * sent to the database; reads back go through the same decryption (and masking) as find.
  */
 import { createHash } from 'node:crypto';
-import { MongoBulkWriteError, MongoError, MongoServerError, ObjectId, Timestamp, type Collection, type Document } from 'mongodb';
+import { BSON, MongoBulkWriteError, MongoError, MongoServerError, ObjectId, Timestamp, type Collection, type Document } from 'mongodb';
 import type { Caller } from '../encryption/access.js';
 import { fromEjson, toEjson } from '../ejson.js';
 import { AppError } from '../errors.js';
@@ -71,6 +71,14 @@ export interface WriteCounts {
   matched: number;
   modified: number;
   upsertedId?: unknown;
+}
+
+/** What an idempotent findOneAnd* keeps for its retries: never a decrypted value. */
+export interface KeptFindAndModify {
+  /** JSON: the counts. */
+  body: string;
+  /** The document as stored (BSON), if one was returned. */
+  document?: Uint8Array;
 }
 
 export type BulkOperation =
@@ -441,7 +449,8 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
      * findOneAndUpdate, findOneAndReplace (with `replacement`) or findOneAndDelete (neither): the
      * document before or after, decrypted and masked as find would return it to this caller.
      */
-    async findOneAndModify(namespace: string, request: FindAndModifyRequest, caller: Caller) {
+    /** With `keep` (an idempotent request), also what a retry is answered from (see rereadFindAndModify). */
+    async findOneAndModify(namespace: string, request: FindAndModifyRequest, caller: Caller, keep = false) {
       const schema = await schemaFor(namespace);
       const { projection, sort } = checkReadShape(schema, request);
       const { filter, plain } = await prepareWriteFilter(schema, request.filter, caller, false, 'modify');
@@ -465,16 +474,19 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
       const n = (result.lastErrorObject as { n?: unknown } | undefined)?.n;
       const matched = upserted !== undefined ? 0 : n !== undefined ? Number(n) : document === null ? 0 : 1;
       // What an idempotent retry is answered from: the document as the database returned it (its
-      // encrypted fields still ciphertext), read again under the retrying caller's grants.
-      const stored = JSON.stringify({ document: document === null ? null : toEjson(document, 'canonical'), matched, upsertedId: upserted === undefined ? undefined : toEjson(upserted, 'canonical') });
-      return { ...(await answerFindAndModify(document, matched, upserted, caller, request.onUnreadable)), stored };
+      // encrypted fields still ciphertext; BSON, so it is kept at its own size), read again under
+      // the retrying caller's grants. Taken before the read decrypts it in place.
+      const kept: KeptFindAndModify | undefined = keep
+        ? { body: JSON.stringify({ matched, upsertedId: upserted === undefined ? undefined : toEjson(upserted, 'canonical') }), ...(document === null ? {} : { document: BSON.serialize(document) }) }
+        : undefined;
+      return { ...(await answerFindAndModify(document, matched, upserted, caller, request.onUnreadable)), kept };
     },
 
-    /** The answer of a findOneAnd* from what `findOneAndModify` stored, under this caller's grants. */
-    async rereadFindAndModify(stored: string, caller: Caller, onUnreadable?: UnreadablePolicy) {
-      const { document, matched, upsertedId } = JSON.parse(stored) as { document: unknown; matched: number; upsertedId?: unknown };
-      const raw = document === null ? null : (fromEjson(document) as Record<string, unknown>);
-      return answerFindAndModify(raw, matched, upsertedId === undefined ? undefined : fromEjson(upsertedId), caller, onUnreadable);
+    /** The answer of a findOneAnd* from what `findOneAndModify` kept, under this caller's grants. */
+    async rereadFindAndModify(kept: KeptFindAndModify, caller: Caller, onUnreadable?: UnreadablePolicy) {
+      const { matched, upsertedId } = JSON.parse(kept.body) as { matched: number; upsertedId?: unknown };
+      const document = kept.document === undefined ? null : (BSON.deserialize(kept.document, exactTypes) as Record<string, unknown>);
+      return answerFindAndModify(document, matched, upsertedId === undefined ? undefined : fromEjson(upsertedId), caller, onUnreadable);
     },
 
     /**

@@ -176,17 +176,17 @@ export function createEncryptionEngine({ keyVault, metrics = noMetrics }: { keyV
   }
 
   const engine = {
-    /**
-     * Encrypt values under the keys they name, item by item: one bad item does not fail the others.
-     * Purposes: `encrypt` (explicit), `write` (a document field, by schema) and `query` (an
-     * equality value; deterministic only).
-     */
     /** Whether this access may use every one of the keys (no key is loaded: a question of grants). */
     async mayUse(keyIds: string[], access: Access): Promise<boolean> {
       const allowed = await authorize(access, keyIds, 'source');
       return keyIds.every((id) => allowed.has(id));
     },
 
+    /**
+     * Encrypt values under the keys they name, item by item: one bad item does not fail the others.
+     * Purposes: `encrypt` (explicit), `write` (a document field, by schema) and `query` (an
+     * equality value; deterministic only).
+     */
     async encrypt(items: EncryptItem[], access: Access): Promise<Outcome<Binary>> {
       const { kind } = access.purpose;
       if (kind !== 'encrypt' && kind !== 'write' && kind !== 'query') throw new Error(`encrypt called for ${kind}`);

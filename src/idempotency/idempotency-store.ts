@@ -4,7 +4,7 @@
  * and route; the same key with a different request body is refused.
  */
 import { randomUUID } from 'node:crypto';
-import { MongoServerError, type Collection } from 'mongodb';
+import { Binary, MongoServerError, type Collection } from 'mongodb';
 import { AppError } from '../errors.js';
 
 export interface IdempotencyRecord {
@@ -14,6 +14,8 @@ export interface IdempotencyRecord {
   status?: number;
   contentType?: string;
   body?: string;
+  /** A document the answer is made from again on a replay (BSON: about its own size, never its plaintext). */
+  document?: Binary;
   createdAt: Date;
   expiresAt: Date;
   /** A pending claim is held only this long: a request that died (its database gone, its process killed) does not block retries. */
@@ -22,7 +24,14 @@ export interface IdempotencyRecord {
   token?: string;
 }
 
-export type Claim = { kind: 'claimed' } | { kind: 'replay'; status: number; contentType: string; body: string };
+export interface Answer {
+  status: number;
+  contentType: string;
+  body: string;
+  document?: Uint8Array;
+}
+
+export type Claim = { kind: 'claimed' } | ({ kind: 'replay' } & Answer);
 
 const DUPLICATE_KEY = 11000;
 const RELEASE_RETRY_MS = 500;
@@ -151,16 +160,18 @@ export function createIdempotencyStore(options: { collection: Collection<Idempot
           }
           throw new AppError('IDEMPOTENCY_IN_PROGRESS');
         }
-        return { kind: 'replay', status: existing.status!, contentType: existing.contentType!, body: existing.body! };
+        const document = existing.document === undefined ? {} : { document: existing.document.buffer };
+        return { kind: 'replay', status: existing.status!, contentType: existing.contentType!, body: existing.body!, ...document };
       }
       throw new AppError('IDEMPOTENCY_IN_PROGRESS');
     },
 
     /** Keep the answer for replays. */
-    async complete(id: string, answer: { status: number; contentType: string; body: string }): Promise<void> {
+    async complete(id: string, answer: Answer): Promise<void> {
       const token = own.get(id);
       own.delete(id);
-      await collection.updateOne({ _id: id, token }, { $set: { state: 'done', ...answer } });
+      const { document, ...rest } = answer;
+      await collection.updateOne({ _id: id, token }, { $set: { state: 'done', ...rest, ...(document === undefined ? {} : { document: new Binary(document) }) } });
     },
 
     /** Forget a claim whose request failed on the server side, so a retry runs again. */

@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import fp from 'fastify-plugin';
-import { createIdempotencyStore, type IdempotencyRecord } from '../idempotency/idempotency-store.js';
+import { createIdempotencyStore, type Answer, type IdempotencyRecord } from '../idempotency/idempotency-store.js';
+
+/** What a `replayInHandler` route keeps: a JSON body and, if any, the stored document it is read from. */
+export type KeptAnswer = Pick<Answer, 'body' | 'document'>;
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -21,10 +24,10 @@ declare module 'fastify' {
      * first attempt made instead of making it twice.
      */
     idempotencySeed: string | undefined;
-    /** With `replayInHandler`: the record the first attempt kept, for the handler to answer from. */
-    idempotencyReplay: string | undefined;
+    /** With `replayInHandler`: what the first attempt kept, for the handler to answer from. */
+    idempotencyReplay: KeptAnswer | undefined;
     /** With `replayInHandler`: what the handler asks to keep in place of its answer. */
-    idempotencyRecord: string | undefined;
+    idempotencyRecord: KeptAnswer | undefined;
   }
 }
 
@@ -53,8 +56,7 @@ export default fp(
       if (claim.kind === 'replay') {
         // A refusal holds no values and is sent as it was; a success is the handler's to answer.
         if (request.routeOptions.config.replayInHandler === true && claim.status < 300) {
-          request.idempotencyReplay = claim.body;
-          reply.header('idempotent-replayed', 'true');
+          request.idempotencyReplay = { body: claim.body, ...(claim.document === undefined ? {} : { document: claim.document }) };
           return;
         }
         return reply.code(claim.status).type(claim.contentType).header('idempotent-replayed', 'true').send(claim.body);
@@ -73,7 +75,7 @@ export default fp(
         else if (request.routeOptions.config.replayInHandler === true && reply.statusCode < 300) {
           // Never the answer itself: it holds decrypted values, and MongoDB must not.
           if (request.idempotencyRecord === undefined) await store.release(id);
-          else await store.complete(id, { status: reply.statusCode, contentType: 'application/json', body: request.idempotencyRecord });
+          else await store.complete(id, { status: reply.statusCode, contentType: 'application/json', ...request.idempotencyRecord });
         } else await store.complete(id, { status: reply.statusCode, contentType: String(reply.getHeader('content-type') ?? 'application/json'), body: payload });
       } catch (err) {
         request.log.error({ err }, 'idempotency record not updated');

@@ -62,6 +62,8 @@ t.test('refusals: the code, and the detail naming the stage and the path', async
     ['$redact on an encrypted field', [{ $redact: { $cond: [{ $eq: ['$badge', 1] }, '$$PRUNE', '$$KEEP'] } }], 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /badge/],
     // Descending into medical, "$diagnosis" is medical.diagnosis: one bit per document about its ciphertext.
     ['$redact descending onto a nested encrypted field', [{ $redact: { $cond: { if: { $eq: [{ $binarySize: '$diagnosis' }, 0] }, then: '$$PRUNE', else: '$$DESCEND' } } }], 'QUERY_ON_RANDOM_FIELD', /diagnosis/],
+    // MongoDB descends whenever the expression yields the string, not only through the variable.
+    ['$redact descending through a computed "descend"', [{ $redact: { $cond: { if: { $eq: [{ $binarySize: '$diagnosis' }, 0] }, then: '$$PRUNE', else: { $toLower: 'DESCEND' } } } }], 'QUERY_ON_RANDOM_FIELD', /diagnosis/],
     ['$topN sorted by an encrypted field', [{ $group: { _id: null, top: { $topN: { n: 2, sortBy: { level: 1, ssn: 1 }, output: '$_id' } } } }], 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /ssn/],
     ['$bottom sorted by an encrypted field', [{ $bucketAuto: { groupBy: '$level', buckets: 2, output: { b: { $bottom: { sortBy: { badge: -1 }, output: '$level' } } } } }], 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /badge/],
     ['$geoNear on an encrypted key', [{ $geoNear: { near: [0, 0], key: 'ssn', distanceField: 'd' } }], 'UNSUPPORTED_QUERY_ON_ENCRYPTED_FIELD', /ssn/],

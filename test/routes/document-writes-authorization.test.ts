@@ -149,6 +149,10 @@ t.test('an idempotent retry of a findOneAnd* keeps no plaintext and is answered 
   const records = await h.mongo.db(h.keyVaultDb).collection('__idempotency').find().toArray();
   t.ok(records.some((r) => r.state === 'done'), 'the answer was recorded');
   t.notMatch(EJSON.stringify(records), /CANARY/, 'what MongoDB keeps of the answer holds no plaintext of an encrypted field');
+  t.ok(records.some((r) => r.document?._bsontype === 'Binary'), 'the document is kept as stored, in BSON');
+  const none = await call(`${url}/find-one-and-delete`, { filter: { name: 'nobody' } }, { 'idempotency-key': 'replay-none' });
+  const noneAgain = await call(`${url}/find-one-and-delete`, { filter: { name: 'nobody' } }, { 'idempotency-key': 'replay-none' });
+  t.same([none.json(), noneAgain.json(), noneAgain.headers['idempotent-replayed']], [{ document: null, matched: 0 }, { document: null, matched: 0 }, 'true'], 'no document: replayed as none');
 
   const again = await call(`${url}/find-one-and-update`, body, { 'idempotency-key': 'replay-1' });
   t.equal(again.headers['idempotent-replayed'], 'true');
@@ -176,6 +180,7 @@ t.test('an idempotent retry of a findOneAnd* keeps no plaintext and is answered 
   t.equal(writeOnly.statusCode, 200, writeOnly.body);
   const refused = await retryUntil((res) => res.statusCode === 403);
   t.equal(refused.statusCode, 403, 'read taken away: the retry is refused as a new request would be');
+  t.equal(refused.headers['idempotent-replayed'], undefined, 'a refusal of the retry is no replay');
   t.notMatch(refused.body, /CANARY/);
   t.equal((await raw.findOne({ name: 'P' }))!.level, 2, 'and nothing was applied again');
 });
