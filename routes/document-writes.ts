@@ -14,7 +14,7 @@ import { formatQuerySchema, namespaceParamsSchema } from '../schemas/http/docume
 import { readQuerySchema } from '../schemas/http/document-reads.js';
 import type { UnreadablePolicy } from '../src/documents/unreadable-values.js';
 import { allows } from '../src/clients/scopes.js';
-import type { BulkOperation, FindAndModifyRequest, ReplaceRequest } from '../src/documents/document-writes.js';
+import type { BulkOperation, FindAndModifyRequest, KeptFindAndModify, ReplaceRequest } from '../src/documents/document-writes.js';
 import { toEjson, type EjsonFormat } from '../src/ejson.js';
 import { AppError } from '../src/errors.js';
 import { itemError } from './item-results.js';
@@ -85,9 +85,8 @@ export default async function documentWriteRoutes(app: FastifyInstance) {
           result = await documents.rereadFindAndModify(request.idempotencyReplay, request.caller!, onUnreadable);
           reply.header('idempotent-replayed', 'true');
         } else {
-          const { kept, ...answer } = await documents.findOneAndModify(ns, { ...(request.body as FindAndModifyRequest), onUnreadable }, request.caller!, request.idempotencyId !== undefined);
-          request.idempotencyRecord = kept;
-          result = answer;
+          const keep = request.idempotencyId === undefined ? undefined : (kept: KeptFindAndModify) => (request.idempotencyRecord = kept);
+          result = await documents.findOneAndModify(ns, { ...(request.body as FindAndModifyRequest), onUnreadable }, request.caller!, keep);
         }
         return {
           document: result.document === null ? null : toEjson(result.document, format),

@@ -449,8 +449,12 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
      * findOneAndUpdate, findOneAndReplace (with `replacement`) or findOneAndDelete (neither): the
      * document before or after, decrypted and masked as find would return it to this caller.
      */
-    /** With `keep` (an idempotent request), also what a retry is answered from (see rereadFindAndModify). */
-    async findOneAndModify(namespace: string, request: FindAndModifyRequest, caller: Caller, keep = false) {
+    /**
+     * With `keep` (an idempotent request): handed what a retry is answered from (see
+     * rereadFindAndModify) as soon as the write is done, before the answer is read, so a read that
+     * fails (a KMS outage) cannot make the retry write again.
+     */
+    async findOneAndModify(namespace: string, request: FindAndModifyRequest, caller: Caller, keep?: (kept: KeptFindAndModify) => void) {
       const schema = await schemaFor(namespace);
       const { projection, sort } = checkReadShape(schema, request);
       const { filter, plain } = await prepareWriteFilter(schema, request.filter, caller, false, 'modify');
@@ -476,10 +480,8 @@ export function createDocumentWrites(deps: DocumentWritesDeps) {
       // What an idempotent retry is answered from: the document as the database returned it (its
       // encrypted fields still ciphertext; BSON, so it is kept at its own size), read again under
       // the retrying caller's grants. Taken before the read decrypts it in place.
-      const kept: KeptFindAndModify | undefined = keep
-        ? { body: JSON.stringify({ matched, upsertedId: upserted === undefined ? undefined : toEjson(upserted, 'canonical') }), ...(document === null ? {} : { document: BSON.serialize(document) }) }
-        : undefined;
-      return { ...(await answerFindAndModify(document, matched, upserted, caller, request.onUnreadable)), kept };
+      keep?.({ body: JSON.stringify({ matched, upsertedId: upserted === undefined ? undefined : toEjson(upserted, 'canonical') }), ...(document === null ? {} : { document: BSON.serialize(document) }) });
+      return answerFindAndModify(document, matched, upserted, caller, request.onUnreadable);
     },
 
     /** The answer of a findOneAnd* from what `findOneAndModify` kept, under this caller's grants. */

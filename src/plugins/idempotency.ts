@@ -70,13 +70,15 @@ export default fp(
       if (id === undefined) return payload;
       request.idempotencyId = undefined;
       try {
+        const replayInHandler = request.routeOptions.config.replayInHandler === true;
+        // The handler's record says its write is done, whatever became of the answer after it (a
+        // failed read, an audit refusal): a retry is answered from it, never written again. Never
+        // the answer itself: it holds decrypted values, and MongoDB must not.
+        if (replayInHandler && request.idempotencyRecord !== undefined) await store.complete(id, { status: 200, contentType: 'application/json', ...request.idempotencyRecord });
         // Server-side failures are forgotten so a retry runs again; answers (2xx, 4xx) are kept.
-        if (reply.statusCode >= 500 || reply.statusCode === 429 || typeof payload !== 'string') await store.release(id);
-        else if (request.routeOptions.config.replayInHandler === true && reply.statusCode < 300) {
-          // Never the answer itself: it holds decrypted values, and MongoDB must not.
-          if (request.idempotencyRecord === undefined) await store.release(id);
-          else await store.complete(id, { status: reply.statusCode, contentType: 'application/json', ...request.idempotencyRecord });
-        } else await store.complete(id, { status: reply.statusCode, contentType: String(reply.getHeader('content-type') ?? 'application/json'), body: payload });
+        else if (reply.statusCode >= 500 || reply.statusCode === 429 || typeof payload !== 'string') await store.release(id);
+        else if (replayInHandler && reply.statusCode < 300) await store.release(id);
+        else await store.complete(id, { status: reply.statusCode, contentType: String(reply.getHeader('content-type') ?? 'application/json'), body: payload });
       } catch (err) {
         request.log.error({ err }, 'idempotency record not updated');
       }

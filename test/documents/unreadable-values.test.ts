@@ -112,3 +112,17 @@ t.test('malformedCiphertext.json: empty data, a key no vault has, a bad HMAC: on
   }
   t.equal(details.size, 1, 'the same detail whatever the cause');
 });
+
+t.test('an idempotent findOneAnd* whose answer could not be read is done: its retry reads again, never writes again', async (t) => {
+  const { h, url } = await withBadValue(t);
+  const raw = h.mongo.db(h.keyVaultDb).collection('employees');
+  const body = { filter: { _id: 2 }, update: { $inc: { level: { $numberInt: '1' } } }, upsert: false, returnDocument: 'after' };
+  const first = await h.call('POST', `${url}/find-one-and-update`, body, { 'idempotency-key': 'unreadable-1' });
+  t.same([first.statusCode, first.json().code], [422, 'UNREADABLE_VALUE'], first.body);
+  t.match(first.json().detail, /The write was applied/);
+  const retry = await h.call('POST', `${url}/find-one-and-update?onUnreadable=report`, body, { 'idempotency-key': 'unreadable-1' });
+  t.equal(retry.statusCode, 200, retry.body);
+  t.equal(retry.headers['idempotent-replayed'], 'true');
+  t.same([retry.json().document.level, retry.json().document.ssn, retry.json().unreadable], [1, null, ['ssn']], 'the document the write left, read again');
+  t.equal((await raw.findOne({ _id: 2 as never }))!.level, 1, 'the $inc was applied once');
+});
