@@ -113,12 +113,18 @@ export function createFieldEncryption({ engine, resolveAltNames }: FieldEncrypti
      * (403 naming the path), so counts and matches are no oracle around masking. `variants`
      * gives the key ids a value must match under (two while a rotation runs).
      */
-    async encryptSlots(slots: EqualitySlot[], caller: Caller, variants: (keyId: string) => string[]): Promise<void> {
-      if (slots.length === 0) return;
-      const perSlot = slots.map((slot) => {
+    async encryptSlots(allSlots: EqualitySlot[], caller: Caller, variants: (keyId: string) => string[]): Promise<void> {
+      const keysOf = (slot: EqualitySlot) => {
         if (slot.node.key.kind !== 'id') throw new Error(`deterministic field ${slot.path} without a static key`);
         return variants(slot.node.key.id);
-      });
+      };
+      const access = { ...caller, purpose: { kind: 'query' } as const };
+      for (const probe of allSlots.filter((slot) => slot.probe)) {
+        if (!(await engine.mayUse(keysOf(probe), access))) throw new AppError('FORBIDDEN', `A query on ${probe.path} needs the decrypt right on its data key.`);
+      }
+      const slots = allSlots.filter((slot) => !slot.probe);
+      if (slots.length === 0) return;
+      const perSlot = slots.map(keysOf);
       const items: EncryptItem[] = [];
       const owner: number[] = [];
       perSlot.forEach((ids, i) => {
@@ -128,7 +134,7 @@ export function createFieldEncryption({ engine, resolveAltNames }: FieldEncrypti
           owner.push(i);
         }
       });
-      const { results } = await engine.encrypt(items, { ...caller, purpose: { kind: 'query' } });
+      const { results } = await engine.encrypt(items, access);
       const bySlot: Binary[][] = slots.map(() => []);
       results.forEach((result, j) => {
         const path = slots[owner[j]!]!.path;

@@ -15,6 +15,8 @@ export interface EqualitySlot {
   key: string | number;
   node: EncryptNode;
   path: string;
+  /** No value to encrypt (an empty $in or $nin): the field is still tested, so only authorized. */
+  probe?: true;
 }
 
 /** Where a dotted path lands in a plan. */
@@ -138,9 +140,8 @@ function rewriteEncryptedCondition(path: string, node: EncryptNode, container: R
       rewriteEncryptedCondition(path, node, condition, op, slots);
     } else if (op === '$in' || op === '$nin') {
       if (!Array.isArray(arg)) throw new AppError('INVALID_QUERY', `${op} on ${path} takes an array.`);
-      // An empty list still tests the field: authorized like any equality on it, through a value
-      // whose ciphertext goes nowhere (the list stays empty).
-      if (arg.length === 0) slots.push({ container: [''], key: 0, node, path });
+      // An empty list still tests the field: authorized like any equality on it.
+      if (arg.length === 0) slots.push({ container: arg, key: 0, node, path, probe: true });
       arg.forEach((item, i) => {
         checkValueType(path, node, item);
         slots.push({ container: arg, key: i, node, path });
